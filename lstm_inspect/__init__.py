@@ -1,0 +1,16 @@
+"""lstm-inspect: read saved Keras models without TensorFlow and split recurrent weights into gates."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import example_path, export, export_arrays, inspect  # noqa: E402
+from .errors import ExitCode, InspectError  # noqa: E402
+from .gates import LAYOUTS, GateSplit, split as split_gates  # noqa: E402
+from .model import Layer, ModelFile, Tensor  # noqa: E402
+from .readers import open_model  # noqa: E402
+from .stats import Stats, compute as compute_stats  # noqa: E402
+
+__all__ = [
+    "open_model", "inspect", "export", "export_arrays", "example_path", "split_gates", "compute_stats",
+    "ModelFile", "Layer", "Tensor", "GateSplit", "Stats", "LAYOUTS", "InspectError", "ExitCode",
+]

@@ -1,0 +1,55 @@
+"""Every weight of a model as flat ``<layer path>/<block>`` arrays, ready for ``np.savez``."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import gates
+from .errors import InspectError
+from .model import Layer, ModelFile
+from .report import select_layers
+
+
+def export_arrays(model: ModelFile, layers: tuple[str, ...] | list[str] = (), fused: bool = False) -> dict[str, np.ndarray]:
+    """``lstm/W_i``, ``bidi/forward_lstm/U_f``, ``dense/kernel``...; with ``fused`` recurrent layers keep their
+    original ``kernel``, ``recurrent_kernel`` and ``bias``."""
+    out: dict[str, np.ndarray] = {}
+    for layer in select_layers(model, layers):
+        for key, value in layer_arrays(layer, fused).items():
+            full = f"{layer.key}/{key}"
+            if full in out:  # two stored arrays with one role name: keep both, numbered
+                n = 1
+                while f"{full}_{n}" in out:
+                    n += 1
+                full = f"{full}_{n}"
+            out[full] = value
+    return out
+
+
+def layer_arrays(layer: Layer, fused: bool = False) -> dict[str, np.ndarray]:
+    """One layer's own arrays: gate blocks for a recurrent layer, weights under their names otherwise."""
+    split = None if fused else gates.split(layer)
+    if split is not None and split.blocks:
+        arrays = split.arrays()
+        split_sources = {id(b.tensor) for b in split.blocks}
+        arrays.update({t.name: t.read() for t in layer.weights if id(t) not in split_sources})
+        return arrays
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in layer.weights:
+        name = tensor.name
+        n = 1
+        while name in arrays:
+            name = f"{tensor.name}_{n}"
+            n += 1
+        arrays[name] = tensor.read()
+    return arrays
+
+
+def write_npz(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    if not arrays:
+        raise InspectError("nothing to export (no layer with weights matched)", os.fspath(path))
+    try:
+        np.savez(path, **arrays)
+    except OSError as exc:
+        raise InspectError(f"cannot write: {exc.strerror or exc}", os.fspath(path)) from exc

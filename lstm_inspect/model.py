@@ -1,0 +1,151 @@
+"""The neutral model of a Keras file: a tree of layers holding lazily read tensors.
+
+Readers build it; everything else (gate splitting, stats, export, forward) works on it and never on the file
+format. Nothing here knows about HDF5 or zip archives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+#: The classes that hold other layers as a graph of their own.
+CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+
+@dataclass(eq=False)
+class Tensor:
+    """One stored weight array; its values are read from the file the first time `read()` is called."""
+
+    name: str
+    """The weight's role in its layer as Keras names it: ``kernel``, ``recurrent_kernel``, ``bias``, ``gamma``..."""
+    shape: tuple[int, ...]
+    dtype: str
+    source: str
+    """Where the array lives inside the file, e.g. ``model_weights/lstm/lstm/lstm_cell/kernel:0``."""
+    _load: Callable[[], np.ndarray] = field(repr=False)
+    _value: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def read(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+
+@dataclass(eq=False)
+class Layer:
+    """A layer as the file describes it; containers (models, wrappers) hold their sub-layers in `children`."""
+
+    name: str
+    class_name: str
+    path: tuple[str, ...]
+    """Layer names from the outermost container below the model down to this layer: ``("encoder", "enc_lstm_a")``."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The layer's own Keras config (``units``, ``activation``, ...); empty when the file has no config."""
+    weights: list[Tensor] = field(default_factory=list)
+    children: list["Layer"] = field(default_factory=list)
+    entry: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The raw config entry (``class_name``, ``module``, ``inbound_nodes``, ...), for graph walking."""
+    inferred: bool = False
+    """True when the class was guessed from weight names and shapes because the file has no config."""
+
+    @property
+    def key(self) -> str:
+        """The layer path joined by ``/``: the prefix of this layer's keys in exports."""
+        return "/".join(self.path)
+
+    @property
+    def own_params(self) -> int:
+        return sum(t.size for t in self.weights)
+
+    @property
+    def param_count(self) -> int:
+        """Every stored value of this layer and its sub-layers, as Keras's ``count_params()`` counts them."""
+        return self.own_params + sum(child.param_count for child in self.children)
+
+    @property
+    def is_container(self) -> bool:
+        return bool(self.children)
+
+    def walk(self) -> Iterator["Layer"]:
+        """This layer, then every layer below it, depth first in file order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def weight(self, name: str) -> Tensor | None:
+        return next((t for t in self.weights if t.name == name), None)
+
+    @property
+    def needs_code(self) -> str | None:
+        """Why Keras would need user code to rebuild this layer, or None."""
+        if self.class_name == "Lambda":
+            return "Lambda layer: its function is stored as code and runs when Keras loads the model"
+        module = self.entry.get("module")
+        registered = self.entry.get("registered_name")
+        if registered and registered != self.class_name:
+            return f"custom class {registered!r} must be registered to load"
+        if module and not str(module).startswith("keras"):
+            return f"class {self.class_name!r} comes from module {module!r}"
+        return None
+
+
+@dataclass(eq=False)
+class ModelFile:
+    """An opened model file. Use as a context manager, or call `close()`, to release the file."""
+
+    path: str
+    kind: str
+    """One of the file kinds in `FILE_KINDS`."""
+    root: Layer
+    keras_version: str | None = None
+    backend: str | None = None
+    has_config: bool = True
+    warnings: list[str] = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def keras_major(self) -> int | None:
+        """2 for Keras 2 / tf.keras / tf-keras files, 3 for Keras 3, 1 for Keras 1, None when unknown."""
+        if not self.keras_version:
+            return None
+        head = self.keras_version.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Every layer below the model itself, depth first."""
+        return list(self.root.walk())[1:]
+
+    @property
+    def total_params(self) -> int:
+        return self.root.param_count
+
+    def find(self, pattern: str) -> list[Layer]:
+        """Layers whose path contains `pattern` (matching any part of ``a/b/c``)."""
+        return [layer for layer in self.layers if pattern in layer.key]
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> "ModelFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+FILE_KINDS = {
+    "keras2-h5": "Keras 2 / tf.keras full model (HDF5)",
+    "keras2-weights-h5": "Keras 2 / tf.keras weights only (HDF5)",
+    "keras3-h5": "Keras 3 full model, legacy HDF5",
+    "keras3-weights-h5": "Keras 3 weights only (.weights.h5)",
+    "keras-zip": "Keras native .keras archive",
+    "keras-dir": "Keras native model directory (unzipped .keras)",
+}

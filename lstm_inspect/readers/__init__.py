@@ -1,0 +1,58 @@
+"""Open any supported model file by looking at its content; the extension is only a hint in messages."""
+from __future__ import annotations
+
+import os
+
+from ..errors import CorruptFile, InspectError, UnsupportedFile
+from ..model import ModelFile
+
+
+def open_model(path: str | os.PathLike[str]) -> ModelFile:
+    """Open a Keras model or weights file (or a saved-model directory) and return its neutral model.
+
+    Tensors are read lazily: keep the returned object open (use it as a context manager) while reading them.
+    """
+    label = os.fspath(path)
+    if os.path.isdir(label):
+        from . import keras3
+
+        return keras3.read_directory(label, label)
+    if not os.path.exists(label):
+        raise InspectError("no such file or directory", label)
+    try:
+        with open(label, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise InspectError(f"cannot read: {exc.strerror or exc}", label) from exc
+    if not head:
+        raise CorruptFile("file is empty", label)
+
+    from . import archive, h5safe
+
+    if h5safe.is_hdf5(head):
+        return _open_hdf5(label)
+    if archive.is_zip(head):
+        from . import keras3
+
+        return keras3.read_archive(label, label)
+    hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
+    raise UnsupportedFile(f"not a Keras model file: neither HDF5 nor a zip archive{hint}", label)
+
+
+def _open_hdf5(label: str) -> ModelFile:
+    from . import h5safe, keras3, legacy_h5
+
+    f = h5safe.open_file(label, label)
+    try:
+        if legacy_h5.looks_like(f):
+            model = legacy_h5.read(f, label)
+        elif keras3.looks_like_weights(f):
+            model = keras3.read_weights(f, label)
+        else:
+            raise UnsupportedFile("HDF5 file holds no Keras model or weights (no model_config, layer_names or layers)",
+                                  label)
+    except BaseException:
+        f.close()
+        raise
+    model._closers.append(f.close)
+    return model

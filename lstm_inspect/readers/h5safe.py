@@ -1,0 +1,236 @@
+"""Guarded access to HDF5 files: nothing is read from outside the file and no dataset is read past a bound.
+
+Every reader goes through these helpers instead of indexing h5py objects directly, so that links, external
+storage, virtual datasets and size bombs are refused on every path (the holes behind CVE-2026-1669 and
+CVE-2026-0897 in Keras's own loader).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from ..errors import CorruptFile, UnsafeFile
+
+#: A single tensor larger than this is refused (no Keras recurrent model needs one).
+MAX_DATASET_BYTES = 4 << 30
+#: A dataset may declare at most this many times the bytes it stores, past the floor below.
+MAX_DECLARED_RATIO = 1000
+DECLARED_FLOOR_BYTES = 16 << 20
+MAX_RANK = 8
+#: An attribute larger than this is refused (model configs are kilobytes to a few megabytes).
+MAX_ATTRIBUTE_BYTES = 64 << 20
+MAX_JSON_DEPTH = 200
+#: HDF5 filters h5py can apply without plugins: deflate, shuffle, fletcher32, szip, scaleoffset, lzf.
+KNOWN_FILTERS = {1, 2, 3, 4, 6, 32000}
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(head: bytes) -> bool:
+    return head.startswith(HDF5_SIGNATURE)
+
+
+def open_file(source: Any, label: str) -> h5py.File:
+    """Open an HDF5 file (a path or a seekable file object) read-only, or raise CorruptFile."""
+    try:
+        return h5py.File(source, "r")
+    except Exception as exc:  # h5py raises OSError, ValueError, KeyError... for damaged files
+        raise CorruptFile(f"not a readable HDF5 file (truncated or corrupt?): {_short(exc)}", label) from exc
+
+
+def child(group: h5py.Group, name: str, label: str) -> h5py.Group | h5py.Dataset:
+    """The object at `name` below `group`, following only hard links at every path component."""
+    node: Any = group
+    for part in [p for p in name.split("/") if p]:
+        if not isinstance(node, h5py.Group):
+            raise CorruptFile(f"{node.name} is not a group, cannot look up {part!r}", label)
+        try:
+            link = node.get(part, getlink=True)
+        except Exception as exc:
+            raise CorruptFile(f"cannot read link {part!r} in {node.name}: {_short(exc)}", label) from exc
+        if link is None:
+            raise CorruptFile(f"missing {(node.name.rstrip('/') + '/' + part)!r}", label)
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeFile(
+                f"{node.name.rstrip('/')}/{part} is an external link to {link.filename!r}; refusing to leave the file",
+                label,
+            )
+        if isinstance(link, h5py.SoftLink):
+            raise UnsafeFile(f"{node.name.rstrip('/')}/{part} is a soft link to {link.path!r}; refusing links", label)
+        try:
+            node = node[part]
+        except Exception as exc:
+            raise CorruptFile(f"cannot open {part!r} in {node.name}: {_short(exc)}", label) from exc
+    return node
+
+
+def has(group: h5py.Group, name: str) -> bool:
+    try:
+        return group.get(name, getlink=True) is not None
+    except Exception:
+        return False
+
+
+def members(group: h5py.Group, label: str) -> Iterator[tuple[str, Any]]:
+    """The (name, object) pairs of a group in creation order where the file tracks it, refusing links."""
+    try:
+        names = list(group.keys())
+    except Exception as exc:
+        raise CorruptFile(f"cannot list {group.name}: {_short(exc)}", label) from exc
+    for name in names:
+        yield name, child(group, name, label)
+
+
+def check_dataset(ds: h5py.Dataset, label: str) -> None:
+    """Refuse datasets that read outside the file, that are not plain numbers, or that declare absurd sizes."""
+    where = ds.name
+    try:
+        if ds.is_virtual:
+            raise UnsafeFile(f"{where} is a virtual dataset (its data lives in other files); refusing it", label)
+        plist = ds.id.get_create_plist()
+        if plist.get_external_count() > 0:
+            name = plist.get_external(0)[0]
+            name = name.decode(errors="replace") if isinstance(name, bytes) else name
+            raise UnsafeFile(f"{where} keeps its data in external file {name!r}; refusing to read outside the file", label)
+        shape = ds.shape
+        dtype = ds.dtype
+    except (UnsafeFile, CorruptFile):
+        raise
+    except Exception as exc:
+        raise CorruptFile(f"cannot read header of {where}: {_short(exc)}", label) from exc
+    if shape is None:
+        raise CorruptFile(f"{where} has no data space", label)
+    if len(shape) > MAX_RANK:
+        raise UnsafeFile(f"{where} has rank {len(shape)} (more than {MAX_RANK}); refusing it", label)
+    if dtype.kind not in "fiub":
+        raise CorruptFile(f"{where} holds {dtype} values, not numbers", label)
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    if declared > MAX_DATASET_BYTES:
+        raise UnsafeFile(
+            f"{where} declares {declared:,} bytes (shape {shape}), more than the {MAX_DATASET_BYTES:,}-byte limit", label
+        )
+    try:
+        stored = ds.id.get_storage_size()
+    except Exception:
+        stored = 0
+    if declared > DECLARED_FLOOR_BYTES and declared > MAX_DECLARED_RATIO * max(stored, 1):
+        raise UnsafeFile(
+            f"{where} declares {declared:,} bytes but stores {stored:,}; refusing a dataset that would inflate "
+            f"more than {MAX_DECLARED_RATIO}x",
+            label,
+        )
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in KNOWN_FILTERS:
+            raise UnsafeFile(f"{where} needs HDF5 filter {code}, which is not a built-in filter; refusing plugins", label)
+
+
+def dataset_info(ds: h5py.Dataset, label: str) -> tuple[tuple[int, ...], str]:
+    check_dataset(ds, label)
+    return tuple(int(n) for n in ds.shape), str(ds.dtype)
+
+
+def read_dataset(ds: h5py.Dataset, label: str) -> np.ndarray:
+    check_dataset(ds, label)
+    try:
+        return np.asarray(ds[()])
+    except Exception as exc:
+        raise CorruptFile(f"cannot read {ds.name}: {_short(exc)}", label) from exc
+
+
+def attr(obj: h5py.HLObject, name: str, label: str) -> Any:
+    """An attribute decoded to str / list of str / Python scalars, or None when absent."""
+    try:
+        if name not in obj.attrs:
+            return None
+        size = _attribute_bytes(obj.attrs.get_id(name))
+        if size > MAX_ATTRIBUTE_BYTES:
+            raise UnsafeFile(f"attribute {name!r} of {obj.name} is {size:,} bytes; refusing it", label)
+        value = obj.attrs[name]
+    except UnsafeFile:
+        raise
+    except Exception as exc:
+        raise CorruptFile(f"cannot read attribute {name!r} of {obj.name}: {_short(exc)}", label) from exc
+    return _decode(value)
+
+
+def _attribute_bytes(attr_id: Any) -> int:
+    try:
+        return int(attr_id.get_storage_size())
+    except Exception:  # HDF5 reports an error, not 0, for empty attributes
+        shape = attr_id.shape or ()
+        return int(np.prod(shape, dtype=np.int64)) * attr_id.get_type().get_size()
+
+
+def chunked_attr(obj: h5py.HLObject, name: str, label: str) -> list[str] | None:
+    """A list attribute Keras may split into ``name0``, ``name1``, ... when it is larger than 64 KB."""
+    value = attr(obj, name, label)
+    if value is None:
+        parts = []
+        index = 0
+        while (part := attr(obj, f"{name}{index}", label)) is not None:
+            parts.extend(part if isinstance(part, list) else [part])
+            index += 1
+        if not index:
+            return None
+        value = parts
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def json_attr(obj: h5py.HLObject, name: str, label: str) -> Any:
+    text = attr(obj, name, label)
+    if text is None:
+        return None
+    return parse_json(text, f"attribute {name!r}", label)
+
+
+def parse_json(text: str | bytes, what: str, label: str) -> Any:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise CorruptFile(f"{what} is not text", label)
+    try:
+        value = json.loads(text)
+    except RecursionError as exc:
+        raise UnsafeFile(f"{what} is JSON nested too deeply", label) from exc
+    except ValueError as exc:
+        raise CorruptFile(f"{what} is not valid JSON: {exc}", label) from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UnsafeFile(f"{what} is JSON nested deeper than {MAX_JSON_DEPTH} levels", label)
+    return value
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _decode(value.item())
+        return [_decode(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,67 @@
+"""Guess a layer's class from its stored weights, for files that carry no model config (weights-only files)."""
+from __future__ import annotations
+
+import re
+
+from ..model import Layer, Tensor
+
+#: Keras 2 scopes a recurrent layer's variables under its cell ("lstm_cell", "gru_cell_3"): not a layer of its own.
+CELL_SCOPE = re.compile(r"^(lstm|gru|simple_rnn|peephole_lstm|conv_lstm\d?d?)_cell(_\d+)?$")
+
+_HINTS = (("conv_lstm", "ConvLSTM"), ("lstm", "LSTM"), ("gru", "GRU"), ("simple_rnn", "SimpleRNN"))
+
+
+def infer_class(layer: Layer, hint: str = "") -> str:
+    """The most likely Keras class for the layer's weights; ``hint`` is a name that may mention the class."""
+    roles = {t.name: t for t in layer.weights}
+    kernel, recurrent = roles.get("kernel"), roles.get("recurrent_kernel")
+    if kernel is not None and recurrent is not None and len(recurrent.shape) >= 2:
+        units = recurrent.shape[-2]
+        multiple = recurrent.shape[-1] // units if units else 0
+        if len(kernel.shape) > 2:
+            return f"ConvLSTM{len(kernel.shape) - 2}D"
+        by_shape = {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}.get(multiple)
+        hinted = next((cls for key, cls in _HINTS if key in hint.lower()), None)
+        return by_shape or hinted or "Recurrent"
+    if set(roles) >= {"moving_mean", "moving_variance"}:
+        return "BatchNormalization"
+    if set(roles) <= {"gamma", "beta"} and roles:
+        return "LayerNormalization"
+    if "embeddings" in roles:
+        return "Embedding"
+    if kernel is not None and set(roles) <= {"kernel", "bias"}:
+        return "Dense" if len(kernel.shape) == 2 else f"Conv{len(kernel.shape) - 2}D"
+    return "Unknown"
+
+
+def role_of(stored_name: str) -> str:
+    """``lstm/lstm_cell/kernel:0`` -> ``kernel``."""
+    return stored_name.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def owner_of(stored_name: str) -> tuple[str, ...]:
+    """The scope a stored weight belongs to, cell scopes dropped: ``bidi/forward_lstm/lstm_cell/kernel:0`` ->
+    ``("bidi", "forward_lstm")``."""
+    parts = stored_name.split("/")[:-1]
+    return tuple(p for p in parts if not CELL_SCOPE.match(p))
+
+
+def layers_from_weights(name: str, named: list[tuple[str, Tensor]]) -> Layer:
+    """A layer (or a container of layers) rebuilt from one weight group's (stored name, tensor) pairs alone."""
+    owners: dict[tuple[str, ...], list[Tensor]] = {}
+    for stored_name, tensor in named:
+        owners.setdefault(owner_of(stored_name), []).append(tensor)
+    if len(owners) <= 1:
+        layer = Layer(name=name, class_name="", path=(name,), weights=[t for _, t in named], inferred=True)
+        layer.class_name = infer_class(layer, hint=" ".join(next(iter(owners), ())) + " " + name)
+        return layer
+    parent = Layer(name=name, class_name="", path=(name,), inferred=True)
+    for owner, owned in owners.items():
+        child_name = owner[-1] if owner else name
+        child = Layer(name=child_name, class_name="", path=(name, child_name), weights=owned, inferred=True)
+        child.class_name = infer_class(child, hint=" ".join(owner))
+        parent.children.append(child)
+    names = [c.name for c in parent.children]
+    is_bidi = len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_")
+    parent.class_name = "Bidirectional" if is_bidi else "Container"
+    return parent

@@ -1,0 +1,133 @@
+"""Keras's legacy HDF5 files: ``model.save("m.h5")`` and ``save_weights("w.h5")`` from Keras 1/2, tf.keras,
+tf-keras and Keras 3 (which still writes this layout for ``.h5``).
+
+Layer order comes from the ``layer_names`` attribute and weight order from each group's ``weight_names``
+(the order Keras created the variables: trainable first, then non-trainable), never from h5py's alphabetical
+iteration. Variable names drifted across versions, so they are only used to check, not to find, weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+
+from .. import schema
+from ..config import build_tree
+from ..errors import CorruptFile, UnsupportedFile
+from ..model import Layer, ModelFile, Tensor
+from . import h5safe
+from .infer import layers_from_weights, owner_of, role_of
+
+
+def looks_like(f: h5py.File) -> bool:
+    return "model_config" in f.attrs or "layer_names" in f.attrs or "layer_names0" in f.attrs
+
+
+def read(f: h5py.File, label: str) -> ModelFile:
+    version = h5safe.attr(f, "keras_version", label)
+    backend = h5safe.attr(f, "backend", label)
+    model_config = h5safe.json_attr(f, "model_config", label)
+    if model_config is not None:
+        if not h5safe.has(f, "model_weights"):
+            raise CorruptFile("full-model HDF5 file has a model_config but no model_weights group", label)
+        weights_root = h5safe.child(f, "model_weights", label)
+        is_keras3 = str(version or "").startswith("3")
+        kind = "keras3-h5" if is_keras3 else "keras2-h5"
+    else:
+        weights_root = f
+        kind = "keras2-weights-h5"
+        version = version or h5safe.attr(f, "keras_version", label)
+    layer_names = h5safe.chunked_attr(weights_root, "layer_names", label)
+    if layer_names is None:
+        raise UnsupportedFile("HDF5 file has no layer_names: not a Keras model or weights file", label)
+    groups = {name: _weight_group(weights_root, name, label) for name in layer_names}
+
+    model = ModelFile(path=label, kind=kind, root=Layer(name="model", class_name="Model", path=()),
+                      keras_version=version, backend=backend, has_config=model_config is not None)
+    if model_config is not None:
+        model.root = build_tree(model_config, label)
+        _attach(model, groups)
+    else:
+        model.root.children = [layers_from_weights(name, named) for name, named in groups.items()]
+        model.warnings.append("weights-only file: no model config, so layer classes are inferred from weight names and shapes")
+    return model
+
+
+def _weight_group(root: h5py.Group, name: str, label: str) -> list[tuple[str, Tensor]]:
+    group = h5safe.child(root, name, label)
+    names = h5safe.chunked_attr(group, "weight_names", label) or []
+    return [(weight_name, _tensor(group, weight_name, label)) for weight_name in names]
+
+
+def _tensor(group: h5py.Group, weight_name: str, label: str) -> Tensor:
+    ds = h5safe.child(group, weight_name, label)
+    if not isinstance(ds, h5py.Dataset):
+        raise CorruptFile(f"{ds.name} should be a weight array but is a group", label)
+    shape, dtype = h5safe.dataset_info(ds, label)
+    return Tensor(name=role_of(weight_name), shape=shape, dtype=dtype, source=ds.name,
+                  _load=lambda: h5safe.read_dataset(ds, label))
+
+
+def _attach(model: ModelFile, groups: dict[str, list[tuple[str, Tensor]]]) -> None:
+    by_name = {layer.name: layer for layer in model.root.children}
+    for name, named in groups.items():
+        layer = by_name.get(name)
+        if layer is None:
+            if named:
+                model.warnings.append(f"{name}: weights stored for a layer the config does not have; listed raw")
+                orphan = layers_from_weights(name, named)
+                model.root.children.append(orphan)
+            continue
+        problem = assign_in_order(layer, [t for _, t in named])
+        if problem:
+            model.warnings.append(f"{name}: {problem}; weights placed by their stored names")
+            _assign_by_name(layer, named)
+
+
+def slots(layer: Layer, trainable: bool = True) -> list[tuple[Layer, str, bool]] | None:
+    """(leaf layer, role, trainable) for every array Keras stores below `layer`, in creation order;
+    None when a class in the subtree is unknown, so the count cannot be known."""
+    trainable = trainable and layer.config.get("trainable", True) is not False
+    if layer.children:
+        out: list[tuple[Layer, str, bool]] = []
+        for child in layer.children:
+            sub = slots(child, trainable)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
+    roles = schema.weight_roles(layer.class_name, layer.config)
+    if roles is None:
+        return None
+    return [(layer, role, trainable and role_trainable) for role, role_trainable in roles]
+
+
+def assign_in_order(layer: Layer, tensors: list[Tensor]) -> str | None:
+    """Hand a container's flat array list to its leaves the way Keras wrote it (all trainable arrays first,
+    then the non-trainable ones). Returns why it could not, or None when it did."""
+    expected = slots(layer)
+    if expected is None:
+        if layer.children:
+            return "a sub-layer of unknown class stores an unknown number of arrays"
+        layer.weights = list(tensors)  # an unknown leaf: keep its arrays under their stored names
+        return None
+    ordered = [s for s in expected if s[2]] + [s for s in expected if not s[2]]
+    if len(ordered) != len(tensors):
+        return f"config implies {len(ordered)} arrays but the file stores {len(tensors)}"
+    if any(role != tensor.name for (_, role, _), tensor in zip(ordered, tensors)):
+        return "stored array names do not follow the order the config implies"
+    for (leaf, _, _), tensor in zip(ordered, tensors):
+        leaf.weights.append(tensor)
+    return None
+
+
+def _assign_by_name(layer: Layer, named: list[tuple[str, Any]]) -> None:
+    for leaf in layer.walk():
+        leaf.weights = []
+    for stored_name, tensor in named:
+        owner = owner_of(stored_name)
+        target = layer
+        for candidate in layer.walk():
+            if candidate.name in owner and len(candidate.path) >= len(target.path):
+                target = candidate
+        target.weights.append(tensor)

@@ -1,0 +1,94 @@
+"""The content of `lstm-inspect inspect` as plain data: what the JSON output is, and what renderers draw."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import gates, stats
+from .activations import activation_name
+from .model import FILE_KINDS, Layer, ModelFile
+from .notes import recurrent_notes
+
+SCHEMA_VERSION = 1
+
+#: Config fields shown for a layer when present: the ones that change what the layer computes.
+CONFIG_FIELDS = (
+    "units", "filters", "kernel_size", "activation", "recurrent_activation", "use_bias", "reset_after",
+    "unit_forget_bias", "go_backwards", "return_sequences", "return_state", "stateful", "merge_mode",
+    "mask_value", "dropout", "recurrent_dropout", "trainable",
+)
+
+
+def select_layers(model: ModelFile, patterns: tuple[str, ...] | list[str] = ()) -> list[Layer]:
+    """Layers whose path contains any of `patterns` (all layers when none), with their sub-layers."""
+    if not patterns:
+        return model.layers
+    chosen: dict[int, Layer] = {}
+    for layer in model.layers:
+        if any(p in layer.key for p in patterns):
+            for sub in layer.walk():
+                chosen.setdefault(id(sub), sub)
+    return [layer for layer in model.layers if id(layer) in chosen]
+
+
+def inspect(model: ModelFile, layers: tuple[str, ...] | list[str] = (), with_stats: bool = True) -> dict[str, Any]:
+    """Everything `inspect` shows. With ``with_stats=False`` no tensor data is read at all."""
+    selected = select_layers(model, layers)
+    warnings = list(model.warnings)
+    entries = []
+    for layer in selected:
+        entry = layer_entry(layer, model, with_stats)
+        if entry.get("recurrent"):
+            warnings.extend(entry["recurrent"]["warnings"])
+        entries.append(entry)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "file": model.path,
+        "kind": model.kind,
+        "kind_description": FILE_KINDS.get(model.kind, model.kind),
+        "keras_version": model.keras_version,
+        "backend": model.backend,
+        "has_config": model.has_config,
+        "total_params": model.total_params,
+        "warnings": warnings,
+        "layers": entries,
+    }
+
+
+def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, Any]:
+    config = {k: layer.config[k] for k in CONFIG_FIELDS if k in layer.config}
+    for key in ("activation", "recurrent_activation"):
+        if key in config:
+            config[key] = activation_name(config[key])
+    entry: dict[str, Any] = {
+        "path": layer.key,
+        "name": layer.name,
+        "class_name": layer.class_name,
+        "depth": len(layer.path) - 1,
+        "params": layer.param_count,
+        "inferred_class": layer.inferred,
+        "needs_code": layer.needs_code,
+        "config": config,
+        "weights": [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "source": t.source,
+             "stats": stats.compute(t.read()).as_dict() if with_stats else None}
+            for t in layer.weights
+        ],
+        "recurrent": None,
+    }
+    split = gates.split(layer)
+    if split is not None:
+        entry["recurrent"] = {
+            "family": split.layout.family,
+            "units": split.units,
+            "input_dim": split.input_dim,
+            "reset_after": split.reset_after,
+            "gates": [{"gate": g, "name": n} for g, n in zip(split.layout.gates, split.layout.gate_names)],
+            "blocks": [
+                {"key": b.key, "kind": b.kind, "gate": b.gate, "source": b.source, "shape": list(b.shape),
+                 "stats": stats.compute(b.read()).as_dict() if with_stats else None}
+                for b in split.blocks
+            ],
+            "warnings": split.warnings,
+            "notes": recurrent_notes(split, model, read_values=with_stats),
+        }
+    return entry

@@ -1,0 +1,57 @@
+"""What Keras stores for each layer class: its weights in creation order, and how wrappers hold sub-layers.
+
+This is data about Keras, used to hand a container's flat list of stored arrays to the right sub-layers.
+A class missing here is 'unknown': its arrays are listed raw, under the names the file gives them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: Classes whose whole state is a list of weights created in this order; (role, trainable, condition).
+_RECURRENT = [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, "use_bias")]
+_DENSE = [("kernel", True, None), ("bias", True, "use_bias")]
+WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
+    "LSTM": _RECURRENT,
+    "GRU": _RECURRENT,
+    "SimpleRNN": _RECURRENT,
+    "ConvLSTM1D": _RECURRENT,
+    "ConvLSTM2D": _RECURRENT,
+    "ConvLSTM3D": _RECURRENT,
+    "Dense": _DENSE,
+    "Conv1D": _DENSE,
+    "Conv2D": _DENSE,
+    "Conv3D": _DENSE,
+    "Conv1DTranspose": _DENSE,
+    "Conv2DTranspose": _DENSE,
+    "Embedding": [("embeddings", True, None)],
+    "BatchNormalization": [
+        ("gamma", True, "scale"),
+        ("beta", True, "center"),
+        ("moving_mean", False, None),
+        ("moving_variance", False, None),
+    ],
+    "LayerNormalization": [("gamma", True, "scale"), ("beta", True, "center")],
+    "PReLU": [("alpha", True, None)],
+}
+
+#: Classes that store nothing.
+WEIGHTLESS = frozenset(
+    """InputLayer Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout
+    AlphaDropout Activation ReLU LeakyReLU ELU Softmax ThresholdedReLU Flatten Reshape Permute RepeatVector Masking
+    Concatenate Add Subtract Multiply Average Maximum Minimum Dot MaxPooling1D MaxPooling2D MaxPooling3D
+    AveragePooling1D AveragePooling2D AveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D
+    GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D UpSampling1D UpSampling2D ZeroPadding1D
+    ZeroPadding2D Cropping1D Cropping2D Lambda ActivityRegularization Identity""".split()
+)
+
+WRAPPER_CLASSES = frozenset({"Bidirectional", "TimeDistributed"})
+
+
+def weight_roles(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:
+    """The (role, trainable) pairs Keras stores for a leaf layer, or None when the class is unknown."""
+    if class_name in WEIGHTLESS:
+        return []
+    roles = WEIGHT_ROLES.get(class_name)
+    if roles is None:
+        return None
+    return [(role, trainable) for role, trainable, cond in roles if cond is None or config.get(cond, True)]
