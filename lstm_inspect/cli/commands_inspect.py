@@ -1,0 +1,55 @@
+"""`inspect`, `export` and `demo`: reading a model and writing its gate blocks."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from . import cli, layer_option
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path())
+@layer_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/json-schema.md).")
+@click.option("--no-stats", is_flag=True, help="Shapes only: read no tensor data.")
+def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats: bool) -> None:
+    """Show the layer tree, parameter counts and per-gate blocks of MODEL."""
+    from ..api import inspect
+
+    report = inspect(model, layers=layers, stats=not no_stats)
+    _emit_report(report, as_json)
+
+
+@cli.command("export")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .npz file to write.")
+@layer_option
+@click.option("--fused", is_flag=True, help="Write the original fused kernel/recurrent_kernel/bias arrays.")
+def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool) -> None:
+    """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>."""
+    from ..api import export
+
+    keys = export(model, output, layers=layers, fused=fused)
+    click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
+
+
+@cli.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def demo_command(as_json: bool) -> None:
+    """Inspect the bundled example: LSTM(120, relu) -> Dense(100) -> Dense(50) -> Dense(1)."""
+    from ..api import example_path, inspect
+
+    _emit_report(inspect(example_path()), as_json)
+
+
+def _emit_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from ..render.text import make_console, render_inspect
+
+    render_inspect(report, make_console())
+
+
