@@ -15,8 +15,13 @@ from .. import __version__
 from ..errors import ExitCode, InspectError
 
 
-class _DefaultToInspect(click.Group):
-    """`lstm-inspect MODEL` means `lstm-inspect inspect MODEL`."""
+class _Boundary(click.Group):
+    """The one error boundary of the CLI, and the default command.
+
+    Expected failures (`InspectError`) become one line on stderr and their exit code; anything else is a bug,
+    reported in one line with exit code 3. ``--traceback`` re-raises instead.
+    ``lstm-inspect MODEL`` means ``lstm-inspect inspect MODEL``.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
@@ -24,8 +29,29 @@ class _DefaultToInspect(click.Group):
             args = args[:first] + ["inspect"] + args[first:]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except InspectError as exc:
+            if ctx.params.get("traceback"):
+                raise
+            click.echo(f"lstm-inspect: error: {exc}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except BrokenPipeError:
+            # Output piped into `head` and closed: not an error. Point stdout at devnull so exit is quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(int(ExitCode.OK))
+        except Exception as exc:
+            if ctx.params.get("traceback"):
+                raise
+            click.echo(f"lstm-inspect: internal error: {type(exc).__name__}: {exc} "
+                       "(run with --traceback for details)", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
 
-@click.group(cls=_DefaultToInspect, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lstm-inspect")
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error (for debugging).")
 def cli(traceback: bool) -> None:
@@ -41,34 +67,11 @@ def layer_option(func: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script: one error boundary mapping failures to a one-line message and an exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    show_traceback = "--traceback" in args
+    """The console script."""
     try:
-        cli.main(args=args, prog_name="lstm-inspect", standalone_mode=False)
-    except InspectError as exc:
-        if show_traceback:
-            raise
-        click.echo(f"lstm-inspect: error: {exc}", err=True)
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("lstm-inspect: aborted", err=True)
-        return int(ExitCode.BAD_INPUT)
-    except click.ClickException as exc:
-        exc.show()
-        return int(ExitCode.BAD_INPUT)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except BrokenPipeError:
-        # Output piped into `head` and closed: not an error. Point stdout at devnull so exit does not complain.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(ExitCode.OK)
-    except Exception as exc:  # a bug: say so in one line unless asked for the traceback
-        if show_traceback:
-            raise
-        click.echo(f"lstm-inspect: internal error: {type(exc).__name__}: {exc} (run with --traceback for details)",
-                   err=True)
-        return int(ExitCode.INTERNAL)
+        cli.main(args=argv, prog_name="lstm-inspect", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return int(ExitCode.OK)
 
 

@@ -1,0 +1,89 @@
+"""Hand-built files for layouts no installable Keras writes any more, and for hostile or broken input.
+
+Each is made from a real Keras fixture by editing it with h5py / zipfile, following the layout documented in
+shared/reference/keras-files-and-gate-layouts.md, and is labelled "hand-built" in test ids.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
+
+
+def copy(name: str, dest: Path) -> Path:
+    target = dest / name
+    if (FIXTURES / name).is_dir():
+        shutil.copytree(FIXTURES / name, target)
+    else:
+        shutil.copy(FIXTURES / name, target)
+    return target
+
+
+def _rename_weights(path: Path, rename) -> None:
+    """Move every weight dataset to the name `rename(old)` gives and rewrite weight_names to match."""
+    with h5py.File(path, "r+") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for layer_name in [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]:
+            group = root[layer_name]
+            old_names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+            data = {n: group[n][()] for n in old_names}
+            for key in list(group.keys()):
+                del group[key]
+            new_names = [rename(n) for n in old_names]
+            for old, new in zip(old_names, new_names):
+                group.create_dataset(new, data=data[old])
+            group.attrs["weight_names"] = np.array([n.encode() for n in new_names])
+
+
+def keras23_naming(dest: Path) -> Path:
+    """Keras <= 2.3 / TF <= 2.1 named LSTM variables `lstm_1/kernel:0`, without a cell scope."""
+    path = copy("k2_classic.h5", dest)
+    _rename_weights(path, lambda n: n.replace("lstm_cell/", ""))
+    return path
+
+
+def uniquified_naming(dest: Path) -> Path:
+    """TF 2.2-2.12 wrote auto-uniquified scopes: `lstm_1/lstm_cell_1/kernel:0`."""
+    path = copy("k2_classic.h5", dest)
+    _rename_weights(path, lambda n: n.replace("lstm/lstm_cell/", "lstm_1/lstm_cell_1/"))
+    return path
+
+
+def chunked_attributes(dest: Path) -> Path:
+    """Keras splits an attribute over 64 KB into `layer_names0`, `layer_names1`, ... (same for weight_names);
+    here they are split regardless of size, with bytes values, as h5py wrote them for old Keras."""
+    path = copy("k2_nested.h5", dest)
+    with h5py.File(path, "r+") as f:
+        root = f["model_weights"]
+        names = list(root.attrs["layer_names"])
+        del root.attrs["layer_names"]
+        root.attrs["layer_names0"] = np.array(names[:1])
+        root.attrs["layer_names1"] = np.array(names[1:])
+        for name in names:
+            group = root[name.decode() if isinstance(name, bytes) else name]
+            weights = list(group.attrs["weight_names"])
+            if len(weights) >= 2:
+                del group.attrs["weight_names"]
+                group.attrs["weight_names0"] = np.array(weights[:2])
+                group.attrs["weight_names1"] = np.array(weights[2:])
+        f.attrs["model_config"] = np.bytes_(f.attrs["model_config"].encode()
+                                            if isinstance(f.attrs["model_config"], str) else f.attrs["model_config"])
+    return path
+
+
+def units_mismatch(dest: Path) -> Path:
+    """A config that says units=5 over weights that hold 120 units."""
+    path = copy("k2_classic.h5", dest)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "LSTM":
+                layer["config"]["units"] = 5
+        f.attrs["model_config"] = json.dumps(config)
+    return path

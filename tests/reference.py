@@ -1,0 +1,57 @@
+"""A deliberately plain, step-by-step numpy re-implementation of Keras's recurrent cells, written from the
+Keras equations and fed with the per-gate blocks lstm-inspect exports. If a gate slice were wrong, the output
+would not match what Keras itself computed. Shared by the tests; not part of the package."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def activation(name: str, keras_major: int):
+    if name == "hard_sigmoid":
+        if keras_major == 3:
+            return lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+        return lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0)
+    return {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}[name]
+
+
+def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: str = "sigmoid",
+        keras_major: int = 3, go_backwards: bool = False) -> np.ndarray:
+    """All hidden states, shape (batch, time, units), in the order Keras returns them."""
+    f = activation(act, keras_major)
+    g = activation(rec_act, keras_major)
+    x = x.astype(np.float64)
+    if go_backwards:
+        x = x[:, ::-1]
+    B = {k: v.astype(np.float64) for k, v in blocks.items()}
+    units = (B["U"] if family == "SimpleRNN" else B["U_" + ("i" if family == "LSTM" else "z")]).shape[0]
+    zero = np.zeros(units)
+    h = np.zeros((x.shape[0], units))
+    c = np.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        if family == "LSTM":
+            i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero))
+            fg = g(xt @ B["W_f"] + h @ B["U_f"] + B.get("b_f", zero))
+            cand = f(xt @ B["W_c"] + h @ B["U_c"] + B.get("b_c", zero))
+            o = g(xt @ B["W_o"] + h @ B["U_o"] + B.get("b_o", zero))
+            c = fg * c + i * cand
+            h = o * f(c)
+        elif family == "GRU":
+            if "rb_z" in B:  # reset_after=True: the reset gate scales (h·U_h + rb_h)
+                z = g(xt @ B["W_z"] + B["b_z"] + h @ B["U_z"] + B["rb_z"])
+                r = g(xt @ B["W_r"] + B["b_r"] + h @ B["U_r"] + B["rb_r"])
+                cand = f(xt @ B["W_h"] + B["b_h"] + r * (h @ B["U_h"] + B["rb_h"]))
+            else:  # reset_after=False: the reset gate scales h before U_h
+                z = g(xt @ B["W_z"] + h @ B["U_z"] + B.get("b_z", zero))
+                r = g(xt @ B["W_r"] + h @ B["U_r"] + B.get("b_r", zero))
+                cand = f(xt @ B["W_h"] + (r * h) @ B["U_h"] + B.get("b_h", zero))
+            h = z * h + (1 - z) * cand
+        else:
+            h = f(xt @ B["W"] + h @ B["U"] + B.get("b", zero))
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
