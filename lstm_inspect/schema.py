@@ -55,3 +55,16 @@ def weight_roles(class_name: str, config: dict[str, Any]) -> list[tuple[str, boo
     if roles is None:
         return None
     return [(role, trainable) for role, trainable, cond in roles if cond is None or config.get(cond, True)]
+
+
+def roles_for_count(class_name: str, count: int) -> list[str] | None:
+    """Role names for `count` stored arrays of a class whose config is unknown (weights-only files): the
+    optional roles (a bias with use_bias=False, ...) are dropped when fewer arrays are stored."""
+    roles = WEIGHT_ROLES.get(class_name)
+    if roles is None:
+        return [] if class_name in WEIGHTLESS and count == 0 else None
+    names = [role for role, _, _ in roles]
+    optional = [role for role, _, cond in roles if cond is not None]
+    while len(names) > count and optional:
+        names.remove(optional.pop())
+    return names if len(names) == count else None

@@ -153,8 +153,11 @@ def _leaf_tensors(class_name: str, config: dict[str, Any], group: h5py.Group, la
     stored = _vars(group, label)
     if h5safe.has(group, _CELL):
         stored += _vars(h5safe.child(group, _CELL, label), label)
-    roles = schema.weight_roles(class_name, config)
-    names = [r for r, _ in roles] if roles is not None and len(roles) == len(stored) else None
+    if config:
+        roles = schema.weight_roles(class_name, config)
+        names = [r for r, _ in roles] if roles is not None and len(roles) == len(stored) else None
+    else:
+        names = schema.roles_for_count(class_name, len(stored))
     tensors = []
     for index, ds in enumerate(stored):
         shape, dtype = h5safe.dataset_info(ds, label)
