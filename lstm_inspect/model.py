@@ -90,7 +90,7 @@ class Layer:
         registered = self.entry.get("registered_name")
         if registered and registered != self.class_name:
             return f"custom class {registered!r} must be registered to load"
-        if module and not str(module).startswith("keras"):
+        if module and not str(module).startswith(("keras", "tf_keras")):
             return f"class {self.class_name!r} comes from module {module!r}"
         return None
 
