@@ -61,20 +61,28 @@ def chunked_attributes(dest: Path) -> Path:
     path = copy("k2_nested.h5", dest)
     with h5py.File(path, "r+") as f:
         root = f["model_weights"]
-        names = list(root.attrs["layer_names"])
+        names = [_text(n) for n in root.attrs["layer_names"]]
         del root.attrs["layer_names"]
-        root.attrs["layer_names0"] = np.array(names[:1])
-        root.attrs["layer_names1"] = np.array(names[1:])
+        root.attrs["layer_names0"] = _bytes_array(names[:1])
+        root.attrs["layer_names1"] = _bytes_array(names[1:])
         for name in names:
-            group = root[name.decode() if isinstance(name, bytes) else name]
-            weights = list(group.attrs["weight_names"])
-            if len(weights) >= 2:
+            group = root[name]
+            weights = [_text(n) for n in group.attrs["weight_names"]]
+            if len(weights) >= 3:
                 del group.attrs["weight_names"]
-                group.attrs["weight_names0"] = np.array(weights[:2])
-                group.attrs["weight_names1"] = np.array(weights[2:])
+                group.attrs["weight_names0"] = _bytes_array(weights[:2])
+                group.attrs["weight_names1"] = _bytes_array(weights[2:])
         f.attrs["model_config"] = np.bytes_(f.attrs["model_config"].encode()
                                             if isinstance(f.attrs["model_config"], str) else f.attrs["model_config"])
     return path
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes_array(names: list[str]) -> np.ndarray:
+    return np.array([n.encode() for n in names], dtype=f"S{max(len(n) for n in names)}")
 
 
 def units_mismatch(dest: Path) -> Path:
