@@ -43,3 +43,39 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
     arrays = export_arrays(path, layers, fused)
     _export.write_npz(arrays, output)
     return list(arrays)
+
+
+def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] | list[str] = (), trace: bool = False,
+            dtype: Any = np.float64) -> dict[str, np.ndarray]:
+    """Run the model in numpy with the semantics of the Keras that wrote it.
+
+    `inputs`: an array (one input), a list in input order, or a dict keyed by input name. Returns every layer's
+    output keyed by layer path and the model's output under ``__output__`` (``__output__/0``, ... for several);
+    with `layers`, only those layers (the run stops once they are computed); with `trace`, also per-step gates
+    and states of recurrent layers (``lstm/i``, ``lstm/f``, ``lstm/c``, ``lstm/o``, ``lstm/cell``, ``lstm/hidden``;
+    GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units)."""
+    from .forward import run
+
+    with open_model(path) as model:
+        return run(model, inputs, layers=layers, trace=trace, dtype=dtype)
+
+
+def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
+           rtol: float | None = None, atol: float | None = None, seed: int = 0) -> "Any":
+    """Compare `forward` with Keras on the same inputs (random ones fitting the model when not given).
+
+    Returns a `verify.VerifyResult` (``.ok``, ``.diffs`` per layer with max abs/rel difference). Needs Keras
+    (``pip install 'lstm-inspect[keras]'``); raises `verify.KerasMissing` (an InspectError) without it."""
+    from .verify import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
+
+    return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
+                      rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
+
+
+def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = ()) -> "Any":
+    """The equations every layer computes with this file's slices, shapes and pitfalls (`explain.Explanation`);
+    `explain.to_markdown(result)` renders it as Markdown."""
+    from .explain import explain as run_explain
+
+    with open_model(path) as model:
+        return run_explain(model, layers)

@@ -775,7 +775,7 @@ def _spec_from_config(name: str, config: dict[str, Any]) -> InputSpec:
     return InputSpec(name, tuple(shape) if shape else (None,), dtype)
 
 
-def _match_inputs(specs: list[InputSpec], inputs: Any) -> list[np.ndarray]:
+def match_inputs(specs: list[InputSpec], inputs: Any) -> list[np.ndarray]:
     if isinstance(inputs, dict):
         plain = {k.removeprefix("input/") if k != "input" else k: v for k, v in inputs.items()}
         if len(specs) == 1 and len(plain) == 1:
@@ -815,8 +815,17 @@ def run(model: ModelFile, inputs: Any, layers: Sequence[str] = (), trace: bool =
     only the outputs of layers whose path contains one of the names, and the run stops once they are computed.
     With `trace`, also ``<recurrent layer path>/<gate or state>`` arrays of shape (batch, time, units).
     """
+    try:
+        return _run(model, inputs, layers, trace, dtype)
+    except InspectError as exc:
+        if exc.path is None:
+            exc.path = model.path
+        raise
+
+
+def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtype: Any) -> dict[str, np.ndarray]:
     specs = input_specs(model)
-    values = _match_inputs(specs, inputs)
+    values = match_inputs(specs, inputs)
     wanted = None
     if layers:
         matched = {layer.key for layer in model.layers if any(name in layer.key for name in layers)

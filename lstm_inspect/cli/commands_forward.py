@@ -1,0 +1,110 @@
+"""`forward`, `verify` and `explain`: running a model in numpy, checking it against Keras, writing its equations."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from . import cli, layer_option
+from ..errors import InspectError
+
+
+def _load_inputs(path: str) -> Any:
+    """An .npy array, or an .npz keyed by input name (``input`` / ``input/<name>`` also accepted)."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise InspectError("no such input file", path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head.startswith(b"\x93NUMPY"):
+            return np.load(path, allow_pickle=False)
+        if head.startswith(b"PK"):
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            inputs = {k: v for k, v in arrays.items() if k == "input" or k.startswith("input/")}
+            return inputs or arrays
+    except (ValueError, OSError) as exc:
+        raise InspectError(f"cannot read input arrays: {exc}", path) from exc
+    raise InspectError("input must be a .npy array or an .npz of arrays keyed by input name", path)
+
+
+@cli.command("forward")
+@click.argument("model", type=click.Path())
+@click.option("--input", "input_path", required=True, type=click.Path(),
+              help="X.npy, or X.npz with one array per model input keyed by input name.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .npz file to write.")
+@layer_option
+@click.option("--trace", is_flag=True,
+              help="Also write per-step gates and states of recurrent layers (<layer>/i, /f, /c, /o, /cell, /hidden; "
+                   "GRU /z, /r, /h, /hidden), each (batch, time, units).")
+@click.option("--float32", "float32", is_flag=True, help="Compute in float32 like Keras (default float64).")
+def forward_command(model: str, input_path: str, output: str, layers: tuple[str, ...], trace: bool,
+                    float32: bool) -> None:
+    """Run MODEL on the inputs in numpy and write every layer's output to an .npz keyed by layer path
+    (the model's output under __output__). --layer NAME stops once that layer has run."""
+    import numpy as np
+
+    from ..api import forward
+    from ..export import write_npz
+
+    inputs = _load_inputs(input_path)
+    result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64)
+    write_npz(result, output)
+    click.echo(f"wrote {len(result)} arrays to {output}", err=True)
+
+
+@cli.command("verify")
+@click.argument("model", type=click.Path())
+@click.option("--input", "input_path", type=click.Path(), help="Inputs (.npy / .npz); random ones otherwise.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Batch size of random inputs.")
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(1),
+              help="Time steps of random inputs where the model leaves the time axis free.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
+@click.option("--rtol", default=None, type=float, help="Relative tolerance [default: 1e-05].")
+@click.option("--atol", default=None, type=float, help="Absolute tolerance [default: 1e-06].")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def verify_command(model: str, input_path: str | None, batch: int, steps: int, seed: int, rtol: float | None,
+                   atol: float | None, as_json: bool) -> None:
+    """Compare the numpy forward pass with Keras itself, layer by layer (needs the optional Keras extra).
+
+    Exit 0 when every layer is within tolerance (|numpy - keras| <= atol + rtol*|keras|), 1 otherwise."""
+    from ..api import verify
+    from ..verify import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
+
+    inputs = _load_inputs(input_path) if input_path else None
+    result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
+                    rtol=DEFAULT_RTOL if rtol is None else rtol,
+                    atol=DEFAULT_ATOL if atol is None else atol)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(to_dict(result), indent=2))
+    else:
+        from ..render.forward import render_verify
+        from ..render.text import make_console
+
+        render_verify(result, make_console())
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("explain")
+@click.argument("model", type=click.Path())
+@layer_option
+@click.option("--markdown", is_flag=True, help="Print Markdown (for an issue or a notebook) instead of panels.")
+def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None:
+    """Write out the equations each layer computes, with this file's slices, shapes and pitfalls."""
+    from ..api import explain
+    from ..explain import to_markdown
+
+    result = explain(model, layers=layers)
+    if markdown:
+        click.echo(to_markdown(result))
+        return
+    from ..render.forward import render_explain
+    from ..render.text import make_console
+
+    render_explain(result, make_console())

@@ -1,0 +1,74 @@
+"""Human-readable output of `verify` and `explain` with rich."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from ..explain import Explanation
+    from ..verify import VerifyResult
+
+
+def _sci(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:.2e}"
+
+
+def render_verify(result: "VerifyResult", console: Console) -> None:
+    head = Text()
+    head.append(result.path, style="bold")
+    head.append(f"\nnumpy forward pass vs {result.keras_package} {result.keras_version}"
+                f" (file written by Keras {result.file_keras_version or '?'})")
+    inputs = ", ".join(f"{name} {tuple(shape)}" for name, shape in result.input_shapes.items())
+    head.append(f"\ninputs: {inputs} · tolerance |numpy − keras| ≤ {result.atol:g} + {result.rtol:g}·|keras|")
+    console.print(head)
+    table = Table(show_edge=False, pad_edge=False)
+    for column, justify in (("layer", "left"), ("shape", "left"), ("max abs diff", "right"),
+                            ("max rel diff", "right"), ("", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for d in result.diffs:
+        status = Text("ok", style="green") if d.ok else Text("MISMATCH" + (f" ({d.note})" if d.note else ""),
+                                                            style="bold red")
+        table.add_row(escape(d.key), str(d.shape), _sci(d.max_abs), _sci(d.max_rel), status)
+    console.print(table)
+    worst = result.worst
+    if result.ok:
+        console.print(Text(f"OK: {len(result.diffs)} outputs match Keras (largest difference "
+                           f"{_sci(worst.max_abs) if worst else '0'})", style="green"))
+    else:
+        bad = [d.key for d in result.diffs if not d.ok]
+        console.print(Text(f"MISMATCH in {len(bad)} of {len(result.diffs)} outputs: {', '.join(bad)}",
+                           style="bold red"))
+
+
+def render_explain(result: "Explanation", console: Console) -> None:
+    head = Text(result.path, style="bold")
+    if result.keras_version:
+        head.append(f" · Keras {result.keras_version}", style="")
+    console.print(head)
+    for warning in result.warnings:
+        console.print(Text("warning: ", style="bold yellow") + Text(warning))
+    for layer in result.layers:
+        parts: list = []
+        if layer.equations:
+            parts.append(Text("\n".join(layer.equations)))
+        if layer.shapes:
+            table = Table(show_edge=False, pad_edge=False, box=None)
+            table.add_column("term", style="cyan")
+            table.add_column("shape")
+            for term, shape in layer.shapes:
+                table.add_row(escape(term), escape(shape))
+            parts.append(Text(""))
+            parts.append(table)
+        if layer.pitfalls:
+            notes = Text()
+            for p in layer.pitfalls:
+                notes.append("\n• ", style="yellow")
+                notes.append(p)
+            parts.append(notes)
+        title = f"{layer.key} · {layer.summary}"
+        console.print(Panel(Group(*parts) if parts else Text("-"), title=escape(title), title_align="left"))

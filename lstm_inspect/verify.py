@@ -1,0 +1,249 @@
+"""Compare the numpy forward pass with Keras itself, layer by layer.
+
+Keras is optional: it is imported here only, lazily, and only by `verify`. The Keras that can read the file is
+chosen by the version that wrote it: Keras 3 (``import keras``) for Keras 3 files, tf-keras (``import tf_keras``)
+for Keras 2 / tf.keras files. The numpy pass runs first, so a model lstm-inspect cannot run (a Lambda, a custom
+class) is refused before Keras ever deserializes it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
+from .errors import InspectError
+from .model import ModelFile
+from .readers import open_model
+
+INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
+DEFAULT_RTOL = 1e-5
+DEFAULT_ATOL = 1e-6
+
+
+class KerasMissing(InspectError):
+    """The Keras needed to verify the file is not installed."""
+
+
+@dataclass
+class LayerDiff:
+    key: str
+    """The layer path (or ``__output__``), as in `forward`'s result."""
+    shape: tuple[int, ...]
+    max_abs: float
+    """max |numpy − keras| over the layer's output."""
+    max_rel: float
+    """max |numpy − keras| / |keras| over the elements where |keras| > atol (0 when there are none)."""
+    ok: bool
+    """Every element satisfies |numpy − keras| ≤ atol + rtol·|keras| (and the shapes agree)."""
+    note: str = ""
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    keras_package: str
+    keras_version: str
+    file_keras_version: str | None
+    rtol: float
+    atol: float
+    input_shapes: dict[str, tuple[int, ...]]
+    diffs: list[LayerDiff] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.diffs) and all(d.ok for d in self.diffs)
+
+    @property
+    def worst(self) -> LayerDiff | None:
+        return max(self.diffs, key=lambda d: d.max_abs, default=None)
+
+
+def keras_package_for(model: ModelFile) -> str:
+    """``keras`` for Keras 3 files, ``tf_keras`` for Keras 1/2 and tf.keras files."""
+    return "keras" if model.keras_major == 3 else "tf_keras"
+
+
+def make_inputs(model: ModelFile, batch: int = 2, steps: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs that fit the model's inputs: standard normal floats; integers below the smallest
+    Embedding ``input_dim`` for integer inputs. Free (None) non-batch axes get `steps`."""
+    rng = np.random.default_rng(seed)
+    vocab = [int(layer.config.get("input_dim", 0)) for layer in model.layers if layer.class_name == "Embedding"]
+    out = {}
+    for spec in input_specs(model):
+        if len(spec.shape) < 2:
+            raise InspectError(f"input {spec.name!r}: the file does not record its shape; pass --input", model.path)
+        shape = (batch,) + tuple(steps if n is None else int(n) for n in spec.shape[1:])
+        if "int" in spec.dtype:
+            out[spec.name] = rng.integers(0, max(min(vocab) if vocab else 10, 1), size=shape).astype(spec.dtype)
+        else:
+            out[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: float, atol: float) -> list[LayerDiff]:
+    diffs = []
+    for key, ref in theirs.items():
+        if key not in ours:
+            continue
+        got = np.asarray(ours[key], dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        if got.shape != ref.shape:
+            diffs.append(LayerDiff(key, tuple(ref.shape), float("inf"), float("inf"), False,
+                                   f"shape {got.shape} vs Keras {ref.shape}"))
+            continue
+        delta = np.abs(got - ref)
+        finite = np.isfinite(got).all() and np.isfinite(ref).all()
+        big = np.abs(ref) > atol
+        max_rel = float((delta[big] / np.abs(ref[big])).max()) if big.any() else 0.0
+        ok = bool(finite and np.all(delta <= atol + rtol * np.abs(ref)))
+        diffs.append(LayerDiff(key, tuple(ref.shape), float(delta.max()) if delta.size else 0.0, max_rel, ok,
+                               "" if finite else "non-finite values"))
+    return diffs
+
+
+def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
+           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, seed: int = 0) -> VerifyResult:
+    """Run the file with lstm-inspect's numpy pass and with Keras on the same inputs and compare every layer."""
+    label = os.fspath(path)
+    with open_model(label) as model:
+        if not model.has_config:
+            raise InspectError("weights-only file: it holds no architecture, so Keras cannot rebuild the model "
+                               "to compare against; verify the full model file (.keras or model.save('x.h5'))",
+                               label)
+        package = keras_package_for(model)
+        if inputs is None:
+            inputs = make_inputs(model, batch, steps, seed)
+        specs = input_specs(model)
+        values = match_inputs(specs, inputs)
+        ours = run(model, values)
+        file_version = model.keras_version
+    if importlib.util.find_spec(package) is None or importlib.util.find_spec("tensorflow") is None:
+        raise KerasMissing(f"verify needs {'Keras 3' if package == 'keras' else 'tf-keras'} with TensorFlow to "
+                           f"run this Keras {file_version or '?'} file; install it with: {INSTALL_HINT}", label)
+    K = _import_keras(package)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol)
+
+
+def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], specs: list[InputSpec],
+               values: list[np.ndarray], file_version: str | None, rtol: float, atol: float) -> VerifyResult:
+    try:
+        if package == "keras":
+            keras_model = K.saving.load_model(label, compile=False, safe_mode=True)
+        else:
+            keras_model = K.models.load_model(label, compile=False)
+    except Exception as exc:  # Keras raises many kinds; report one line
+        raise InspectError(f"{package} could not load the model: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300], label) from exc
+    theirs = keras_outputs(K, keras_model, values)
+    result = VerifyResult(label, package, str(K.__version__), file_version, rtol, atol,
+                          {s.name: tuple(v.shape) for s, v in zip(specs, values)})
+    result.diffs = compare(ours, theirs, rtol, atol)
+    return result
+
+
+def _import_keras(package: str) -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+    import warnings
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import importlib
+
+        return importlib.import_module(package)
+
+
+def keras_outputs(K: Any, keras_model: Any, values: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras's own output of every layer (keyed by layer path, like `forward.run`) and of the model."""
+    out: dict[str, np.ndarray] = {}
+    feed = values if len(values) > 1 else values[0]
+    pred = _flat(keras_model(feed, training=False))
+    pred = [np.asarray(p) for p in pred]
+    if len(pred) == 1:
+        out[OUTPUT_KEY] = pred[0]
+    else:
+        for i, p in enumerate(pred):
+            out[f"{OUTPUT_KEY}/{i}"] = p
+    _collect(K, keras_model, list(values), "", out)
+    return out
+
+
+def _flat(x: Any) -> list[Any]:
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)):
+        return [item for sub in x for item in _flat(sub)]
+    return [x]
+
+
+def _collect(K: Any, container: Any, in_values: list[np.ndarray], prefix: str, out: dict[str, np.ndarray]) -> None:
+    """Every layer's output inside `container`, by probing the container's graph with a multi-output model.
+
+    Each layer is reached through its last inbound node (its call inside this container's graph); nested
+    containers are recursed into with the inputs Keras computed for them."""
+    children = [layer for layer in container.layers if type(layer).__name__ != "InputLayer"]
+    container_inputs = list(container.inputs)
+    tensors: list[Any] = []
+    plan: list[tuple[Any, str, int, int]] = []
+    for layer in children:
+        node = layer._inbound_nodes[-1]
+        outs = _flat(node.output_tensors)
+        plan.append((layer, "out", len(tensors), len(outs)))
+        tensors.extend(outs)
+        if isinstance(layer, K.Model):
+            ins = _flat(node.input_tensors)
+            plan.append((layer, "in", len(tensors), len(ins)))
+            tensors.extend(ins)
+    probes, where = [], []
+    for t in tensors:  # a tensor that is a container input is fed, not probed
+        hit = next((i for i, ci in enumerate(container_inputs) if ci is t), None)
+        if hit is not None:
+            where.append(("in", hit))
+        else:
+            where.append(("probe", len(probes)))
+            probes.append(t)
+    raw: list[np.ndarray] = []
+    if probes:
+        probe = K.Model(container_inputs, probes)
+        feed = in_values if len(in_values) > 1 else in_values[0]
+        raw = [np.asarray(v) for v in _flat(probe(feed, training=False))]
+    got = [in_values[j] if kind == "in" else raw[j] for kind, j in where]
+    for layer, kind, start, n in plan:
+        vals = got[start:start + n]
+        path = prefix + layer.name
+        if kind == "out":
+            if n == 1:
+                out[path] = vals[0]
+            else:
+                for i, v in enumerate(vals):
+                    out[f"{path}/{i}"] = v
+        else:
+            _collect(K, layer, vals, path + "/", out)
+
+
+def to_dict(result: VerifyResult) -> dict[str, Any]:
+    """The comparison as JSON-ready data (``verify --json``)."""
+    return {
+        "file": result.path,
+        "file_keras_version": result.file_keras_version,
+        "keras_package": result.keras_package,
+        "keras_version": result.keras_version,
+        "rtol": result.rtol,
+        "atol": result.atol,
+        "inputs": {k: list(v) for k, v in result.input_shapes.items()},
+        "ok": result.ok,
+        "layers": [
+            {"key": d.key, "shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel, "ok": d.ok,
+             "note": d.note}
+            for d in result.diffs
+        ],
+    }
