@@ -24,7 +24,8 @@ class _Boundary(click.Group):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+        group_options = {"--traceback", "--version", "-h", "--help"}
+        first = next((i for i, a in enumerate(args) if a not in group_options), None)
         if first is not None and args[first] not in self.commands:
             args = args[:first] + ["inspect"] + args[first:]
         return super().parse_args(ctx, args)

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Whole-process time and peak memory of lstm-inspect's commands, against the floor of importing numpy and h5py
+and, where Keras is installed, against `keras.saving.load_model` + `get_weights()`.
+
+    python bench/bench_inspect.py [MODEL] [--repeat N]
+
+MODEL defaults to the bundled example (a 77,681-parameter .keras file). Each command runs in a fresh process;
+the figure is the median over N runs. Peak memory is the child's maximum resident set size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def measure(command: list[str], repeat: int) -> tuple[float, float]:
+    """Median seconds and median peak MiB of `command`, each run in a fresh process."""
+    times, peaks = [], []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True,
+                             env=env).stdout.split()
+        times.append(float(out[0]))
+        peaks.append(int(out[1]) / 1024)
+    return statistics.median(times), statistics.median(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    import lstm_inspect
+
+    model = args.model or lstm_inspect.example_path()
+    out = os.path.join(tempfile.mkdtemp(), "gates.npz")
+    py = sys.executable
+    rows = [
+        ("import numpy, h5py (floor)", [py, "-c", "import numpy, h5py"]),
+        ("lstm-inspect inspect", [py, "-m", "lstm_inspect", "inspect", model]),
+        ("lstm-inspect inspect --no-stats", [py, "-m", "lstm_inspect", "inspect", "--no-stats", model]),
+        ("lstm-inspect inspect --json", [py, "-m", "lstm_inspect", "inspect", "--json", model]),
+        ("lstm-inspect export", [py, "-m", "lstm_inspect", "export", model, "-o", out]),
+    ]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("keras") and model.endswith(".keras"):
+            rows.append(("keras load_model + get_weights",
+                         [py, "-c", f"import keras; keras.saving.load_model({model!r}).get_weights()"]))
+    except Exception:
+        pass
+    print(f"model: {model} ({os.path.getsize(model):,} bytes), median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}")
+    print(f"{'command':<36} {'seconds':>8} {'x floor':>8} {'peak MiB':>9}")
+    floor = None
+    for label, command in rows:
+        seconds, peak = measure(command, args.repeat)
+        floor = floor or seconds
+        print(f"{label:<36} {seconds:>8.3f} {seconds / floor:>8.2f} {peak:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
