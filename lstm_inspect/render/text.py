@@ -10,10 +10,20 @@ from rich.table import Table
 from rich.text import Text
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Output piped into `head` and closed early is not an error: rich silences stdout, we exit 0.
+        try:
+            super().on_broken_pipe()
+        except SystemExit:
+            pass
+        raise SystemExit(0)
+
+
 def make_console(file: Any = None, stderr: bool = False) -> Console:
-    console = Console(file=file, stderr=stderr, highlight=False, soft_wrap=False)
+    console = _Console(file=file, stderr=stderr, highlight=False, soft_wrap=False)
     if not console.is_terminal:  # piped or captured: wide enough for the block tables, no colour codes
-        console = Console(file=file, stderr=stderr, highlight=False, width=140, color_system=None)
+        console = _Console(file=file, stderr=stderr, highlight=False, width=140, color_system=None)
     return console
 
 
