@@ -1,0 +1,127 @@
+"""`verify` loads the file with the Keras that can read it and compares every layer. These tests need TensorFlow,
+tf-keras and Keras 3 (the test extra installs them) and run them for real."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import lstm_inspect
+from conftest import FIXTURES
+from lstm_inspect import verify as verify_function
+from lstm_inspect.cli import main
+from lstm_inspect.errors import InspectError
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("file,package", [
+    ("k3_classic.keras", "keras"),       # Keras 3 native, relu LSTM
+    ("k3_nested.h5", "keras"),           # Keras 3 legacy HDF5, nested Sequentials
+    ("k2_nested.h5", "tf_keras"),        # tf-keras HDF5
+    ("k2_bidi_none.keras", "tf_keras"),  # tf-keras .keras, two outputs
+    ("k3_embed.keras", "keras"),         # integer inputs generated below the vocabulary size
+])
+def test_verify_passes_on_real_models(file, package):
+    result = verify_function(FIXTURES / file)
+    assert result.keras_package == package
+    assert result.ok, [(d.key, d.max_abs, d.note) for d in result.diffs if not d.ok]
+    keys = {d.key for d in result.diffs}
+    assert any(k.startswith("__output__") for k in keys) and len(keys) >= 3
+    assert max(d.max_abs for d in result.diffs) < 1e-5
+
+
+def test_verify_cli_with_given_input_masked_model(tmp_path, capsys):
+    with np.load(FIXTURES / "k2_masked.oracle.npz") as npz:
+        np.save(tmp_path / "x.npy", npz["input"])  # padded with zeros: the mask matters
+    code, out, err = run_cli(["verify", str(FIXTURES / "k2_masked.h5"), "--input", str(tmp_path / "x.npy")], capsys)
+    assert code == 0, out + err
+    assert "OK:" in out and "lstm_1" in out
+
+
+def corrupt_copy(src, dst, layer="lstm"):
+    """Copy a legacy .h5 and add 0.5 to one bias value of `layer`."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        names = []
+        f["model_weights"][layer].visit(names.append)
+        bias = next(n for n in names if n.split("/")[-1].startswith("bias"))
+        ds = f["model_weights"][layer][bias]
+        values = ds[()]
+        values.flat[0] += 0.5
+        ds[...] = values
+
+
+@pytest.mark.parametrize("file", ["k2_classic.h5", "k3_classic.h5"])
+def test_verify_on_a_hand_corrupted_copy(file, tmp_path, capsys, monkeypatch):
+    """verify compares two implementations reading the same bytes: a corrupted bias is read by both, so they
+    agree (exit 0). When Keras reads the corrupted copy but the numpy side computes from the original bytes
+    (what a misread bias in lstm-inspect would look like), verify must report the layer and exit 1."""
+    bad = tmp_path / file
+    corrupt_copy(FIXTURES / file, bad)
+    assert verify_function(bad).ok
+
+    module = sys.modules["lstm_inspect.verify"]
+    original_run = module.run
+
+    def run_on_original(model, values, **kwargs):
+        with lstm_inspect.open_model(FIXTURES / file) as clean:
+            return original_run(clean, values, **kwargs)
+
+    monkeypatch.setattr(module, "run", run_on_original)
+    code, out, err = run_cli(["verify", str(bad)], capsys)
+    assert code == 1, out + err
+    assert "MISMATCH" in out
+    mismatched = [line.split()[0] for line in out.splitlines() if "MISMATCH" in line and "│" in line]
+    assert "lstm" in mismatched and "__output__" in mismatched
+
+
+def test_verify_fails_when_the_numpy_semantics_are_wrong(tmp_path, capsys, monkeypatch):
+    """A real semantic slip (Keras 2's hard_sigmoid on a Keras 3 file) is caught, exit 1, per layer."""
+    from lstm_inspect import activations
+
+    real_get = activations.get
+    monkeypatch.setattr(activations, "get", lambda name, major: real_get(name, 2))
+    code, out, err = run_cli(["verify", str(FIXTURES / "k3_lstm_hardsig.keras")], capsys)
+    assert code == 1, out + err
+    assert "MISMATCH" in out
+
+
+def test_verify_json(capsys):
+    code, out, err = run_cli(["verify", str(FIXTURES / "k3_gru_nora.keras"), "--json", "--batch", "3"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["ok"] is True and data["keras_package"] == "keras"
+    assert data["inputs"] and all(shape[0] == 3 for shape in data["inputs"].values())
+    assert {"gru", "__output__"} <= {layer["key"] for layer in data["layers"]}
+
+
+def test_verify_weights_only_file_is_exit_2(capsys):
+    code, out, err = run_cli(["verify", str(FIXTURES / "k2_classic_weights.h5")], capsys)
+    assert code == 2 and "weights-only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_without_keras_is_exit_2_with_install_command(monkeypatch, capsys):
+    import importlib.util
+
+    module = sys.modules["lstm_inspect.verify"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("keras", "tf_keras", "tensorflow") else real(name, *a))
+    code, out, err = run_cli(["verify", str(FIXTURES / "k3_classic.keras")], capsys)
+    assert code == 2
+    assert "pip install 'lstm-inspect[keras]'" in err
+
+
+def test_verify_refuses_lambda_before_keras_loads_it():
+    with pytest.raises(InspectError) as info:
+        verify_function(FIXTURES / "k2_lambda_custom.h5")
+    assert "Lambda" in str(info.value)
