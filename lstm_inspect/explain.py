@@ -275,7 +275,7 @@ def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None) -> LayerExp
         if (block.kind == "W" and block.gate in ("", split.layout.gates[0])) or \
                 (block.kind == "U" and block.gate in ("", split.layout.gates[0])) or \
                 (block.kind in ("b", "rb") and block.gate in ("", split.layout.gates[0])):
-            entry.shapes.append((block.source + (" (each gate alike)" if block.gate else ""), _shape(*block.shape)))
+            entry.shapes.append((block.source + (" (one gate; the others alike)" if block.gate else ""), _shape(*block.shape)))
     if cls == "LSTM":
         entry.shapes.append(("c_(t-1), c_t", _shape("batch", u)))
 
