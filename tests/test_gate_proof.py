@@ -64,15 +64,19 @@ def compare(ours: np.ndarray, keras: np.ndarray, what: str) -> None:
 
 @pytest.mark.parametrize("file,model,flavour", list(model_files()))
 def test_exported_gates_reproduce_keras(file, model, flavour):
-    oracle_path = FIXTURES / f"{flavour}_{model}.oracle.npz"
-    cases = [c for c in CASES if c[0] == model]
-    if model in BIDI_CASES:
-        return check_bidirectional(file, model, flavour)
+    prove(FIXTURES, file, model, flavour)
+
+
+def prove(root: Path, file: str, model: str, flavour: str) -> None:
+    """Assert that the blocks exported from `root/file` reproduce Keras's outputs for every recurrent layer."""
     if model == "masked":
         return  # masking semantics are proven by the forward-pass tests, not by this gate test
+    oracle = np.load(root / f"{flavour}_{model}.oracle.npz")
+    arrays = export_arrays(root / file)
+    if model in BIDI_CASES:
+        return prove_bidirectional(oracle, arrays, file, model)
+    cases = [c for c in CASES if c[0] == model]
     assert cases, f"no proof case for model {model}: add one"
-    oracle = np.load(oracle_path)
-    arrays = export_arrays(FIXTURES / file)
     major = 2 if flavour == "k2" else 3
     for _, layer, family, input_key, output_key, mode, act, rec_act, backwards in cases:
         blocks = blocks_for(arrays, layer)
@@ -81,9 +85,7 @@ def test_exported_gates_reproduce_keras(file, model, flavour):
         compare(ours, oracle[output_key], f"{file}: {layer} vs Keras's {output_key}")
 
 
-def check_bidirectional(file: str, model: str, flavour: str) -> None:
-    oracle = np.load(FIXTURES / f"{flavour}_{model}.oracle.npz")
-    arrays = export_arrays(FIXTURES / file)
+def prove_bidirectional(oracle, arrays: dict[str, np.ndarray], file: str, model: str) -> None:
     family, inner, mode = (GRU, "gru", "concat") if model == "bidi_gru" else (LSTM, "lstm", model.split("_")[1])
     x = oracle["input"]
     forward = reference.run(family, x, blocks_for(arrays, f"forward_{inner}"))
