@@ -85,10 +85,9 @@ def read_directory(path: str, label: str) -> ModelFile:
 
 def read_weights(f: h5py.File, label: str) -> ModelFile:
     """A Keras 3 ``save_weights`` file: no config, so the tree is rebuilt from the group structure."""
-    root_group = _layers_root(f, label)
-    model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
+        model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
                       has_config=False)
-    model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(root_group, label)]
+    model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(f, label)]
     model.warnings.append("weights-only file: no model config, so layer classes are inferred from the file's structure")
     return model
 
@@ -100,13 +99,8 @@ def _read(config_text: bytes | None, metadata_text: bytes | None, weights: h5py.
         metadata = {}
     model = ModelFile(path=label, kind=kind, root=build_tree(config, label),
                       keras_version=_str(metadata.get("keras_version")), backend=_str(metadata.get("backend")))
-    _attach(model.root, _layers_root(weights, label), model.warnings, label, is_root=True)
+    _attach(model.root, weights, model.warnings, label, is_root=True)
     return model
-
-
-def _layers_root(f: h5py.File, label: str) -> h5py.Group:
-    # tf-keras 2.13-2.14 wrote `_layer_checkpoint_dependencies` where later versions write `layers`.
-    return f
 
 
 def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is_root: bool = False) -> None:
