@@ -85,7 +85,7 @@ def read_directory(path: str, label: str) -> ModelFile:
 
 def read_weights(f: h5py.File, label: str) -> ModelFile:
     """A Keras 3 ``save_weights`` file: no config, so the tree is rebuilt from the group structure."""
-        model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
+    model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
                       has_config=False)
     model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(f, label)]
     model.warnings.append("weights-only file: no model config, so layer classes are inferred from the file's structure")
