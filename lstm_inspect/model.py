@@ -86,6 +86,8 @@ class Layer:
         """Why Keras would need user code to rebuild this layer, or None."""
         if self.class_name == "Lambda":
             return "Lambda layer: its function is stored as code and runs when Keras loads the model"
+        if ">" in self.class_name:  # legacy HDF5 configs name a registered class "package>Name", with no module
+            return f"custom class {self.class_name!r} must be registered to load"
         module = self.entry.get("module")
         registered = self.entry.get("registered_name")
         if registered and registered != self.class_name:

@@ -1,0 +1,265 @@
+"""`check`, `snapshot` and `diff`: lstm-inspect as a CI gate for model files."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from . import cli, layer_option
+from ..errors import ExitCode, InspectError
+
+FORMATS = ("human", "json", "junit", "github", "sarif")
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeatable options that also take comma-separated lists."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _pairs(values: tuple[str, ...] | list[str], what: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    out = {}
+    for item in _split(tuple(values)):
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip() or not raw.strip():
+            raise InspectError(f"{what} must look like NAME=VALUE, not {item!r}")
+        try:
+            out[name.strip()] = convert(raw.strip())
+        except ValueError:
+            raise InspectError(f"{what}: bad value in {item!r}") from None
+    return out
+
+
+def _threshold_value(raw: str) -> float | None:
+    return None if raw.lower() in ("none", "off") else float(raw)
+
+
+def _rules_help() -> str:
+    from ..checks import RULES
+
+    return ", ".join(RULES)
+
+
+@cli.command("check")
+@click.argument("paths", nargs=-1, required=False)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format (default: human).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the report to this file instead of stdout.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Read settings from this TOML file instead of the nearest pyproject.toml.")
+@click.option("--strict/--no-strict", default=None, help="Warnings fail too.")
+@click.option("--select", multiple=True, metavar="RULE[,RULE]", help="Run only these rules (repeatable).")
+@click.option("--ignore", multiple=True, metavar="RULE[,RULE]", help="Skip these rules (repeatable).")
+@click.option("--severity", "severities", multiple=True, metavar="RULE=error|warning",
+              help="Change a rule's severity, e.g. needs-code=error (repeatable).")
+@click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE",
+              help="Change a threshold, e.g. spectral_norm_max=5; 'off' disables it (repeatable).")
+@click.option("--expect-layers", multiple=True, metavar="NAME[,NAME]",
+              help="Layers (by name, path or class) that must exist.")
+@click.option("--expect-units", multiple=True, metavar="NAME=N", help="A layer's expected units, e.g. lstm=120.")
+@click.option("--min-params", type=int, default=None, help="Fail below this many parameters.")
+@click.option("--max-params", type=int, default=None, help="Fail above this many parameters.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="A snapshot (`lstm-inspect snapshot`) the model must still match.")
+@click.option("-j", "--jobs", type=int, default=None, help="Check files in N worker processes (0: one per CPU).")
+@layer_option
+@click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
+@click.option("--list-rules", is_flag=True, help="List the rules with their severities and thresholds, and exit.")
+def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, config_file: str | None,
+                  strict: bool | None, select: tuple[str, ...], ignore: tuple[str, ...],
+                  severities: tuple[str, ...], thresholds: tuple[str, ...], expect_layers: tuple[str, ...],
+                  expect_units: tuple[str, ...], min_params: int | None, max_params: int | None,
+                  baseline: str | None, jobs: int | None, layers: tuple[str, ...], no_progress: bool,
+                  list_rules: bool) -> None:
+    """Check model files (files, directories, globs) against rules; exit 0 pass, 1 a rule failed, 2 unreadable.
+
+    Rules: see --list-rules and docs/check.md. Settings come from [tool.lstm-inspect] in the nearest
+    pyproject.toml (or --config FILE); flags override them.
+    """
+    from .. import checks, settings, snapshot
+
+    if list_rules:
+        _list_rules()
+        return
+    if not paths:
+        raise click.UsageError("give at least one PATH (a model file, a directory or a glob)")
+    conf, conf_file, notes = settings.load(config_file)
+    options = checks.CheckOptions(
+        thresholds={**checks.DEFAULT_THRESHOLDS, **conf.get("thresholds", {}),
+                    **_pairs(thresholds, "--threshold", _threshold_value)},
+        select=tuple(_split(select) or conf.get("select", ())),
+        ignore=tuple(_split(ignore) or conf.get("ignore", ())),
+        severity={**conf.get("severity", {}), **_pairs(severities, "--severity", str)},
+        strict=strict if strict is not None else bool(conf.get("strict", False)),
+        layers=tuple(layers or conf.get("layer", ())),
+        expect_layers=tuple(_split(expect_layers) or conf.get("expect_layers", ())),
+        expect_units={**conf.get("expect_units", {}), **_pairs(expect_units, "--expect-units", int)},
+        min_params=min_params if min_params is not None else conf.get("min_params"),
+        max_params=max_params if max_params is not None else conf.get("max_params"),
+    )
+    options.thresholds = {k.replace("-", "_"): v for k, v in options.thresholds.items()}
+    options.validate()
+    baseline = baseline or conf.get("baseline")
+    if baseline:
+        options.baseline = snapshot.load(baseline)
+    fmt = fmt or conf.get("format", "human")
+    if fmt not in FORMATS:
+        raise InspectError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}", conf_file)
+    jobs = jobs if jobs is not None else conf.get("jobs", 1)
+    if jobs < 0:
+        raise InspectError("--jobs must be 0 (one per CPU) or more")
+    jobs = jobs or os.cpu_count() or 1
+
+    files, path_notes = checks.discover(paths)
+    notes += path_notes
+    if not files:
+        raise InspectError("no model files found in " + ", ".join(paths))
+
+    from ..render.text import make_console
+
+    err_console = make_console(stderr=True)
+    show_bar = fmt == "human" and not no_progress and err_console.is_terminal and len(files) > 1
+    from ..render.check import progress
+
+    with progress(len(files), err_console, show_bar) as advance:
+        results = run_checks(files, options, jobs, advance)
+
+    rule_ids = [r for r in checks.RULES if options.enabled(r)]
+    if fmt == "human":
+        from ..render.check import render_check
+
+        if output:
+            with open(output, "w") as handle:
+                render_check(results, make_console(file=handle), options.strict, notes)
+        else:
+            render_check(results, make_console(), options.strict, notes)
+    else:
+        from ..render.formats import FORMATTERS
+
+        for note in notes:
+            click.echo(f"lstm-inspect: note: {note}", err=True)
+        text = FORMATTERS[fmt](results, rule_ids, options.strict)
+        if output:
+            with open(output, "w") as handle:
+                handle.write(text)
+        else:
+            click.echo(text, nl=False)
+    for result in results:
+        if result.error and fmt != "human":
+            click.echo(f"lstm-inspect: error: {result.path}: {result.error}", err=True)
+    sys.stdout.flush()
+    click.get_current_context().exit(checks.exit_code(results))
+
+
+def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str], None]) -> list[Any]:
+    """Check `files` in order, in `jobs` worker processes when more than one; results in the order of `files`.
+
+    A worker that dies (libhdf5 can crash on a corrupt file) breaks the pool: the files still open at that moment
+    are then re-checked one per fresh process, so only the file that crashes is reported as unreadable."""
+    from ..checks import check_path
+
+    if jobs <= 1 or len(files) <= 1:
+        results = []
+        for path in files:
+            results.append(check_path(path, options))
+            advance(path)
+        return results
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    done: dict[str, Any] = {}
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=_mp_context()) as pool:
+        futures = {pool.submit(check_path, path, options): path for path in files}
+        try:
+            for future in cf.as_completed(futures):
+                path = futures[future]
+                done[path] = future.result()
+                advance(path)
+        except BrokenProcessPool:
+            pass
+    for path in files:
+        if path not in done:
+            done[path] = _isolated(path, options)
+            advance(path)
+    return [done[path] for path in files]
+
+
+def _isolated(path: str, options: Any) -> Any:
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ..checks import FileResult, check_path
+
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as pool:
+        try:
+            return pool.submit(check_path, path, options).result()
+        except BrokenProcessPool:
+            return FileResult(path=path, error="the reader crashed on this file (worker process died)",
+                              strict=options.strict)
+
+
+def _mp_context() -> Any:
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["lstm_inspect.checks", "lstm_inspect.readers", "h5py", "numpy"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _list_rules() -> None:
+    from ..checks import DEFAULT_THRESHOLDS, RULES
+
+    for rule in RULES.values():
+        limits = ", ".join(f"{name}={DEFAULT_THRESHOLDS[name]}" for name in rule.thresholds)
+        click.echo(f"{rule.id:22} {rule.severity:8} {rule.summary}" + (f" [{limits}]" if limits else ""))
+
+
+@cli.command("snapshot")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The snapshot file to write (default: print it).")
+@layer_option
+def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) -> None:
+    """Record MODEL's structure and per-block statistics, for `check --baseline`."""
+    from .. import snapshot
+    from ..readers import open_model
+
+    with open_model(model) as opened:
+        record = snapshot.snapshot(opened, layers)
+    if output:
+        snapshot.write(record, output)
+        click.echo(f"wrote a snapshot of {len(record['layers'])} layers to {output}", err=True)
+    else:
+        click.echo(json.dumps(record, indent=2))
+
+
+@cli.command("diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.option("--atol", type=float, default=0.0, show_default=True,
+              help="A block is unchanged when max |Δ| is at most this.")
+@click.option("--all", "show_all", is_flag=True, help="List unchanged blocks too.")
+@layer_option
+def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, layers: tuple[str, ...]) -> None:
+    """Compare the weights of two model files: exit 0 identical, 1 different, 2 unreadable."""
+    from ..diff import diff_models
+    from ..readers import open_model
+
+    if not atol >= 0:
+        raise InspectError("--atol must be 0 or more")
+    with open_model(a) as model_a, open_model(b) as model_b:
+        report = diff_models(model_a, model_b, atol=atol, layers=layers)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from ..render.check import render_diff
+        from ..render.text import make_console
+
+        render_diff(report, make_console(), show_unchanged=show_all)
+    click.get_current_context().exit(int(ExitCode.OK if report["identical"] else ExitCode.FINDINGS))
