@@ -1,0 +1,126 @@
+"""Run the parsing of an untrusted file in a child process, so that what no Python code can catch — a segfault or
+an endless loop inside libhdf5, a runaway allocation — costs that one file, not the whole run.
+
+The child is forked from the running process (numpy and h5py already imported, so it starts in milliseconds), gets
+an address-space limit, and sends its result back as JSON: the parent never unpickles anything the child says,
+since a child that read a hostile file is not trusted either. Where fork is not available (Windows) the work runs
+in-process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+from typing import Any, Callable
+
+from .errors import ExitCode, InspectError
+
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_MAX_MEMORY = 4 << 30
+
+
+class InternalError(Exception):
+    """A bug in lstm-inspect that happened inside an isolated child (reported as exit code 3)."""
+
+
+def available() -> bool:
+    return hasattr(os, "fork")
+
+
+def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None = DEFAULT_TIMEOUT,
+        max_memory: int | None = DEFAULT_MAX_MEMORY) -> Any:
+    """``func(*args)`` in a forked child with a time and memory bound; returns its JSON-able result.
+
+    InspectErrors raised in the child are raised again here with the same message and exit code; a crash, a
+    timeout or running out of memory becomes an InspectError naming `label`.
+    """
+    if not available():
+        return func(*args)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(func, args, write_end, max_memory)
+    os.close(write_end)
+    try:
+        payload = _read_until(read_end, pid, timeout, label)
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise InspectError(f"the reader crashed ({name}) on this file: it is corrupt or hostile", label)
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except ValueError as exc:
+        raise InspectError("the isolated reader died without an answer (out of memory?)", label) from exc
+    if "ok" in message:
+        return message["ok"]
+    if "error" in message:
+        error = message["error"]
+        exc = InspectError(error["message"], error.get("path") or label)
+        exc.exit_code = ExitCode(error.get("exit_code", ExitCode.BAD_INPUT))
+        raise exc
+    raise InternalError(message.get("internal", "unknown failure in the isolated reader"))
+
+
+def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_memory: int | None) -> None:
+    status = 0
+    try:
+        if max_memory:
+            _limit_memory(max_memory)
+        try:
+            message: dict[str, Any] = {"ok": func(*args)}
+        except InspectError as exc:
+            message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
+        except MemoryError:
+            message = {"error": {"message": f"reading needs more than the {max_memory:,}-byte memory limit "
+                                            "(--max-memory)", "path": None, "exit_code": int(ExitCode.BAD_INPUT)}}
+        except RecursionError:
+            message = {"error": {"message": "structure nested too deeply to read", "path": None,
+                                 "exit_code": int(ExitCode.BAD_INPUT)}}
+        except Exception as exc:  # a bug: carried to the parent as one line
+            message = {"internal": f"{type(exc).__name__}: {exc}"}
+        data = json.dumps(message, allow_nan=True).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(write_end, view)
+            view = view[written:]
+    except BaseException:
+        status = 70
+    finally:
+        os._exit(status)
+
+
+def _limit_memory(max_memory: int) -> None:
+    """Bound the child's address space to what it has now plus `max_memory`."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as handle:
+            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        current = 0
+    limit = current + max_memory
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _read_until(fd: int, pid: int, timeout: float | None, label: str) -> bytes:
+    chunks = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise InspectError(f"reading took longer than {timeout:g} s (--timeout); gave up on this file", label)
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
