@@ -415,13 +415,20 @@ def rule_bias_saturation(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
                                    f"{share:.0%} of units have |bias| > {_g(limit)}: the {name} is pinned {state}")
 
 
-def spectral_norm(matrix: np.ndarray, iterations: int = 200, tol: float = 1e-7, seed: int = 0) -> float:
-    """The largest singular value of a 2-D array, by power iteration on AᵀA (cheap for any size)."""
+def spectral_norm(matrix: np.ndarray, iterations: int = 500, tol: float = 1e-9, seed: int = 0,
+                  exact_below: int = 256) -> float:
+    """The largest singular value of an array reshaped to (-1, last axis).
+
+    Exact (SVD) when the smaller side is at most `exact_below`; otherwise power iteration on AᵀA, which costs two
+    matrix-vector products per step and converges from below (slowly only when the top two singular values are
+    close, and then the shortfall is tiny: ~1e-4 relative on a 120x120 Gaussian matrix)."""
     a = np.asarray(matrix, dtype=np.float64)
     if a.ndim != 2:
         a = a.reshape(-1, a.shape[-1])
     if not a.size or not a.any():
         return 0.0
+    if min(a.shape) <= exact_below:
+        return float(np.linalg.norm(a, ord=2))
     v = np.random.default_rng(seed).standard_normal(a.shape[1])
     v /= np.linalg.norm(v)
     sigma = 0.0
