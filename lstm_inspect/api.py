@@ -39,10 +39,33 @@ def export_arrays(path: str | os.PathLike[str], layers: tuple[str, ...] | list[s
 
 def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = (),
            fused: bool = False) -> list[str]:
-    """Write the arrays of `export_arrays` to an .npz file; returns the keys written."""
+    """Write the arrays of `export_arrays` to an .npz (or .safetensors) file; returns the keys written."""
     arrays = export_arrays(path, layers, fused)
-    _export.write_npz(arrays, output)
+    _export.write_arrays(arrays, output)
     return list(arrays)
+
+
+def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = ()) -> "Any":
+    """The recurrent layers of a model in another framework's layout (``"torch"`` or ``"onnx"``), as a
+    `layouts.Converted`: ``.arrays`` (torch state-dict keys ``bidi.weight_ih_l0``, ONNX ``bidi/W``), ``.modules``
+    (how to build each torch module / ONNX node) and ``.skipped``. Raises `InspectError` for a layer the target
+    cannot express (relu LSTM for torch, GRU reset_after=False for torch, ConvLSTM, ...)."""
+    from . import layouts
+
+    with open_model(path) as model:
+        return layouts.convert(model, layout, _report.select_layers(model, layers))
+
+
+def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], layout: str = "keras",
+                  layers: tuple[str, ...] | list[str] = ()) -> "Any":
+    """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`
+    (None for the ``keras`` layout, which is `export`)."""
+    if layout == "keras":
+        export(path, output, layers)
+        return None
+    converted = convert(path, layout, layers)
+    _export.write_arrays(converted.arrays, output, converted.metadata())
+    return converted
 
 
 def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] | list[str] = (), trace: bool = False,

@@ -46,6 +46,25 @@ def layer_arrays(layer: Layer, fused: bool = False) -> dict[str, np.ndarray]:
     return arrays
 
 
+def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike[str],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write to ``.safetensors`` (needs the optional ``safetensors`` package; `metadata` goes into its header)
+    or, for any other name, ``.npz``."""
+    if not os.fspath(path).endswith(".safetensors"):
+        return write_npz(arrays, path)
+    if not arrays:
+        raise InspectError("nothing to export (no layer with weights matched)", os.fspath(path))
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise InspectError("writing .safetensors needs the safetensors package: "
+                           "pip install 'lstm-inspect[safetensors]' (or write .npz)", os.fspath(path)) from None
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, os.fspath(path), metadata=metadata)
+    except OSError as exc:
+        raise InspectError(f"cannot write: {exc.strerror or exc}", os.fspath(path)) from exc
+
+
 def write_npz(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> None:
     if not arrays:
         raise InspectError("nothing to export (no layer with weights matched)", os.fspath(path))

@@ -24,15 +24,28 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
 
 @cli.command("export")
 @click.argument("model", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="The .npz file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="The file to write: .npz, or .safetensors (needs the safetensors package).")
 @layer_option
 @click.option("--fused", is_flag=True, help="Write the original fused kernel/recurrent_kernel/bias arrays.")
-def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool) -> None:
-    """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>."""
-    from ..api import export
+@click.option("--layout", type=click.Choice(["keras", "torch", "onnx"]), default="keras", show_default=True,
+              help="keras: gate blocks <layer path>/<block>; torch: torch.nn.LSTM/GRU/RNN state dicts; "
+                   "onnx: W, R, B of the ONNX LSTM/GRU/RNN operators (docs/npz-keys.md).")
+def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool, layout: str) -> None:
+    """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, or the recurrent layers
+    converted to the torch or ONNX layout."""
+    from ..api import export, export_layout
 
-    keys = export(model, output, layers=layers, fused=fused)
-    click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
+    if layout == "keras":
+        keys = export(model, output, layers=layers, fused=fused)
+        click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
+        return
+    if fused:
+        raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
+    converted = export_layout(model, output, layout=layout, layers=layers)
+    for line in converted.messages():
+        click.echo(line, err=True)
+    click.echo(f"wrote {len(converted.arrays)} arrays ({layout} layout) to {output}", err=True)
 
 
 @cli.command("demo")

@@ -1,0 +1,348 @@
+"""Other frameworks' recurrent weight layouts as data, and the conversion of Keras layers into them.
+
+A Keras recurrent layer is first split into its gate blocks (`gates.split`, proven against Keras); the blocks are
+then re-assembled in the target's gate order and orientation. Everything a conversion needs is in the tables
+below; the functions only follow them. Where the target has no equivalent (an LSTM with relu for torch, GRU
+``reset_after=False`` for torch, ConvLSTM anywhere), `convert` raises `InspectError` naming the layer and the reason.
+
+- ``torch``: the state dict of ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` per recurrent layer, keys
+  ``<layer path with '.'>.<parameter>`` (``bidi.weight_ih_l0_reverse``); weights (gates·H, in), gate order
+  i, f, g, o (LSTM) and r, z, n (GRU); Keras's single bias in ``bias_ih``, zeros in ``bias_hh``. Dense and
+  Embedding layers become ``torch.nn.Linear`` / ``torch.nn.Embedding`` (``dense.weight`` = kernel.T).
+- ``onnx``: the inputs W [D, gates·H, in], R [D, gates·H, H], B [D, 2·gates·H] of the ONNX LSTM / GRU / RNN
+  operator per recurrent layer, keys ``<layer path>/W``; gate order i, o, f, c (LSTM) and z, r, h (GRU); the node
+  attributes the weights need (direction, activations, linear_before_reset) are in `Converted.modules`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import gates
+from .activations import activation_name
+from .errors import InspectError
+from .model import Layer, ModelFile
+
+TARGETS = ("keras", "torch", "onnx")
+
+#: Gate order of each target along its fused axis, in Keras's gate letters (c = PyTorch g, h = PyTorch n).
+GATE_ORDER = {
+    "torch": {"LSTM": ("i", "f", "c", "o"), "GRU": ("r", "z", "h"), "SimpleRNN": ("",)},
+    "onnx": {"LSTM": ("i", "o", "f", "c"), "GRU": ("z", "r", "h"), "SimpleRNN": ("",)},
+}
+#: The target's own letters for those gates, where they differ from Keras's.
+NATIVE_GATE_NAMES = {
+    "torch": {"LSTM": {"c": "g"}, "GRU": {"h": "n"}},
+    "onnx": {},
+}
+TORCH_MODULE = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
+ONNX_OPERATOR = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
+
+#: What torch's modules compute: (activation, recurrent_activation) they hard-wire; SimpleRNN: its `nonlinearity`.
+TORCH_ACTIVATIONS = {"LSTM": ("tanh", "sigmoid"), "GRU": ("tanh", "sigmoid")}
+TORCH_RNN_NONLINEARITIES = ("tanh", "relu")
+
+#: Keras activation -> ONNX RNN activation (name, alpha, beta); alpha/beta None = the operator takes none.
+#: hard_sigmoid's slope depends on the Keras version that wrote the file (0.2 in Keras 1/2, 1/6 in Keras 3).
+ONNX_ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
+    "sigmoid": ("Sigmoid", None, None),
+    "tanh": ("Tanh", None, None),
+    "relu": ("Relu", None, None),
+    "linear": ("Affine", 1.0, 0.0),
+    "softsign": ("Softsign", None, None),
+    "softplus": ("Softplus", None, None),
+    "elu": ("Elu", 1.0, None),
+    "hard_sigmoid": ("HardSigmoid", 0.2, 0.5),
+}
+HARD_SIGMOID_ALPHA = {2: 0.2, 3: 1.0 / 6.0}
+
+#: Keras classes that split like LSTM but have no torch / ONNX operator equivalent.
+NO_EQUIVALENT = {
+    "ConvLSTM1D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
+    "ConvLSTM2D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
+    "ConvLSTM3D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
+    "CuDNNLSTM": "legacy CuDNNLSTM weights are not converted yet",
+}
+
+
+@dataclass
+class Module:
+    """One converted unit: the torch module or ONNX node its arrays belong to, and how to build it."""
+
+    key: str
+    """The key prefix of its arrays: ``bidi`` (torch: ``bidi.weight_ih_l0``; ONNX: ``bidi/W``)."""
+    layer: str
+    """The Keras layer path it came from."""
+    target: str
+    """``torch.nn.LSTM``, ``torch.nn.Linear``, ``onnx:LSTM``..."""
+    args: dict[str, Any]
+    """torch: constructor arguments; ONNX: node attributes (hidden_size, direction, activations, ...)."""
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "layer": self.layer, "target": self.target, "args": self.args, "notes": self.notes}
+
+
+@dataclass
+class Converted:
+    target: str
+    arrays: dict[str, np.ndarray]
+    modules: list[Module]
+    skipped: list[str]
+    """Layers with weights that the target layout does not hold (``dense (Dense)`` for ONNX)."""
+
+    def metadata(self) -> dict[str, str]:
+        """String metadata for a .safetensors header: the layout and how to build each module."""
+        meta = {"layout": self.target, "modules": json.dumps([m.as_dict() for m in self.modules])}
+        if self.target == "torch":
+            meta["format"] = "pt"
+        return meta
+
+    def messages(self) -> list[str]:
+        lines = []
+        for module in self.modules:
+            args = ", ".join(f"{k}={v}" for k, v in module.args.items())
+            lines.append(f"{module.key}: {module.target}({args})")
+            lines.extend(f"  {note}" for note in module.notes)
+        if self.skipped:
+            lines.append(f"not in the {self.target} layout (no equivalent exported): " + ", ".join(self.skipped))
+        return lines
+
+
+def convert(model: ModelFile, target: str, layers: list[Layer]) -> Converted:
+    """The arrays of `layers` (a selection from `model`, in model order) in the `target` layout."""
+    if target not in ("torch", "onnx"):
+        raise InspectError(f"unknown layout {target!r}; choose one of {', '.join(TARGETS)}")
+    out = Converted(target, {}, [], [])
+    chosen = {id(layer) for layer in layers}
+    done: set[int] = set()
+    for layer in layers:
+        if id(layer) in done:
+            continue
+        directions = _directions(layer, chosen)
+        if directions is not None:
+            done.update(id(d) for d in directions)
+            module = _convert_recurrent(model, target, layer, directions, out.arrays)
+            out.modules.append(module)
+        elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
+            raise InspectError(f"layer {layer.key!r} ({layer.class_name}): "
+                               f"{NO_EQUIVALENT.get(layer.class_name, 'its weights do not split into gates')}; "
+                               f"no {target} export")
+        elif layer.weights and not layer.children:
+            module = _convert_other(target, layer, out.arrays) if target == "torch" else None
+            if module is None:
+                out.skipped.append(f"{layer.key} ({layer.class_name})")
+            else:
+                out.modules.append(module)
+    if not out.arrays:
+        raise InspectError(f"no layer converts to the {target} layout (no LSTM, GRU or SimpleRNN selected)")
+    return out
+
+
+def _directions(layer: Layer, chosen: set[int]) -> list[Layer] | None:
+    """The recurrent layers that make one target module: [layer], or a Bidirectional's [forward, backward]."""
+    if layer.class_name == "Bidirectional":
+        inner = [c for c in layer.children if id(c) in chosen]
+        if len(layer.children) == 2 and len(inner) == 2 and all(_is_plain_recurrent(c) for c in inner):
+            return inner
+        return None
+    return [layer] if _is_plain_recurrent(layer) else None
+
+
+def _is_plain_recurrent(layer: Layer) -> bool:
+    return gates.family(layer) is not None and layer.class_name not in NO_EQUIVALENT
+
+
+def _refuse(layer: Layer, target: str, reason: str) -> InspectError:
+    return InspectError(f"layer {layer.key!r} ({layer.class_name}) has no {target} equivalent: {reason}")
+
+
+def _split(layer: Layer, target: str) -> gates.GateSplit:
+    split = gates.split(layer)
+    if split is None or not split.blocks or split.warnings and any("not split" in w for w in split.warnings):
+        reason = "; ".join(split.warnings) if split is not None and split.warnings else "its weights do not split into gates"
+        raise _refuse(layer, target, reason)
+    if layer.weight("bias") is not None and split.block("b" + _suffix(split.layout.gates[0])) is None:
+        raise _refuse(layer, target, f"bias {layer.weight('bias').shape} does not fit {split.units} units")
+    return split
+
+
+def _suffix(gate: str) -> str:
+    return f"_{gate}" if gate else ""
+
+
+def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
+    """(activation, recurrent_activation) from the config; None when the file does not record them."""
+    if not layer.config:
+        return None, None
+    act = activation_name(layer.config.get("activation", "tanh"))
+    rec = activation_name(layer.config.get("recurrent_activation", "sigmoid")) if family != "SimpleRNN" else None
+    return act, rec
+
+
+def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: list[Layer],
+                       arrays: dict[str, np.ndarray]) -> Module:
+    splits = [_split(layer, target) for layer in directions]
+    family = splits[0].layout.family
+    first = splits[0]
+    for split in splits[1:]:
+        if (split.layout.family, split.units, split.input_dim, split.reset_after, bool(split.block(f"b{_suffix(split.layout.gates[0])}"))) != \
+                (family, first.units, first.input_dim, first.reset_after, bool(first.block(f"b{_suffix(first.layout.gates[0])}"))):
+            raise _refuse(owner, target, "its two directions differ in class, units, input size, bias or reset_after")
+    acts = [_activations(layer, family) for layer in directions]
+    if len(set(acts)) > 1:
+        raise _refuse(owner, target, "its two directions use different activations")
+    act, rec = acts[0]
+    notes: list[str] = []
+    if act is None:
+        notes.append("this file records no activations: the conversion assumes Keras's defaults "
+                     "(tanh, sigmoid); check them against the original model")
+    bidirectional = len(directions) == 2
+    backwards = not bidirectional and bool(directions[0].config.get("go_backwards"))
+    if target == "torch":
+        return _to_torch(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
+    return _to_onnx(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
+
+
+def _stack(split: gates.GateSplit, kind: str, order: tuple[str, ...]) -> np.ndarray:
+    """One kind of block in the target's gate order, concatenated along the units axis of Keras's orientation."""
+    parts = [split.block(kind + _suffix(g)).read() for g in order]
+    return np.concatenate(parts, axis=-1)
+
+
+def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act: str | None, rec: str | None,
+              bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
+    family = splits[0].layout.family
+    order = GATE_ORDER["torch"][family]
+    args: dict[str, Any] = {"input_size": splits[0].input_dim, "hidden_size": splits[0].units}
+    if family == "SimpleRNN":
+        nonlinearity = act or "tanh"
+        if nonlinearity not in TORCH_RNN_NONLINEARITIES:
+            raise _refuse(owner, "torch", f"activation={nonlinearity}; torch.nn.RNN only has nonlinearity tanh or relu")
+        if nonlinearity != "tanh":
+            args["nonlinearity"] = nonlinearity
+    elif act is not None and (act, rec) != TORCH_ACTIVATIONS[family]:
+        wanted = TORCH_ACTIVATIONS[family]
+        raise _refuse(owner, "torch", f"activation={act}, recurrent_activation={rec}; torch.nn.{TORCH_MODULE[family]} "
+                                      f"always uses activation={wanted[0]}, recurrent_activation={wanted[1]}")
+    if family == "GRU" and splits[0].reset_after is False:
+        raise _refuse(owner, "torch", "reset_after=False applies the reset gate before U_h; torch.nn.GRU only "
+                                      "computes the reset_after=True form")
+    has_bias = splits[0].block("b" + _suffix(order[0])) is not None
+    if not has_bias:
+        args["bias"] = False
+    args["batch_first"] = True
+    if bidirectional:
+        args["bidirectional"] = True
+    prefix = owner.key.replace("/", ".")
+    for split, suffix in zip(splits, ("", "_reverse")):
+        # Keras blocks are (in, H) so that x @ W; torch stores the transpose, (gates*H, in), for W @ x.
+        arrays[f"{prefix}.weight_ih_l0{suffix}"] = np.ascontiguousarray(_stack(split, "W", order).T)
+        arrays[f"{prefix}.weight_hh_l0{suffix}"] = np.ascontiguousarray(_stack(split, "U", order).T)
+        if has_bias:
+            b = _stack(split, "b", order)
+            arrays[f"{prefix}.bias_ih_l0{suffix}"] = b
+            arrays[f"{prefix}.bias_hh_l0{suffix}"] = _stack(split, "rb", order) if split.reset_after else np.zeros_like(b)
+    if backwards:
+        notes.append("go_backwards=True: torch has no such flag; feed the input reversed in time (x.flip(1)) and the "
+                     "outputs come in Keras's (reversed) order")
+    if bidirectional:
+        mode = owner.config.get("merge_mode", "concat") if owner.config else "concat"
+        if mode != "concat":
+            notes.append(f"merge_mode={mode}: torch returns both directions concatenated on the last axis; apply the "
+                         f"merge ({mode}) to output[..., :H] and output[..., H:] yourself")
+    return Module(prefix, owner.key, f"torch.nn.{TORCH_MODULE[family]}", args, notes)
+
+
+def _convert_other(target: str, layer: Layer, arrays: dict[str, np.ndarray]) -> Module | None:
+    """Dense -> torch.nn.Linear, Embedding -> torch.nn.Embedding; None for layers torch has no plain match for."""
+    prefix = layer.key.replace("/", ".")
+    kernel, bias = layer.weight("kernel"), layer.weight("bias")
+    if layer.class_name == "Dense" and kernel is not None and len(kernel.shape) == 2 \
+            and {t.name for t in layer.weights} <= {"kernel", "bias"}:
+        arrays[f"{prefix}.weight"] = np.ascontiguousarray(kernel.read().T)
+        args: dict[str, Any] = {"in_features": kernel.shape[0], "out_features": kernel.shape[1]}
+        if bias is not None:
+            arrays[f"{prefix}.bias"] = np.ascontiguousarray(bias.read())
+        else:
+            args["bias"] = False
+        notes = []
+        act = activation_name(layer.config.get("activation", "linear")) if layer.config else None
+        if act not in (None, "linear"):
+            notes.append(f"activation={act} is not part of torch.nn.Linear: apply it after the module")
+        return Module(prefix, layer.key, "torch.nn.Linear", args, notes)
+    embeddings = layer.weight("embeddings")
+    if layer.class_name == "Embedding" and embeddings is not None and len(layer.weights) == 1:
+        arrays[f"{prefix}.weight"] = np.ascontiguousarray(embeddings.read())
+        return Module(prefix, layer.key, "torch.nn.Embedding",
+                      {"num_embeddings": embeddings.shape[0], "embedding_dim": embeddings.shape[1]})
+    return None
+
+
+def onnx_activation(name: str, keras_major: int | None) -> tuple[str, float | None, float | None]:
+    if name not in ONNX_ACTIVATIONS:
+        raise KeyError(name)
+    op, alpha, beta = ONNX_ACTIVATIONS[name]
+    if name == "hard_sigmoid":
+        alpha = HARD_SIGMOID_ALPHA[3 if keras_major == 3 else 2]
+    return op, alpha, beta
+
+
+def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act: str | None, rec: str | None,
+             bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
+    family = splits[0].layout.family
+    order = GATE_ORDER["onnx"][family]
+    wanted = [rec or "sigmoid", act or "tanh", act or "tanh"] if family == "LSTM" else \
+        [rec or "sigmoid", act or "tanh"] if family == "GRU" else [act or "tanh"]
+    functions, alphas, betas = [], [], []
+    for name in wanted:
+        try:
+            op, alpha, beta = onnx_activation(name, model.keras_major)
+        except KeyError:
+            raise _refuse(owner, "onnx", f"activation {name} has no ONNX recurrent activation "
+                                         f"(supported: {', '.join(ONNX_ACTIVATIONS)})") from None
+        functions.append(op)
+        if alpha is not None:
+            alphas.append(alpha)
+        if beta is not None:
+            betas.append(beta)
+    args: dict[str, Any] = {"hidden_size": splits[0].units,
+                            "direction": "bidirectional" if bidirectional else "reverse" if backwards else "forward"}
+    defaults = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "SimpleRNN": ["Tanh"]}[family]
+    if functions != defaults:
+        args["activations"] = functions * (2 if bidirectional else 1)
+        if alphas:
+            args["activation_alpha"] = alphas * (2 if bidirectional else 1)
+        if betas:
+            args["activation_beta"] = betas * (2 if bidirectional else 1)
+        notes.append(f"non-default activations: the ONNX node needs activations={args['activations']}"
+                     + (f", activation_alpha={args['activation_alpha']}" if alphas else "")
+                     + (f", activation_beta={args['activation_beta']}" if betas else ""))
+    if family == "GRU":
+        args["linear_before_reset"] = 1 if splits[0].reset_after else 0
+    has_bias = splits[0].block("b" + _suffix(order[0])) is not None
+    w, r, b = [], [], []
+    for split in splits:
+        w.append(_stack(split, "W", order).T)
+        r.append(_stack(split, "U", order).T)
+        if has_bias:
+            wb = _stack(split, "b", order)
+            rb = _stack(split, "rb", order) if split.reset_after else np.zeros_like(wb)
+            b.append(np.concatenate([wb, rb]))
+    key = owner.key
+    arrays[f"{key}/W"] = np.ascontiguousarray(np.stack(w))
+    arrays[f"{key}/R"] = np.ascontiguousarray(np.stack(r))
+    if has_bias:
+        arrays[f"{key}/B"] = np.ascontiguousarray(np.stack(b))
+    else:
+        notes.append("no bias (use_bias=False): leave the node's B input empty")
+    if backwards:
+        notes.append("go_backwards=True -> direction=reverse: ONNX returns Y in input time order, Keras in reversed "
+                     "order (Y_h is the same)")
+    if bidirectional:
+        mode = owner.config.get("merge_mode", "concat") if owner.config else "concat"
+        notes.append(f"Y has both directions on axis 1 [seq, 2, batch, H]; Keras's merge_mode={mode} combines them")
+    return Module(key, owner.key, f"onnx:{ONNX_OPERATOR[family]}", args, notes)
