@@ -318,9 +318,8 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act:
             args["activation_alpha"] = alphas * (2 if bidirectional else 1)
         if betas:
             args["activation_beta"] = betas * (2 if bidirectional else 1)
-        notes.append(f"non-default activations: the ONNX node needs activations={args['activations']}"
-                     + (f", activation_alpha={args['activation_alpha']}" if alphas else "")
-                     + (f", activation_beta={args['activation_beta']}" if betas else ""))
+        notes.append("non-default activations: build the node with the activations above; the operator's defaults "
+                     f"({', '.join(defaults)}) would compute different numbers")
     if family == "GRU":
         args["linear_before_reset"] = 1 if splits[0].reset_after else 0
     has_bias = splits[0].block("b" + _suffix(order[0])) is not None
