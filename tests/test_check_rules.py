@@ -278,3 +278,11 @@ def test_freshly_initialised_keras_models_pass_every_rule(tmp_path):
     model.save(path)
     result = checks.check_path(str(path), checks.CheckOptions(strict=True))
     assert result.error is None and result.findings == []
+
+
+def test_every_rule_and_threshold_is_documented():
+    doc = (Path(__file__).parent.parent / "docs" / "check.md").read_text()
+    for rule in checks.RULES.values():
+        assert f"| `{rule.id}` | {rule.severity} |" in doc, rule.id
+        for name in rule.thresholds:
+            assert f"`{name}` = {checks.DEFAULT_THRESHOLDS[name]}" in doc, name
