@@ -3,9 +3,14 @@
 Keras fuses a recurrent layer's gates along the last axis: LSTM kernel (in, 4u) in gate order i, f, c, o;
 GRU (in, 3u) in order z, r, h with a (2, 3u) bias when ``reset_after`` (row 0 input bias, row 1 recurrent bias).
 Units are taken from the weight shapes, never from the config.
+
+PyTorch and ONNX layers (read from their own files, see `NATIVE_LAYOUTS`) fuse gates along the first axis in
+their own order, (gates·u, in); their blocks are transposed into the same orientation and keys as Keras's
+(``W_i`` is (in, u) so that ``x @ W_i``), and their second bias is the ``rb_*`` blocks.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +34,56 @@ LAYOUTS = {
 FAMILY_OF = {
     "LSTM": "LSTM", "CuDNNLSTM": "LSTM", "ConvLSTM1D": "LSTM", "ConvLSTM2D": "LSTM", "ConvLSTM3D": "LSTM",
     "GRU": "GRU", "SimpleRNN": "SimpleRNN",
+    "TorchLSTM": "LSTM", "TorchGRU": "GRU", "TorchRNN": "SimpleRNN",
+    "OnnxLSTM": "LSTM", "OnnxGRU": "GRU", "OnnxRNN": "SimpleRNN",
 }
 
 #: Block kinds: W multiplies the input, U the previous hidden state; b is the bias; rb is GRU's recurrent bias.
-BLOCK_KINDS = {"W": "input kernel", "U": "recurrent kernel", "b": "bias", "rb": "recurrent bias"}
+BLOCK_KINDS = {"W": "input kernel", "U": "recurrent kernel", "b": "bias", "rb": "recurrent bias",
+               "proj": "projection", "p": "peephole"}
+
+
+@dataclass(frozen=True)
+class NativeLayout:
+    """How another framework fuses a recurrent layer: gates along the first axis of (gates·u, in) arrays."""
+
+    framework: str
+    family: str
+    order: tuple[str, ...]
+    """Keras's letters for the gates, in the order the framework stores them."""
+    native: tuple[str, ...]
+    """The framework's own letters for those gates."""
+    input: str
+    recurrent: str
+    biases: tuple[tuple[str, str, int], ...]
+    """(block kind, array role, which half of the array): torch has two bias arrays, ONNX one B = [Wb, Rb]."""
+    projection: str | None = None
+    peephole: str | None = None
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        """Keras's gate names in Keras's order, labelled with the framework's letter where it differs."""
+        keras = LAYOUTS[self.family]
+        letters = dict(zip(self.order, self.native))
+        return tuple(name + (f" ({self.framework} {letters[g]})" if letters.get(g, g) != g else "")
+                     for g, name in zip(keras.gates, keras.gate_names))
+
+
+_TORCH_BIASES = (("b", "bias_ih", 0), ("rb", "bias_hh", 0))
+_ONNX_BIASES = (("b", "B", 0), ("rb", "B", 1))
+#: Leaf classes the torch and ONNX readers create, and their layouts.
+NATIVE_LAYOUTS = {
+    "TorchLSTM": NativeLayout("PyTorch", "LSTM", ("i", "f", "c", "o"), ("i", "f", "g", "o"), "weight_ih", "weight_hh",
+                              _TORCH_BIASES, projection="weight_hr"),
+    "TorchGRU": NativeLayout("PyTorch", "GRU", ("r", "z", "h"), ("r", "z", "n"), "weight_ih", "weight_hh", _TORCH_BIASES),
+    "TorchRNN": NativeLayout("PyTorch", "SimpleRNN", ("",), ("",), "weight_ih", "weight_hh", _TORCH_BIASES),
+    "OnnxLSTM": NativeLayout("ONNX", "LSTM", ("i", "o", "f", "c"), ("i", "o", "f", "c"), "W", "R", _ONNX_BIASES,
+                             peephole="P"),
+    "OnnxGRU": NativeLayout("ONNX", "GRU", ("z", "r", "h"), ("z", "r", "h"), "W", "R", _ONNX_BIASES),
+    "OnnxRNN": NativeLayout("ONNX", "SimpleRNN", ("",), ("",), "W", "R", _ONNX_BIASES),
+}
+#: ONNX LSTM peepholes P [3u] are stored in gate order i, o, f.
+ONNX_PEEPHOLE_ORDER = ("i", "o", "f")
 
 
 @dataclass(eq=False)
@@ -46,15 +97,19 @@ class Block:
     tensor: Tensor
     index: tuple[slice | int, ...]
     source: str
-    """The slice in Keras's terms: ``kernel[:, 120:240]``."""
+    """The slice in Keras's terms: ``kernel[:, 120:240]``; ``weight_ih_l0[0:4, :].T`` for a torch file."""
+    transpose: bool = False
+    """True for layouts that store (gates·u, in): the block is the slice's transpose, in Keras's orientation."""
 
     @property
     def shape(self) -> tuple[int, ...]:
         # A zero-stride view gives the slice's shape without touching the data.
-        return np.broadcast_to(np.empty((), dtype=np.bool_), self.tensor.shape)[self.index].shape
+        shape = np.broadcast_to(np.empty((), dtype=np.bool_), self.tensor.shape)[self.index].shape
+        return shape[::-1] if self.transpose else shape
 
     def read(self) -> np.ndarray:
-        return np.ascontiguousarray(self.tensor.read()[self.index])
+        value = self.tensor.read()[self.index]
+        return np.ascontiguousarray(value.T if self.transpose else value)
 
 
 @dataclass(eq=False)
@@ -66,6 +121,8 @@ class GateSplit:
     reset_after: bool | None
     blocks: list[Block]
     warnings: list[str] = field(default_factory=list)
+    native: NativeLayout | None = None
+    """The framework layout the blocks were read from (PyTorch, ONNX); None for Keras."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {block.key: block.read() for block in self.blocks}
@@ -80,6 +137,9 @@ def family(layer: Layer) -> str | None:
 
 def split(layer: Layer) -> GateSplit | None:
     """The per-gate blocks of a recurrent layer, or None for any other layer (or one missing its kernels)."""
+    native = NATIVE_LAYOUTS.get(layer.class_name)
+    if native is not None:
+        return _split_native(layer, native)
     fam = family(layer)
     kernel, recurrent, bias = (layer.weight(n) for n in ("kernel", "recurrent_kernel", "bias"))
     if fam is None or kernel is None or recurrent is None or len(recurrent.shape) < 2:
@@ -135,3 +195,62 @@ def _split_bias(result: GateSplit, bias: Tensor) -> None:
             cols = slice(g * units, (g + 1) * units)
             key = kind + (f"_{gate}" if gate else "")
             result.blocks.append(Block(key, kind, gate, bias, row + (cols,), template.format(f"{cols.start}:{cols.stop}")))
+
+
+def _role(layer: Layer, role: str | None) -> Tensor | None:
+    """A native layer's array by role: ONNX ``W``; torch ``weight_ih`` stored as ``weight_ih_l0_reverse``."""
+    if role is None:
+        return None
+    pattern = re.compile(re.escape(role) + r"(_l\d+(_reverse)?)?")
+    return next((t for t in layer.weights if pattern.fullmatch(t.name)), None)
+
+
+def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
+    kernel, recurrent = _role(layer, native.input), _role(layer, native.recurrent)
+    if kernel is None or recurrent is None or len(kernel.shape) != 2 or len(recurrent.shape) != 2:
+        return None
+    projection = _role(layer, native.projection)
+    units = projection.shape[1] if projection is not None and len(projection.shape) == 2 else recurrent.shape[1]
+    n = len(native.order) * units
+    keras = LAYOUTS[native.family]
+    layout = GateLayout(native.family, keras.gates, native.gate_names)
+    reset_after = None
+    if native.family == "GRU":
+        reset_after = bool(layer.config.get("linear_before_reset", 1)) if native.framework == "ONNX" else True
+    result = GateSplit(layer, layout, units, kernel.shape[1], reset_after, [], native=native)
+    if kernel.shape[0] != n or recurrent.shape[0] != n:
+        result.warnings.append(f"{layer.key}: {kernel.name} {kernel.shape} and {recurrent.name} {recurrent.shape} do "
+                               f"not hold {len(native.order)} gates of {units} units; not split")
+        return result
+    for p, gate in enumerate(native.order):
+        rows = slice(p * units, (p + 1) * units)
+        span = f"{rows.start}:{rows.stop}"
+        suffix = f"_{gate}" if gate else ""
+        result.blocks.append(Block("W" + suffix, "W", gate, kernel, (rows, slice(None)),
+                                   f"{kernel.name}[{span}, :].T", transpose=True))
+        result.blocks.append(Block("U" + suffix, "U", gate, recurrent, (rows, slice(None)),
+                                   f"{recurrent.name}[{span}, :].T", transpose=True))
+    for kind, role, half in native.biases:
+        bias = _role(layer, role)
+        if bias is None:
+            continue
+        halves = 2 if native.framework == "ONNX" else 1
+        if bias.shape != (halves * n,):
+            result.warnings.append(f"{layer.key}: {bias.name} of shape {bias.shape} does not fit {units} units; "
+                                   "bias not split")
+            continue
+        for p, gate in enumerate(native.order):
+            start = half * n + p * units
+            result.blocks.append(Block(kind + (f"_{gate}" if gate else ""), kind, gate, bias,
+                                       (slice(start, start + units),), f"{bias.name}[{start}:{start + units}]"))
+    if projection is not None:
+        result.blocks.append(Block("proj", "proj", "", projection, (slice(None), slice(None)), f"{projection.name}.T",
+                                   transpose=True))
+    peephole = _role(layer, native.peephole)
+    if peephole is not None and peephole.shape == (3 * units,):
+        for p, gate in enumerate(ONNX_PEEPHOLE_ORDER):
+            result.blocks.append(Block(f"p_{gate}", "p", gate, peephole, (slice(p * units, (p + 1) * units),),
+                                       f"{peephole.name}[{p * units}:{(p + 1) * units}]"))
+    kinds = list(BLOCK_KINDS)
+    result.blocks.sort(key=lambda b: (kinds.index(b.kind), keras.gates.index(b.gate) if b.gate in keras.gates else -1))
+    return result

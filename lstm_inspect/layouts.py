@@ -58,6 +58,8 @@ ONNX_ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
     "hard_sigmoid": ("HardSigmoid", 0.2, 0.5),
 }
 HARD_SIGMOID_ALPHA = {2: 0.2, 3: 1.0 / 6.0}
+#: ONNX activations read back (from .onnx files) whose meaning does not depend on alpha / beta.
+ONNX_TO_KERAS = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "softsign": "softsign", "softplus": "softplus"}
 
 #: Keras classes that split like LSTM but have no torch / ONNX operator equivalent.
 NO_EQUIVALENT = {
@@ -176,6 +178,15 @@ def _suffix(gate: str) -> str:
 
 def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
     """(activation, recurrent_activation) from the config; None when the file does not record them."""
+    native = gates.NATIVE_LAYOUTS.get(layer.class_name)
+    if native is not None and native.framework == "PyTorch":
+        # torch.nn.LSTM / GRU hard-wire tanh and sigmoid; torch.nn.RNN's nonlinearity is not in the state dict
+        return (None, None) if family == "SimpleRNN" else ("tanh", "sigmoid")
+    if native is not None:  # ONNX: the node's activations attribute, f (gates) then g (candidate)
+        names = [ONNX_TO_KERAS.get(str(a).lower(), f"onnx {a}") for a in layer.config.get("activations") or []]
+        if not names:
+            return ("tanh", "sigmoid") if family != "SimpleRNN" else ("tanh", None)
+        return (names[0], None) if family == "SimpleRNN" else (names[1], names[0])
     if not layer.config:
         return None, None
     act = activation_name(layer.config.get("activation", "tanh"))
@@ -192,6 +203,10 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
         if (split.layout.family, split.units, split.input_dim, split.reset_after, bool(split.block(f"b{_suffix(split.layout.gates[0])}"))) != \
                 (family, first.units, first.input_dim, first.reset_after, bool(first.block(f"b{_suffix(first.layout.gates[0])}"))):
             raise _refuse(owner, target, "its two directions differ in class, units, input size, bias or reset_after")
+    if target == "onnx" and first.block("proj") is not None:
+        raise _refuse(owner, target, "an LSTM with proj_size (weight_hr) has no ONNX operator equivalent")
+    if target == "torch" and any(b.kind == "p" for b in first.blocks):
+        raise _refuse(owner, target, "torch.nn.LSTM has no peepholes")
     acts = [_activations(layer, family) for layer in directions]
     if len(set(acts)) > 1:
         raise _refuse(owner, target, "its two directions use different activations")
@@ -200,11 +215,21 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
     if act is None:
         notes.append("this file records no activations: the conversion assumes Keras's defaults "
                      "(tanh, sigmoid); check them against the original model")
+    for layer in directions:
+        for attribute in ("clip", "input_forget"):
+            if layer.config.get(attribute):
+                raise _refuse(owner, target, f"ONNX attribute {attribute}={layer.config[attribute]} is not converted")
     bidirectional = len(directions) == 2
-    backwards = not bidirectional and bool(directions[0].config.get("go_backwards"))
+    backwards = not bidirectional and bool(directions[0].config.get("go_backwards")
+                                           or directions[0].config.get("direction") == "reverse")
     if target == "torch":
         return _to_torch(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
     return _to_onnx(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
+
+
+def _recurrent_bias(split: gates.GateSplit, order: tuple[str, ...], b: np.ndarray) -> np.ndarray:
+    """The second bias: Keras GRU reset_after's row 1, a torch / ONNX file's own; zeros for Keras's single bias."""
+    return _stack(split, "rb", order) if split.block("rb" + _suffix(order[0])) is not None else np.zeros_like(b)
 
 
 def _stack(split: gates.GateSplit, kind: str, order: tuple[str, ...]) -> np.ndarray:
@@ -245,7 +270,10 @@ def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act
         if has_bias:
             b = _stack(split, "b", order)
             arrays[f"{prefix}.bias_ih_l0{suffix}"] = b
-            arrays[f"{prefix}.bias_hh_l0{suffix}"] = _stack(split, "rb", order) if split.reset_after else np.zeros_like(b)
+            arrays[f"{prefix}.bias_hh_l0{suffix}"] = _recurrent_bias(split, order, b)
+        if split.block("proj") is not None:
+            arrays[f"{prefix}.weight_hr_l0{suffix}"] = np.ascontiguousarray(split.block("proj").read().T)
+            args["proj_size"] = split.block("proj").shape[1]
     if backwards:
         notes.append("go_backwards=True: torch has no such flag; feed the input reversed in time (x.flip(1)) and the "
                      "outputs come in Keras's (reversed) order")
@@ -329,8 +357,7 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act:
         r.append(_stack(split, "U", order).T)
         if has_bias:
             wb = _stack(split, "b", order)
-            rb = _stack(split, "rb", order) if split.reset_after else np.zeros_like(wb)
-            b.append(np.concatenate([wb, rb]))
+            b.append(np.concatenate([wb, _recurrent_bias(split, order, wb)]))
     key = owner.key
     arrays[f"{key}/W"] = np.ascontiguousarray(np.stack(w))
     arrays[f"{key}/R"] = np.ascontiguousarray(np.stack(r))

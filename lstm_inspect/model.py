@@ -150,4 +150,7 @@ FILE_KINDS = {
     "keras3-weights-h5": "Keras 3 weights only (.weights.h5)",
     "keras-zip": "Keras native .keras archive",
     "keras-dir": "Keras native model directory (unzipped .keras)",
+    "torch-safetensors": "PyTorch state dict (.safetensors)",
+    "torch-state-dict": "PyTorch state dict (torch.save, read with torch.load(weights_only=True))",
+    "onnx": "ONNX model",
 }

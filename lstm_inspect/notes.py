@@ -11,6 +11,8 @@ from .model import ModelFile
 def recurrent_notes(split: GateSplit, model: ModelFile, read_values: bool = True) -> list[str]:
     layout, units, config = split.layout, split.units, split.layer.config
     notes: list[str] = list(split.warnings)
+    if split.native is not None:
+        return notes + _native_notes(split) + (_value_notes(split) if read_values else [])
     if layout.family != "SimpleRNN":
         order = ", ".join(
             f"{g} = {name} [{i * units}:{(i + 1) * units}]" for i, (g, name) in enumerate(zip(layout.gates, layout.gate_names))
@@ -74,4 +76,44 @@ def _value_notes(split: GateSplit) -> list[str]:
     biases = [b.read() for b in split.blocks if b.kind in ("b", "rb")]
     if biases and all(np.all(v == 0) for v in biases):
         notes.append("All biases are exactly 0: the initial value; this layer looks untrained.")
+    return notes
+
+
+def _native_notes(split: GateSplit) -> list[str]:
+    """Notes for a PyTorch or ONNX layer: its own gate order, two biases, fixed activations."""
+    native, units, config = split.native, split.units, split.layer.config
+    assert native is not None
+    notes = []
+    if native.family != "SimpleRNN":
+        order = ", ".join(f"{n}{'' if n == g else f' (= Keras {g})'} [{i * units}:{(i + 1) * units}]"
+                          for i, (g, n) in enumerate(zip(native.order, native.native)))
+        notes.append(f"{native.framework} gate order along the first axis of {native.input}, {native.recurrent} and "
+                     f"the biases: {order}. The blocks are transposed into Keras's orientation and keys "
+                     "(W_i is (input, units), x·W_i).")
+    if any(b.kind == "rb" for b in split.blocks):
+        if native.family == "GRU" and split.reset_after:
+            notes.append("Two biases: b_* (input) and rb_* (recurrent); rb_h sits inside r ⊙ (h·U_h + rb_h) — "
+                         "Keras's GRU with reset_after=True" + (" (PyTorch's n is Keras's candidate h)."
+                                                                 if native.framework == "PyTorch" else "."))
+        elif native.family == "GRU":
+            notes.append("linear_before_reset=0: the reset gate multiplies h before U_h (Keras's reset_after=False); "
+                         "the two biases b_h + rb_h simply add up.")
+        else:
+            notes.append("Two biases, b_* (input) and rb_* (recurrent): each gate adds both, so the Keras equivalent "
+                         "is one bias b + rb.")
+    if split.block("proj") is not None:
+        notes.append(f"proj_size={split.block('proj').shape[1]}: h = (o ⊙ tanh(c))·proj with proj = weight_hr.T, so "
+                     "the recurrent blocks U_* take the projected h.")
+    if any(b.kind == "p" for b in split.blocks):
+        notes.append("Peepholes p_i, p_o, p_f (ONNX P, order i, o, f): c_(t-1) ⊙ p_i and p_f enter i and f, "
+                     "c_t ⊙ p_o enters o.")
+    if native.framework == "PyTorch":
+        if native.family == "SimpleRNN":
+            notes.append("torch.nn.RNN's nonlinearity (tanh or relu) is not stored in a state dict; tanh is the "
+                         "default.")
+        else:
+            notes.append(f"torch.nn.{'LSTM' if native.family == 'LSTM' else 'GRU'} always uses sigmoid on the gates "
+                         "and tanh on the candidate" + (" and the cell state." if native.family == "LSTM" else "."))
+    elif config.get("activations"):
+        notes.append(f"Activations (ONNX attribute): {', '.join(map(str, config['activations']))}.")
     return notes

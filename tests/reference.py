@@ -19,7 +19,7 @@ def activation(name: str, keras_major: int):
 
 
 def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: str = "sigmoid",
-        keras_major: int = 3, go_backwards: bool = False) -> np.ndarray:
+        keras_major: int = 3, go_backwards: bool = False, reset_after: bool | None = None) -> np.ndarray:
     """All hidden states, shape (batch, time, units), in the order Keras returns them."""
     f = activation(act, keras_major)
     g = activation(rec_act, keras_major)
@@ -27,31 +27,37 @@ def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: st
     if go_backwards:
         x = x[:, ::-1]
     B = {k: v.astype(np.float64) for k, v in blocks.items()}
-    units = (B["U"] if family == "SimpleRNN" else B["U_" + ("i" if family == "LSTM" else "z")]).shape[0]
+    # Keras blocks only; PyTorch / ONNX files add a second bias rb_* (summed, except in GRU's reset-after form)
+    # and a projection `proj` (torch proj_size: h = (o * act(c)) @ proj).
+    units = (B["W"] if family == "SimpleRNN" else B["W_" + ("i" if family == "LSTM" else "z")]).shape[1]
     zero = np.zeros(units)
-    h = np.zeros((x.shape[0], units))
-    c = np.zeros_like(h)
+    h = np.zeros((x.shape[0], B["proj"].shape[1] if "proj" in B else units))
+    c = np.zeros((x.shape[0], units))
     outputs = []
     for t in range(x.shape[1]):
         xt = x[:, t]
         if family == "LSTM":
-            i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero))
-            fg = g(xt @ B["W_f"] + h @ B["U_f"] + B.get("b_f", zero))
-            cand = f(xt @ B["W_c"] + h @ B["U_c"] + B.get("b_c", zero))
-            o = g(xt @ B["W_o"] + h @ B["U_o"] + B.get("b_o", zero))
+            i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero) + B.get("rb_i", zero))
+            fg = g(xt @ B["W_f"] + h @ B["U_f"] + B.get("b_f", zero) + B.get("rb_f", zero))
+            cand = f(xt @ B["W_c"] + h @ B["U_c"] + B.get("b_c", zero) + B.get("rb_c", zero))
+            o = g(xt @ B["W_o"] + h @ B["U_o"] + B.get("b_o", zero) + B.get("rb_o", zero))
             c = fg * c + i * cand
             h = o * f(c)
+            if "proj" in B:
+                h = h @ B["proj"]
         elif family == "GRU":
-            if "rb_z" in B:  # reset_after=True: the reset gate scales (h·U_h + rb_h)
+            if reset_after is None:  # Keras stores a second bias only with reset_after=True
+                reset_after = "rb_z" in B
+            if reset_after:  # the reset gate scales (h·U_h + rb_h)
                 z = g(xt @ B["W_z"] + B["b_z"] + h @ B["U_z"] + B["rb_z"])
                 r = g(xt @ B["W_r"] + B["b_r"] + h @ B["U_r"] + B["rb_r"])
                 cand = f(xt @ B["W_h"] + B["b_h"] + r * (h @ B["U_h"] + B["rb_h"]))
-            else:  # reset_after=False: the reset gate scales h before U_h
-                z = g(xt @ B["W_z"] + h @ B["U_z"] + B.get("b_z", zero))
-                r = g(xt @ B["W_r"] + h @ B["U_r"] + B.get("b_r", zero))
-                cand = f(xt @ B["W_h"] + (r * h) @ B["U_h"] + B.get("b_h", zero))
+            else:  # reset_after=False: the reset gate scales h before U_h (ONNX's two biases simply add up)
+                z = g(xt @ B["W_z"] + h @ B["U_z"] + B.get("b_z", zero) + B.get("rb_z", zero))
+                r = g(xt @ B["W_r"] + h @ B["U_r"] + B.get("b_r", zero) + B.get("rb_r", zero))
+                cand = f(xt @ B["W_h"] + (r * h) @ B["U_h"] + B.get("b_h", zero) + B.get("rb_h", zero))
             h = z * h + (1 - z) * cand
         else:
-            h = f(xt @ B["W"] + h @ B["U"] + B.get("b", zero))
+            h = f(xt @ B["W"] + h @ B["U"] + B.get("b", zero) + B.get("rb", zero))
         outputs.append(h)
     return np.stack(outputs, axis=1)

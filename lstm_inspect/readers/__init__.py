@@ -21,7 +21,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
         raise InspectError("no such file or directory", label)
     try:
         with open(label, "rb") as handle:
-            head = handle.read(8)
+            head = handle.read(9)
     except OSError as exc:
         raise InspectError(f"cannot read: {exc.strerror or exc}", label) from exc
     if not head:
@@ -32,11 +32,33 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     if h5safe.is_hdf5(head):
         return _open_hdf5(label)
     if archive.is_zip(head):
-        from . import keras3
+        from . import keras3, torch_state
 
+        if torch_state.is_torch_zip(_zip_names(label)):
+            return torch_state.read_torch_file(label, label)
         return keras3.read_archive(label, label)
+    from . import torch_state, safetensors_file
+
+    if safetensors_file.looks_like(head, os.path.getsize(label)):
+        return torch_state.read_safetensors(label, label)
+    if torch_state.is_pickle(head):
+        if label.endswith((".pt", ".pth", ".bin", ".ckpt")):
+            return torch_state.read_torch_file(label, label)
+        raise UnsupportedFile("a Python pickle; lstm-inspect never unpickles files (a PyTorch file named .pt, "
+                              ".pth or .bin is read through torch.load(weights_only=True))", label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
-    raise UnsupportedFile(f"not a Keras model file: neither HDF5 nor a zip archive{hint}", label)
+    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor safetensors, PyTorch or ONNX)" + hint,
+                          label)
+
+
+def _zip_names(label: str) -> list[str]:
+    from . import archive
+
+    zipped = archive.Archive(label, label)
+    try:
+        return zipped.names()
+    finally:
+        zipped.close()
 
 
 def _open_hdf5(label: str) -> ModelFile:
