@@ -148,7 +148,7 @@ def split(layer: Layer) -> GateSplit | None:
     n_gates = len(layout.gates)
     units = recurrent.shape[-2]
     result = GateSplit(layer, layout, units, int(np.prod(kernel.shape[:-1])) if kernel.shape else 0, None, [])
-    if recurrent.shape[-1] != n_gates * units or kernel.shape[-1] != n_gates * units:
+    if len(kernel.shape) < 2 or recurrent.shape[-1] != n_gates * units or kernel.shape[-1] != n_gates * units:
         result.warnings.append(
             f"{layer.key}: recurrent_kernel {recurrent.shape} and kernel {kernel.shape} do not hold "
             f"{n_gates} gates of {units} units; not split"
@@ -205,6 +205,11 @@ def _role(layer: Layer, role: str | None) -> Tensor | None:
     return next((t for t in layer.weights if pattern.fullmatch(t.name)), None)
 
 
+def _label(native: NativeLayout, tensor: Tensor) -> str:
+    """How a block's source names its array: torch's parameter name, ONNX's initializer and direction (``W[1]``)."""
+    return tensor.source if native.framework == "ONNX" else tensor.name
+
+
 def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
     kernel, recurrent = _role(layer, native.input), _role(layer, native.recurrent)
     if kernel is None or recurrent is None or len(kernel.shape) != 2 or len(recurrent.shape) != 2:
@@ -216,7 +221,7 @@ def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
     layout = GateLayout(native.family, keras.gates, native.gate_names)
     reset_after = None
     if native.family == "GRU":
-        reset_after = bool(layer.config.get("linear_before_reset", 1)) if native.framework == "ONNX" else True
+        reset_after = bool(layer.config.get("linear_before_reset", 0)) if native.framework == "ONNX" else True
     result = GateSplit(layer, layout, units, kernel.shape[1], reset_after, [], native=native)
     if kernel.shape[0] != n or recurrent.shape[0] != n:
         result.warnings.append(f"{layer.key}: {kernel.name} {kernel.shape} and {recurrent.name} {recurrent.shape} do "
@@ -227,9 +232,9 @@ def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
         span = f"{rows.start}:{rows.stop}"
         suffix = f"_{gate}" if gate else ""
         result.blocks.append(Block("W" + suffix, "W", gate, kernel, (rows, slice(None)),
-                                   f"{kernel.name}[{span}, :].T", transpose=True))
+                                   f"{_label(native, kernel)}[{span}, :].T", transpose=True))
         result.blocks.append(Block("U" + suffix, "U", gate, recurrent, (rows, slice(None)),
-                                   f"{recurrent.name}[{span}, :].T", transpose=True))
+                                   f"{_label(native, recurrent)}[{span}, :].T", transpose=True))
     for kind, role, half in native.biases:
         bias = _role(layer, role)
         if bias is None:
@@ -242,15 +247,15 @@ def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
         for p, gate in enumerate(native.order):
             start = half * n + p * units
             result.blocks.append(Block(kind + (f"_{gate}" if gate else ""), kind, gate, bias,
-                                       (slice(start, start + units),), f"{bias.name}[{start}:{start + units}]"))
+                                       (slice(start, start + units),), f"{_label(native, bias)}[{start}:{start + units}]"))
     if projection is not None:
-        result.blocks.append(Block("proj", "proj", "", projection, (slice(None), slice(None)), f"{projection.name}.T",
+        result.blocks.append(Block("proj", "proj", "", projection, (slice(None), slice(None)), f"{_label(native, projection)}.T",
                                    transpose=True))
     peephole = _role(layer, native.peephole)
     if peephole is not None and peephole.shape == (3 * units,):
         for p, gate in enumerate(ONNX_PEEPHOLE_ORDER):
             result.blocks.append(Block(f"p_{gate}", "p", gate, peephole, (slice(p * units, (p + 1) * units),),
-                                       f"{peephole.name}[{p * units}:{(p + 1) * units}]"))
+                                       f"{_label(native, peephole)}[{p * units}:{(p + 1) * units}]"))
     kinds = list(BLOCK_KINDS)
     result.blocks.sort(key=lambda b: (kinds.index(b.kind), keras.gates.index(b.gate) if b.gate in keras.gates else -1))
     return result

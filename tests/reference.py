@@ -37,11 +37,12 @@ def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: st
     for t in range(x.shape[1]):
         xt = x[:, t]
         if family == "LSTM":
-            i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero) + B.get("rb_i", zero))
-            fg = g(xt @ B["W_f"] + h @ B["U_f"] + B.get("b_f", zero) + B.get("rb_f", zero))
+            # ONNX peepholes p_i, p_f look at the previous cell state, p_o at the new one
+            i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero) + B.get("rb_i", zero) + c * B.get("p_i", zero))
+            fg = g(xt @ B["W_f"] + h @ B["U_f"] + B.get("b_f", zero) + B.get("rb_f", zero) + c * B.get("p_f", zero))
             cand = f(xt @ B["W_c"] + h @ B["U_c"] + B.get("b_c", zero) + B.get("rb_c", zero))
-            o = g(xt @ B["W_o"] + h @ B["U_o"] + B.get("b_o", zero) + B.get("rb_o", zero))
             c = fg * c + i * cand
+            o = g(xt @ B["W_o"] + h @ B["U_o"] + B.get("b_o", zero) + B.get("rb_o", zero) + c * B.get("p_o", zero))
             h = o * f(c)
             if "proj" in B:
                 h = h @ B["proj"]

@@ -46,6 +46,10 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
             return torch_state.read_torch_file(label, label)
         raise UnsupportedFile("a Python pickle; lstm-inspect never unpickles files (a PyTorch file named .pt, "
                               ".pth or .bin is read through torch.load(weights_only=True))", label)
+    if label.endswith(".onnx"):  # ONNX protobuf has no magic number: the extension decides, the parse confirms
+        from . import onnx_file
+
+        return onnx_file.read(label, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
     raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor safetensors, PyTorch or ONNX)" + hint,
                           label)
