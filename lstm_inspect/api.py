@@ -17,6 +17,7 @@ import numpy as np
 
 from . import export as _export
 from . import report as _report
+from .errors import InspectError
 from .readers import open_model
 
 
@@ -41,6 +42,9 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
            fused: bool = False) -> list[str]:
     """Write the arrays of `export_arrays` to an .npz (or .safetensors) file; returns the keys written."""
     arrays = export_arrays(path, layers, fused)
+    if not arrays:
+        what = "no layer matched --layer" if layers else "the model stores no weights"
+        raise InspectError(f"nothing to export: {what}", os.fspath(path))
     _export.write_arrays(arrays, output)
     return list(arrays)
 

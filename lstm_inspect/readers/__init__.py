@@ -70,13 +70,15 @@ def _open_hdf5(label: str) -> ModelFile:
 
     f = h5safe.open_file(label, label)
     try:
-        if legacy_h5.looks_like(f):
-            model = legacy_h5.read(f, label)
-        elif keras3.looks_like_weights(f):
-            model = keras3.read_weights(f, label)
-        else:
-            raise UnsupportedFile("HDF5 file holds no Keras model or weights (no model_config, layer_names or layers)",
-                                  label)
+        with h5safe.library_errors_as_corrupt(label):
+            if legacy_h5.looks_like(f):
+                model = legacy_h5.read(f, label)
+            elif keras3.looks_like_weights(f):
+                model = keras3.read_weights(f, label)
+            else:
+                raise UnsupportedFile(
+                    "HDF5 file holds no Keras model or weights (no model_config, layer_names or layers)", label
+                )
     except BaseException:
         f.close()
         raise

@@ -95,6 +95,8 @@ class Archive:
         return io.BytesIO(self.read_bytes(name))
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
+        if not 0 <= info.header_offset < self._size():
+            raise CorruptFile(f"archive member {info.filename!r} points outside the archive", self.label)
         self._file.seek(info.header_offset)
         header = self._file.read(30)
         if len(header) != 30 or header[:4] != b"PK\x03\x04":

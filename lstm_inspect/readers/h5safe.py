@@ -6,7 +6,10 @@ CVE-2026-0897 in Keras's own loader).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import traceback
+from pathlib import PurePath
 from typing import Any, Iterator
 
 import h5py
@@ -31,6 +34,21 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 def is_hdf5(head: bytes) -> bool:
     return head.startswith(HDF5_SIGNATURE)
+
+
+@contextlib.contextmanager
+def library_errors_as_corrupt(label: str) -> Iterator[None]:
+    """Report an exception raised inside h5py or libhdf5 (damaged metadata met while walking the file) as a
+    corrupt file; an exception raised in our own code is a bug and passes through."""
+    try:
+        yield
+    except (CorruptFile, UnsafeFile):
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames and "h5py" in PurePath(frames[-1].filename).parts:
+            raise CorruptFile(f"damaged HDF5 structure: {_short(exc)}", label) from exc
+        raise
 
 
 def open_file(source: Any, label: str) -> h5py.File:
@@ -81,6 +99,8 @@ def members(group: h5py.Group, label: str) -> Iterator[tuple[str, Any]]:
     except Exception as exc:
         raise CorruptFile(f"cannot list {group.name}: {_short(exc)}", label) from exc
     for name in names:
+        if not isinstance(name, str):
+            raise CorruptFile(f"{group.name} has a member whose name is not text: {name!r}", label)
         yield name, child(group, name, label)
 
 

@@ -48,7 +48,8 @@ def read_archive(path: str, label: str) -> ModelFile:
                 )
             raise CorruptFile(f".keras archive has no {WEIGHTS_MEMBER}: the model's weights are missing", label)
         weights = h5safe.open_file(archive.open_member(WEIGHTS_MEMBER), label)
-        model = _read(read_text("config.json"), read_text("metadata.json"), weights, "keras-zip", label)
+        with h5safe.library_errors_as_corrupt(label):
+            model = _read(read_text("config.json"), read_text("metadata.json"), weights, "keras-zip", label)
     except BaseException:
         archive.close()
         raise
@@ -75,7 +76,8 @@ def read_directory(path: str, label: str) -> ModelFile:
         raise CorruptFile(f"model directory has no {WEIGHTS_MEMBER} (or it is a link)", label)
     weights = h5safe.open_file(weights_path, label)
     try:
-        model = _read(config, read_text("metadata.json"), weights, "keras-dir", label)
+        with h5safe.library_errors_as_corrupt(label):
+            model = _read(config, read_text("metadata.json"), weights, "keras-dir", label)
     except BaseException:
         weights.close()
         raise
@@ -87,7 +89,8 @@ def read_weights(f: h5py.File, label: str) -> ModelFile:
     """A Keras 3 ``save_weights`` file: no config, so the tree is rebuilt from the group structure."""
     model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
                       has_config=False)
-    model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(f, label)]
+    with h5safe.library_errors_as_corrupt(label):
+        model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(f, label)]
     model.warnings.append("weights-only file: no model config, so layer classes are inferred from the file's structure")
     return model
 

@@ -1,0 +1,143 @@
+"""Mutation fuzzing over real fixture files: bit flips, truncations, overwritten byte ranges, corrupted zip
+headers, and structurally valid HDF5 files with hostile configs and attributes.
+
+Every mutant is inspected (with statistics, so every tensor is read) and exported inside the isolated child the CLI
+uses. Whatever the bytes, the outcome must be a report or an `InspectError` — never a bug (InternalError), never
+a crash or hang of the test process — within a bounded time and memory, and nothing may be written outside the
+output path. Deterministic (derandomized) so CI runs the same cases every time; FUZZ_EXAMPLES scales it up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lstm_inspect import InspectError, export, inspect, isolation
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
+SEEDS = ["k2_gru_ra.h5", "k2_nested_weights.h5", "k3_bidi_concat.h5", "k3_gru_ra.keras", "k2_nested.keras",
+         "k3_bidi_concat.weights.h5", "k3_multi_io.keras"]
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+TIMEOUT = 20.0
+MAX_MEMORY = 1 << 30
+
+
+def outcome(path: Path, out_dir: Path) -> str:
+    """'ok' or 'refused'; anything else fails the test."""
+    before = set(os.listdir(out_dir))
+    start = time.monotonic()
+    try:
+        isolation.run(inspect, str(path), label=str(path), timeout=TIMEOUT, max_memory=MAX_MEMORY)
+        isolation.run(export, str(path), str(out_dir / "out.npz"), label=str(path), timeout=TIMEOUT,
+                      max_memory=MAX_MEMORY)
+        result = "ok"
+    except InspectError as exc:
+        assert str(path) in str(exc)
+        assert "\n" not in str(exc)
+        result = "refused"
+    assert time.monotonic() - start < 2 * TIMEOUT + 5
+    created = set(os.listdir(out_dir)) - before
+    assert created <= {"out.npz", path.name}, created
+    (out_dir / "out.npz").unlink(missing_ok=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _mutant(work: Path, seed: str, data: bytes) -> Path:
+    path = work / ("mutant" + "".join(Path(seed).suffixes))
+    path.write_bytes(data)
+    return path
+
+
+@FUZZ
+@given(seed=st.sampled_from(SEEDS), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)),
+                                                   min_size=1, max_size=32))
+def test_bit_flips(work, seed, flips):
+    data = bytearray((FIXTURES / seed).read_bytes())
+    for where, bit in flips:
+        data[int(where * len(data))] ^= 1 << bit
+    outcome(_mutant(work, seed, bytes(data)), work)
+
+
+@FUZZ
+@given(seed=st.sampled_from(SEEDS), keep=st.floats(0, 1, exclude_max=True))
+def test_truncations(work, seed, keep):
+    data = (FIXTURES / seed).read_bytes()
+    outcome(_mutant(work, seed, data[: int(keep * len(data))]), work)
+
+
+@FUZZ
+@given(seed=st.sampled_from(SEEDS), where=st.floats(0, 1, exclude_max=True), junk=st.binary(min_size=1, max_size=512))
+def test_overwritten_ranges(work, seed, where, junk):
+    data = bytearray((FIXTURES / seed).read_bytes())
+    start = int(where * len(data))
+    data[start:start + len(junk)] = junk
+    outcome(_mutant(work, seed, bytes(data[: max(len(data), start)])), work)
+
+
+@FUZZ
+@given(seed=st.sampled_from([s for s in SEEDS if s.endswith(".keras")]), field=st.integers(0, 45),
+       value=st.integers(0, 255), target=st.sampled_from(["local", "central", "end"]))
+def test_zip_header_corruption(work, seed, field, value, target):
+    data = bytearray((FIXTURES / seed).read_bytes())
+    signature = {"local": b"PK\x03\x04", "central": b"PK\x01\x02", "end": b"PK\x05\x06"}[target]
+    offsets = [i for i in range(len(data)) if data.startswith(signature, i)]
+    offset = offsets[value % len(offsets)] + field
+    if offset < len(data):
+        data[offset] = value
+    outcome(_mutant(work, seed, bytes(data)), work)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["class_name", "config", "layers", "name", "units", "layer", "inbound_nodes", "module",
+                         "registered_name", "backward_layer", "use_bias", "reset_after", "trainable", "activation"]),
+        children, max_size=6),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(config=json_values, where=st.sampled_from(["model_config", "layer_names", "weight_names", "keras_version"]))
+def test_hostile_attributes(work, config, where):
+    path = work / "attrs.h5"
+    shutil.copy(FIXTURES / "k2_nested.h5", path)
+    with h5py.File(path, "r+") as f:
+        if where == "model_config":
+            f.attrs["model_config"] = json.dumps(config)
+        elif where == "keras_version":
+            f.attrs["keras_version"] = json.dumps(config)
+        elif where == "layer_names":
+            f["model_weights"].attrs["layer_names"] = np.array([json.dumps(config).encode()[:60]])
+        else:
+            f["model_weights/encoder"].attrs["weight_names"] = np.array([json.dumps(config).encode()[:60]])
+    outcome(path, work)
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(0, 70_000), min_size=0, max_size=9), dtype=st.sampled_from(["f4", "f2", "i8", "u1"]),
+       which=st.sampled_from(["kernel:0", "recurrent_kernel:0", "bias:0"]))
+def test_hostile_dataset_shapes(work, shape, dtype, which):
+    path = work / "shapes.h5"
+    shutil.copy(FIXTURES / "k2_gru_ra.h5", path)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/gru/gru/gru_cell"]
+        del group[which]
+        chunks = tuple(max(1, min(n, 4)) for n in shape) if shape and all(shape) else None
+        group.create_dataset(which, shape=tuple(shape), dtype=dtype, chunks=chunks)
+    outcome(path, work)
