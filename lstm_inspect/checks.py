@@ -202,6 +202,12 @@ class FileResult:
         return {"file": self.path, "kind": self.kind, "status": self.status, "error": self.error,
                 "findings": [f.as_dict() for f in self.findings]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], strict: bool = False) -> "FileResult":
+        """The inverse of `as_dict` (results come back from isolated child processes as JSON)."""
+        return cls(path=data["file"], kind=data["kind"], error=data["error"], strict=strict,
+                   findings=[Finding(**f) for f in data["findings"]])
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # What the rules look at: a model's arrays, as gate blocks where a layer has them and whole tensors elsewhere.

@@ -38,6 +38,7 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     """
     if not available():
         return func(*args)
+    _preload()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -45,13 +46,13 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
         _child(func, args, write_end, max_memory)
     os.close(write_end)
     try:
-        payload = _read_until(read_end, pid, timeout, label)
+        payload, status = _collect(read_end, pid, timeout, label)
     finally:
         os.close(read_end)
-    _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
-        raise InspectError(f"the reader crashed ({name}) on this file: it is corrupt or hostile", label)
+        why = "it is corrupt or hostile" + (" (or needs more memory than --max-memory)" if max_memory else "")
+        raise InspectError(f"the reader crashed ({name}) on this file: {why}", label)
     try:
         message = json.loads(payload.decode("utf-8"))
     except ValueError as exc:
@@ -66,9 +67,18 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     raise InternalError(message.get("internal", "unknown failure in the isolated reader"))
 
 
+def _preload() -> None:
+    """Import the readers (and h5py's shared libraries) before forking: under its memory limit the child may not
+    be able to map new libraries."""
+    from .readers import archive, h5safe, keras3, legacy_h5  # noqa: F401
+
+
 def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_memory: int | None) -> None:
     status = 0
     try:
+        import faulthandler
+
+        faulthandler.disable()  # a crash here is reported by the parent, in one line
         if max_memory:
             _limit_memory(max_memory)
         try:
@@ -110,17 +120,34 @@ def _limit_memory(max_memory: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _read_until(fd: int, pid: int, timeout: float | None, label: str) -> bytes:
-    chunks = []
+def _collect(fd: int, pid: int, timeout: float | None, label: str) -> tuple[bytes, int]:
+    """The child's whole answer and its exit status. The child's end is watched with waitpid as well as EOF:
+    children forked at the same time by other threads inherit each other's pipe ends, so EOF can come late."""
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([fd], [], [], wait)
-        if not ready:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready and _drain(fd, chunks):
+            _, status = os.waitpid(pid, 0)
+            return b"".join(chunks), status
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            _drain(fd, chunks)
+            return b"".join(chunks), status
+        if deadline is not None and time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise InspectError(f"reading took longer than {timeout:g} s (--timeout); gave up on this file", label)
-        chunk = os.read(fd, 1 << 16)
+
+
+def _drain(fd: int, chunks: list[bytes]) -> bool:
+    """Read what the pipe holds now; True at end of file."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
         if not chunk:
-            return b"".join(chunks)
+            return True
         chunks.append(chunk)

@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,81 @@ def test_inspect_errors_keep_message_and_code():
 def test_bugs_are_reported_as_internal_errors():
     with pytest.raises(isolation.InternalError, match="ZeroDivisionError: a bug"):
         isolation.run(_bug, label="f.h5")
+
+
+# --- through the CLI: one bad file costs that file only ---------------------------------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from conftest import FIXTURES  # noqa: E402
+from lstm_inspect import checks  # noqa: E402
+from lstm_inspect.cli import cli  # noqa: E402
+
+
+def _sabotage(monkeypatch, crash: str, hang: str) -> None:
+    """Make the reader segfault on one file and hang on another, as a corrupt file can make libhdf5 do. The
+    forked children inherit the patch; nothing in the package has a hook for this."""
+    real = checks.check_path
+
+    def check_path(path, options=None):
+        if path.endswith(crash):
+            _segfault()
+        if path.endswith(hang):
+            _hang()
+        return real(path, options)
+
+    monkeypatch.setattr(checks, "check_path", check_path)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_check_gives_every_other_file_a_verdict(tmp_path, monkeypatch, jobs):
+    for name in ("k3_gru_ra.keras", "k2_gru_ra.h5", "k3_simplernn.h5"):
+        shutil.copy(FIXTURES / name, tmp_path / name)
+    shutil.copy(FIXTURES / "k3_gru_ra.keras", tmp_path / "crashes.keras")
+    shutil.copy(FIXTURES / "k3_gru_ra.keras", tmp_path / "hangs.keras")
+    _sabotage(monkeypatch, "crashes.keras", "hangs.keras")
+    result = CliRunner().invoke(cli, ["--timeout", "3", "check", "--format", "json", "-j", jobs, str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    verdicts = {Path(r["file"]).name: r for r in json.loads(result.stdout)["files"]}
+    assert {n: v["status"] for n, v in verdicts.items()} == {
+        "k3_gru_ra.keras": "pass", "k2_gru_ra.h5": "pass", "k3_simplernn.h5": "pass",
+        "crashes.keras": "error", "hangs.keras": "error"}
+    assert "crashed (SIGSEGV)" in verdicts["crashes.keras"]["error"]
+    assert "longer than 3 s" in verdicts["hangs.keras"]["error"]
+
+
+def test_inspect_of_a_crashing_file_is_one_line_and_exit_2(monkeypatch):
+    import lstm_inspect.api as api
+
+    monkeypatch.setattr(api, "open_model", lambda path: _segfault())
+    result = CliRunner().invoke(cli, ["inspect", str(FIXTURES / "k3_gru_ra.keras")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"lstm-inspect: error: {FIXTURES / 'k3_gru_ra.keras'}: the reader crashed "
+                                     "(SIGSEGV) on this file: it is corrupt or hostile (or needs more memory than "
+                                     "--max-memory)")
+
+
+def test_no_isolation_reads_in_process():
+    result = CliRunner().invoke(cli, ["--no-isolation", "inspect", "--no-stats", str(FIXTURES / "k3_gru_ra.keras")])
+    assert result.exit_code == 0 and "Total params" in result.stdout
+
+
+def test_max_memory_option_bounds_the_reader(tmp_path):
+    """A legitimate file whose statistics need ~200 MB (a 100 MB float32 kernel, compressed on disk) is refused under
+    --max-memory 50M and read under the default limit."""
+    import h5py
+
+    path = tmp_path / "big.h5"
+    shutil.copy(FIXTURES / "k2_classic.h5", path)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/dense_2/dense_2"]
+        del group["kernel:0"]
+        pattern = np.random.default_rng(0).normal(size=5000).astype("float32")
+        group.create_dataset("kernel:0", data=np.tile(pattern, (5000, 1)), compression="gzip", chunks=(500, 5000))
+    refused = CliRunner().invoke(cli, ["--max-memory", "50M", "inspect", "--layer", "dense_2", str(path)])
+    assert refused.exit_code == 2 and "memory" in refused.stderr
+    read = CliRunner().invoke(cli, ["inspect", "--json", "--layer", "dense_2", str(path)])
+    assert read.exit_code == 0 and json.loads(read.stdout)["layers"][0]["params"] == 5000 * 5000 + 1

@@ -24,9 +24,16 @@ class _Boundary(click.Group):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        group_options = {"--traceback", "--version", "-h", "--help"}
-        first = next((i for i, a in enumerate(args) if a not in group_options), None)
-        if first is not None and args[first] not in self.commands:
+        first = 0
+        while first < len(args):  # skip the group's own options to find the command word
+            word = args[first]
+            if word in _GROUP_OPTIONS_WITH_VALUE:
+                first += 2
+            elif word in _GROUP_FLAGS or word.split("=", 1)[0] in _GROUP_OPTIONS_WITH_VALUE:
+                first += 1
+            else:
+                break
+        if first < len(args) and args[first] not in self.commands:
             args = args[:first] + ["inspect"] + args[first:]
         return super().parse_args(ctx, args)
 
@@ -52,14 +59,67 @@ class _Boundary(click.Group):
             ctx.exit(int(ExitCode.INTERNAL))
 
 
+_GROUP_FLAGS = {"--traceback", "--no-isolation", "--version", "-h", "--help"}
+_GROUP_OPTIONS_WITH_VALUE = {"--timeout", "--max-memory"}
+
+
+class _Bytes(click.ParamType):
+    """A size such as ``4G``, ``512M`` or ``1048576`` (bytes)."""
+
+    name = "SIZE"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            size = int(float(text[: len(text) - len(unit)]) * self._UNITS[unit])
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 4G, 512M or 1048576", param, ctx)
+        if size <= 0:
+            self.fail("must be more than 0", param, ctx)
+        return size
+
+
 @click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lstm-inspect")
-@click.option("--traceback", is_flag=True, help="Show the Python traceback of an error (for debugging).")
-def cli(traceback: bool) -> None:
+@click.option("--traceback", is_flag=True,
+              help="Show the Python traceback of an error (for debugging; reads files in-process).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="Seconds one file may take to read before it is given up (reading runs in a child process).")
+@click.option("--max-memory", type=_Bytes(), default="4G", show_default=True,
+              help="Memory one file's reading may use (child process address-space limit).")
+@click.option("--no-isolation", is_flag=True,
+              help="Read files in this process: no timeout, memory limit or crash containment. For trusted files.")
+def cli(traceback: bool, timeout: float, max_memory: int, no_isolation: bool) -> None:
     """Open saved Keras models without TensorFlow and show what is inside their recurrent layers.
 
     `lstm-inspect MODEL` is short for `lstm-inspect inspect MODEL`.
     """
+
+
+def isolation_settings() -> dict[str, Any]:
+    """The group's --timeout, --max-memory, --no-isolation and --traceback, read in the command's thread."""
+    params = click.get_current_context().find_root().params
+    return {"in_process": bool(params.get("no_isolation") or params.get("traceback")),
+            "timeout": params.get("timeout"), "max_memory": params.get("max_memory")}
+
+
+def isolated(func: Any, *args: Any, label: str, settings: dict[str, Any] | None = None) -> Any:
+    """``func(*args)`` on an untrusted file, in a child process bounded by the group's --timeout and --max-memory
+    (see `lstm_inspect.isolation`); its result must be JSON data. In-process with --no-isolation or --traceback.
+    Pass `settings` (from `isolation_settings`) when calling from another thread."""
+    from .. import isolation
+
+    settings = settings or isolation_settings()
+    if settings["in_process"]:
+        return func(*args)
+    try:
+        return isolation.run(func, *args, label=label, timeout=settings["timeout"], max_memory=settings["max_memory"])
+    except isolation.InternalError as exc:
+        raise RuntimeError(str(exc)) from None  # a bug in the child: reported by the boundary as exit 3
 
 
 def layer_option(func: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from . import cli, layer_option
+from . import cli, isolated, isolation_settings, layer_option
 from ..errors import ExitCode, InspectError
 
 FORMATS = ("human", "json", "junit", "github", "sarif")
@@ -155,60 +155,35 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
 
 
 def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str], None]) -> list[Any]:
-    """Check `files` in order, in `jobs` worker processes when more than one; results in the order of `files`.
+    """Check `files`, up to `jobs` at a time, each in its own isolated child process (see `isolated`): a file that
+    crashes the HDF5 library, hangs or exhausts memory gets an error verdict and the others still get theirs.
+    Results come back in the order of `files`."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    A worker that dies (libhdf5 can crash on a corrupt file) breaks the pool: the files still open at that moment
-    are then re-checked one per fresh process, so only the file that crashes is reported as unreadable."""
-    from ..checks import check_path
+    from .. import checks
+
+    settings = isolation_settings()
+
+    def check_one(path: str) -> Any:
+        try:
+            data = isolated(_check_path_data, path, options, label=path, settings=settings)
+            result = checks.FileResult.from_dict(data, strict=options.strict)
+        except InspectError as exc:  # crashed, timed out or ran out of memory
+            result = checks.FileResult(path=path, error=exc.message, strict=options.strict)
+        advance(path)
+        return result
 
     if jobs <= 1 or len(files) <= 1:
-        results = []
-        for path in files:
-            results.append(check_path(path, options))
-            advance(path)
-        return results
-    import concurrent.futures as cf
-    from concurrent.futures.process import BrokenProcessPool
-
-    done: dict[str, Any] = {}
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=_mp_context()) as pool:
-        futures = {pool.submit(check_path, path, options): path for path in files}
-        try:
-            for future in cf.as_completed(futures):
-                path = futures[future]
-                done[path] = future.result()
-                advance(path)
-        except BrokenProcessPool:
-            pass
-    for path in files:
-        if path not in done:
-            done[path] = _isolated(path, options)
-            advance(path)
-    return [done[path] for path in files]
+        return [check_one(path) for path in files]
+    # Threads only wait on the children; the work happens in the forked processes.
+    with ThreadPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+        return list(pool.map(check_one, files))
 
 
-def _isolated(path: str, options: Any) -> Any:
-    import concurrent.futures as cf
-    from concurrent.futures.process import BrokenProcessPool
+def _check_path_data(path: str, options: Any) -> dict[str, Any]:
+    from ..checks import check_path
 
-    from ..checks import FileResult, check_path
-
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as pool:
-        try:
-            return pool.submit(check_path, path, options).result()
-        except BrokenProcessPool:
-            return FileResult(path=path, error="the reader crashed on this file (worker process died)",
-                              strict=options.strict)
-
-
-def _mp_context() -> Any:
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["lstm_inspect.checks", "lstm_inspect.readers", "h5py", "numpy"])
-        return ctx
-    return multiprocessing.get_context("spawn")
+    return check_path(path, options).as_dict()
 
 
 def _list_rules() -> None:
@@ -229,8 +204,11 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
     from .. import snapshot
     from ..readers import open_model
 
-    with open_model(model) as opened:
-        record = snapshot.snapshot(opened, layers)
+    def record_of() -> dict[str, Any]:
+        with open_model(model) as opened:
+            return snapshot.snapshot(opened, layers)
+
+    record = isolated(record_of, label=model)
     if output:
         snapshot.write(record, output)
         click.echo(f"wrote a snapshot of {len(record['layers'])} layers to {output}", err=True)
@@ -253,8 +231,11 @@ def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, lay
 
     if not atol >= 0:
         raise InspectError("--atol must be 0 or more")
-    with open_model(a) as model_a, open_model(b) as model_b:
-        report = diff_models(model_a, model_b, atol=atol, layers=layers)
+    def compare() -> dict[str, Any]:
+        with open_model(a) as model_a, open_model(b) as model_b:
+            return diff_models(model_a, model_b, atol=atol, layers=layers)
+
+    report = isolated(compare, label=f"{a} / {b}")
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

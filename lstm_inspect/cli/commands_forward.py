@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from . import cli, layer_option
+from . import cli, isolated, layer_option
 from ..errors import InspectError
 
 
@@ -51,9 +51,14 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
     from ..export import write_npz
 
     inputs = _load_inputs(input_path)
-    result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64)
-    write_npz(result, output)
-    click.echo(f"wrote {len(result)} arrays to {output}", err=True)
+
+    def run_and_write() -> int:
+        result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64)
+        write_npz(result, output)
+        return len(result)
+
+    count = isolated(run_and_write, label=model)
+    click.echo(f"wrote {count} arrays to {output}", err=True)
 
 
 @cli.command("verify")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from . import cli, layer_option
+from . import cli, isolated, layer_option
 
 
 @cli.command("inspect")
@@ -18,7 +18,7 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
     """Show the layer tree, parameter counts and per-gate blocks of MODEL."""
     from ..api import inspect
 
-    report = inspect(model, layers=layers, stats=not no_stats)
+    report = isolated(inspect, model, layers, not no_stats, label=model)
     _emit_report(report, as_json)
 
 
@@ -37,15 +37,19 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
     from ..api import export, export_layout
 
     if layout == "keras":
-        keys = export(model, output, layers=layers, fused=fused)
+        keys = isolated(export, model, output, layers, fused, label=model)
         click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
         return
     if fused:
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
-    converted = export_layout(model, output, layout=layout, layers=layers)
-    for line in converted.messages():
+    def convert() -> dict[str, Any]:
+        converted = export_layout(model, output, layout=layout, layers=layers)
+        return {"messages": converted.messages(), "count": len(converted.arrays)}
+
+    done = isolated(convert, label=model)
+    for line in done["messages"]:
         click.echo(line, err=True)
-    click.echo(f"wrote {len(converted.arrays)} arrays ({layout} layout) to {output}", err=True)
+    click.echo(f"wrote {done['count']} arrays ({layout} layout) to {output}", err=True)
 
 
 @cli.command("demo")
