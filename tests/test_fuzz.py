@@ -25,7 +25,7 @@ from lstm_inspect import InspectError, export, inspect, isolation
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 SEEDS = ["k2_gru_ra.h5", "k2_nested_weights.h5", "k3_bidi_concat.h5", "k3_gru_ra.keras", "k2_nested.keras",
          "k3_bidi_concat.weights.h5", "k3_multi_io.keras"]
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 TIMEOUT = 20.0

@@ -141,3 +141,18 @@ def test_max_memory_option_bounds_the_reader(tmp_path):
     assert refused.exit_code == 2 and "memory" in refused.stderr
     read = CliRunner().invoke(cli, ["inspect", "--json", "--layer", "dense_2", str(path)])
     assert read.exit_code == 0 and json.loads(read.stdout)["layers"][0]["params"] == 5000 * 5000 + 1
+
+
+def test_a_real_libhdf5_hang_found_by_fuzzing_is_cut_off(tmp_path):
+    """tests/fixtures/hostile/atheris-hang-keras-version-attr.h5 is an input atheris found: reading its
+    keras_version attribute loops inside libhdf5 (no Python code runs, so nothing in-process can stop it).
+    Beside two good files, `check` gives it an error verdict at the timeout and the others pass."""
+    hostile = Path(__file__).parent / "fixtures" / "hostile" / "atheris-hang-keras-version-attr.h5"
+    for name in ("k3_gru_ra.keras", "k2_gru_ra.h5"):
+        shutil.copy(FIXTURES / name, tmp_path / name)
+    shutil.copy(hostile, tmp_path / hostile.name)
+    result = CliRunner().invoke(cli, ["--timeout", "3", "check", "--format", "json", str(tmp_path)])
+    assert result.exit_code == 2
+    verdicts = {Path(r["file"]).name: r for r in json.loads(result.stdout)["files"]}
+    assert verdicts[hostile.name]["status"] == "error" and "longer than 3 s" in verdicts[hostile.name]["error"]
+    assert verdicts["k3_gru_ra.keras"]["status"] == verdicts["k2_gru_ra.h5"]["status"] == "pass"
