@@ -62,3 +62,48 @@ def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: st
             h = f(xt @ B["W"] + h @ B["U"] + B.get("b", zero) + B.get("rb", zero))
         outputs.append(h)
     return np.stack(outputs, axis=1)
+
+
+def conv(x: np.ndarray, w: np.ndarray, strides: tuple[int, ...], padding: str) -> np.ndarray:
+    """TensorFlow's N-d convolution (channels last, dilation 1) as a sum over kernel offsets: x (batch, *spatial,
+    in), w kernel_size + (in, out). ``same`` pads total = (out - 1)·stride + k - size, the smaller half before."""
+    ks = w.shape[:-2]
+    if padding == "same":
+        pads = []
+        for size, k, s in zip(x.shape[1:-1], ks, strides):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0)] + pads + [(0, 0)])
+    elif padding != "valid":
+        raise ValueError(padding)
+    sizes = [(size - k) // s + 1 for size, k, s in zip(x.shape[1:-1], ks, strides)]
+    y = np.zeros((x.shape[0], *sizes, w.shape[-1]))
+    for offset in np.ndindex(*ks):
+        window = tuple(slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, sizes, strides))
+        y += x[(slice(None),) + window] @ w[offset]
+    return y
+
+
+def run_conv_lstm(x: np.ndarray, blocks: dict, strides: tuple[int, ...], padding: str, act: str = "tanh",
+                  rec_act: str = "sigmoid", keras_major: int = 3) -> np.ndarray:
+    """Keras's ConvLSTM1D/2D/3D cell, step by step: every gate is conv(x, W_gate) (the layer's strides and padding)
+    + conv(h, U_gate) (stride 1, padding same) + b_gate. All hidden states, (batch, time, *spatial, filters)."""
+    f = activation(act, keras_major)
+    g = activation(rec_act, keras_major)
+    B = {k: v.astype(np.float64) for k, v in blocks.items()}
+    x = x.astype(np.float64)
+    ones = (1,) * (x.ndim - 3)
+
+    def gate(xt, h, name):
+        return conv(xt, B["W_" + name], strides, padding) + conv(h, B["U_" + name], ones, "same") + B.get("b_" + name, 0.0)
+
+    h = np.zeros_like(conv(x[:, 0], B["W_i"], strides, padding))
+    c = np.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        i, fg, o = g(gate(xt, h, "i")), g(gate(xt, h, "f")), g(gate(xt, h, "o"))
+        c = fg * c + i * f(gate(xt, h, "c"))
+        h = o * f(c)
+        outputs.append(h)
+    return np.stack(outputs, axis=1)

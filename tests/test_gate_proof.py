@@ -11,7 +11,7 @@ import pytest
 
 import reference
 from conftest import FIXTURES, manifest
-from lstm_inspect import export_arrays
+from lstm_inspect import export_arrays, open_model
 
 # One line per recurrent layer: (model, layer name, family, input key in the oracle, oracle key to compare,
 # what to compare, activation, recurrent activation, go_backwards). "last" compares the final state,
@@ -39,6 +39,14 @@ CASES = [
     ("lstm_nobias", "lstm", LSTM, "input", "lstm", "last", "tanh", "sigmoid", False),
     ("lstm_init", "lstm", LSTM, "input", "lstm", "last", "tanh", "sigmoid", False),
 ]
+# ConvLSTM: (model, layer name, input key, output key, "seq"/"last", strides, padding). The recurrent activation is
+# left at its default in the fixtures, which Keras changed: hard_sigmoid (Keras 2's clip(0.2x + 0.5)) in tf-keras,
+# sigmoid in Keras 3. The proof takes it per flavour and checks the config records the same.
+CONV_CASES = [
+    ("convlstm1d", "conv_lstm", "input", "conv_lstm", "seq", (2,), "valid"),
+    ("convlstm2d", "conv_lstm", "input", "conv_lstm", "last", (1, 1), "same"),
+]
+CONV_DEFAULT_RECURRENT_ACTIVATION = {"k2": "hard_sigmoid", "k3": "sigmoid"}
 BIDI_CASES = ["bidi_concat", "bidi_sum", "bidi_mul", "bidi_ave", "bidi_none", "bidi_gru"]
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -75,12 +83,29 @@ def prove(root: Path, file: str, model: str, flavour: str) -> None:
     arrays = export_arrays(root / file)
     if model in BIDI_CASES:
         return prove_bidirectional(oracle, arrays, file, model)
+    if any(c[0] == model for c in CONV_CASES):
+        return prove_conv_lstm(root / file, oracle, arrays, file, model, flavour)
     cases = [c for c in CASES if c[0] == model]
     assert cases, f"no proof case for model {model}: add one"
     major = 2 if flavour == "k2" else 3
     for _, layer, family, input_key, output_key, mode, act, rec_act, backwards in cases:
         blocks = blocks_for(arrays, layer)
         states = reference.run(family, oracle[input_key], blocks, act, rec_act or "sigmoid", major, backwards)
+        ours = states if mode == "seq" else states[:, -1]
+        compare(ours, oracle[output_key], f"{file}: {layer} vs Keras's {output_key}")
+
+
+def prove_conv_lstm(path: Path, oracle, arrays: dict[str, np.ndarray], file: str, model: str, flavour: str) -> None:
+    rec_act = CONV_DEFAULT_RECURRENT_ACTIVATION[flavour]
+    major = 2 if flavour == "k2" else 3
+    for _, layer, input_key, output_key, mode, strides, padding in (c for c in CONV_CASES if c[0] == model):
+        with open_model(path) as opened:
+            (found,) = [candidate for candidate in opened.layers if candidate.name == layer]
+            if opened.has_config:
+                assert found.config.get("recurrent_activation") == rec_act, found.config.get("recurrent_activation")
+                assert tuple(found.config["strides"]) == strides and found.config["padding"] == padding
+        states = reference.run_conv_lstm(oracle[input_key], blocks_for(arrays, layer), strides, padding,
+                                         "tanh", rec_act, major)
         ours = states if mode == "seq" else states[:, -1]
         compare(ours, oracle[output_key], f"{file}: {layer} vs Keras's {output_key}")
 
@@ -105,5 +130,28 @@ def prove_bidirectional(oracle, arrays: dict[str, np.ndarray], file: str, model:
 
 def test_every_fixture_model_has_a_proof():
     models = {entry["model"] for entry in manifest()["files"].values()}
-    covered = {c[0] for c in CASES} | set(BIDI_CASES) | {"masked"}
+    covered = {c[0] for c in CASES} | {c[0] for c in CONV_CASES} | set(BIDI_CASES) | {"masked"}
     assert models <= covered, f"models without a gate proof: {sorted(models - covered)}"
+
+
+@pytest.mark.parametrize("file", ["k2_convlstm2d.h5", "k3_convlstm1d.keras"])
+def test_conv_lstm_proof_discriminates(file):
+    """The ConvLSTM fixtures catch a swapped gate pair and the wrong Keras version's recurrent activation."""
+    flavour = file[:2]
+    model = file[3:].split(".")[0]
+    _, layer, input_key, output_key, mode, strides, padding = next(c for c in CONV_CASES if c[0] == model)
+    oracle = np.load(FIXTURES / f"{flavour}_{model}.oracle.npz")
+    blocks = blocks_for(export_arrays(FIXTURES / file), layer)
+    major = 2 if flavour == "k2" else 3
+    rec_act = CONV_DEFAULT_RECURRENT_ACTIVATION[flavour]
+    want = oracle[output_key]
+
+    def run(b, rec):
+        states = reference.run_conv_lstm(oracle[input_key], b, strides, padding, "tanh", rec, major)
+        return states if mode == "seq" else states[:, -1]
+
+    np.testing.assert_allclose(run(blocks, rec_act), want, rtol=RTOL, atol=ATOL)
+    swapped = dict(blocks, W_i=blocks["W_f"], W_f=blocks["W_i"])
+    assert not np.allclose(run(swapped, rec_act), want, rtol=1e-3, atol=1e-4)
+    other = "sigmoid" if rec_act == "hard_sigmoid" else "hard_sigmoid"
+    assert not np.allclose(run(blocks, other), want, rtol=1e-3, atol=1e-4)

@@ -268,3 +268,13 @@ def test_default_export_is_unchanged_by_the_layout_option(tmp_path):
     a, b = read_back(plain), read_back(explicit)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert "bidi/forward_gru/W_z" in a
+
+
+@pytest.mark.parametrize("target", ["torch", "onnx"])
+@pytest.mark.parametrize("file", ["k2_convlstm1d.h5", "k3_convlstm2d.keras"])
+def test_conv_lstm_export_is_refused_naming_the_layer(file, target, tmp_path):
+    result = run_cli("export", str(FIXTURES / file), "--layout", target, "-o", str(tmp_path / "out.npz"))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "'conv_lstm' (ConvLSTM" in result.output and "convolutional LSTM" in result.output
+    assert not (tmp_path / "out.npz").exists()
