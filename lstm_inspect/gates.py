@@ -33,10 +33,16 @@ LAYOUTS = {
 #: Keras classes and the layout that splits them (ConvLSTM splits the same way on the last axis).
 FAMILY_OF = {
     "LSTM": "LSTM", "CuDNNLSTM": "LSTM", "ConvLSTM1D": "LSTM", "ConvLSTM2D": "LSTM", "ConvLSTM3D": "LSTM",
-    "GRU": "GRU", "SimpleRNN": "SimpleRNN",
+    "GRU": "GRU", "CuDNNGRU": "GRU", "SimpleRNN": "SimpleRNN",
     "TorchLSTM": "LSTM", "TorchGRU": "GRU", "TorchRNN": "SimpleRNN",
     "OnnxLSTM": "LSTM", "OnnxGRU": "GRU", "OnnxRNN": "SimpleRNN",
 }
+
+#: Legacy cuDNN layers (Keras 2 / tf.keras `CuDNNLSTM`, `CuDNNGRU`): the Keras gate order, but each gate's slice of the
+#: kernels is the cuDNN parameter flattened row-major, so the matrix `x @ W_g` needs is `slice.reshape(u, in).T`
+#: (recurrent: `slice.T`), and the bias holds input biases then recurrent biases, (8u,) / (6u,). This is what Keras's
+#: own `preprocess_weights_for_loading` undoes when a CuDNN file is loaded into an LSTM / GRU.
+CUDNN_CLASSES = frozenset({"CuDNNLSTM", "CuDNNGRU"})
 
 #: Block kinds: W multiplies the input, U the previous hidden state; b is the bias; rb is GRU's recurrent bias.
 BLOCK_KINDS = {"W": "input kernel", "U": "recurrent kernel", "b": "bias", "rb": "recurrent bias",
@@ -100,6 +106,11 @@ class Block:
     """The slice in Keras's terms: ``kernel[:, 120:240]``; ``weight_ih_l0[0:4, :].T`` for a torch file."""
     transpose: bool = False
     """True for layouts that store (gates·u, in): the block is the slice's transpose, in Keras's orientation."""
+    memory_order: bool = False
+    """True for legacy cuDNN kernels: the slice holds the cuDNN matrix flattened row-major; the block is
+    ``slice.reshape(slice.shape[::-1]).T`` (same shape as the slice)."""
+    plus: tuple[slice | int, ...] | None = None
+    """A second slice of the same array added to the first (a CuDNNLSTM's input bias + recurrent bias)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -108,7 +119,12 @@ class Block:
         return shape[::-1] if self.transpose else shape
 
     def read(self) -> np.ndarray:
-        value = self.tensor.read()[self.index]
+        stored = self.tensor.read()
+        value = stored[self.index]
+        if self.plus is not None:
+            value = value + stored[self.plus]
+        if self.memory_order:
+            value = value.reshape(value.shape[::-1]).T
         return np.ascontiguousarray(value.T if self.transpose else value)
 
 
@@ -158,6 +174,9 @@ def split(layer: Layer) -> GateSplit | None:
     configured = layer.config.get("units", layer.config.get("filters"))
     if isinstance(configured, int) and configured != units:
         result.warnings.append(f"{layer.key}: config says units={configured} but the weights hold {units} units")
+    if layer.class_name in CUDNN_CLASSES:
+        _split_cudnn(result, kernel, recurrent, bias)
+        return result
     lead = ":, " * (len(kernel.shape) - 1)
     for g, gate in enumerate(layout.gates):
         cols = slice(g * units, (g + 1) * units)
@@ -170,6 +189,41 @@ def split(layer: Layer) -> GateSplit | None:
         _split_bias(result, bias)
     result.blocks.sort(key=lambda b: (list(BLOCK_KINDS).index(b.kind), layout.gates.index(b.gate)))
     return result
+
+
+def _split_cudnn(result: GateSplit, kernel: Tensor, recurrent: Tensor, bias: Tensor | None) -> None:
+    """A legacy CuDNNLSTM / CuDNNGRU in the standard form: LSTM b = input bias + recurrent bias; GRU as
+    reset_after=True (input bias -> b, recurrent bias -> rb)."""
+    layout, units, layer = result.layout, result.units, result.layer
+    n = len(layout.gates) * units
+    if len(kernel.shape) != 2 or len(recurrent.shape) != 2:
+        result.warnings.append(f"{layer.key}: {layer.class_name} kernels {kernel.shape}, {recurrent.shape} are not "
+                               "matrices; not split")
+        return
+    in_dim = kernel.shape[0]
+    for g, gate in enumerate(layout.gates):
+        cols = slice(g * units, (g + 1) * units)
+        span = f"{cols.start}:{cols.stop}"
+        result.blocks.append(Block(f"W_{gate}", "W", gate, kernel, (slice(None), cols),
+                                   f"kernel[:, {span}].reshape({units}, {in_dim}).T (cuDNN memory order)",
+                                   memory_order=True))
+        result.blocks.append(Block(f"U_{gate}", "U", gate, recurrent, (slice(None), cols),
+                                   f"recurrent_kernel[:, {span}].T (cuDNN memory order)", memory_order=True))
+    if bias is not None:
+        if bias.shape != (2 * n,):
+            result.warnings.append(f"{layer.key}: {layer.class_name} bias of shape {bias.shape} is not (2 x {n},) "
+                                   "(input biases, then recurrent biases); bias not split")
+        else:
+            for g, gate in enumerate(layout.gates):
+                first, second = slice(g * units, (g + 1) * units), slice(n + g * units, n + (g + 1) * units)
+                spans = [f"bias[{s.start}:{s.stop}]" for s in (first, second)]
+                if layout.family == "LSTM":
+                    result.blocks.append(Block(f"b_{gate}", "b", gate, bias, (first,), " + ".join(spans), plus=(second,)))
+                else:
+                    result.blocks.append(Block(f"b_{gate}", "b", gate, bias, (first,), spans[0]))
+                    result.blocks.append(Block(f"rb_{gate}", "rb", gate, bias, (second,), spans[1]))
+            result.reset_after = True if layout.family == "GRU" else None
+    result.blocks.sort(key=lambda b: (list(BLOCK_KINDS).index(b.kind), layout.gates.index(b.gate)))
 
 
 def _split_bias(result: GateSplit, bias: Tensor) -> None:

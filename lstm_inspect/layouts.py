@@ -66,7 +66,6 @@ NO_EQUIVALENT = {
     "ConvLSTM1D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
     "ConvLSTM2D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
     "ConvLSTM3D": "a convolutional LSTM has no torch.nn / ONNX recurrent equivalent",
-    "CuDNNLSTM": "legacy CuDNNLSTM weights are not converted yet",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import activation_name, hard_sigmoid_formula
-from .gates import GateSplit
+from .gates import CUDNN_CLASSES, GateSplit
 from .model import ModelFile
 
 
@@ -18,6 +18,14 @@ def recurrent_notes(split: GateSplit, model: ModelFile, read_values: bool = True
             f"{g} = {name} [{i * units}:{(i + 1) * units}]" for i, (g, name) in enumerate(zip(layout.gates, layout.gate_names))
         )
         notes.append(f"Gate order along the last axis of kernel, recurrent_kernel and bias: {order}.")
+    if split.layer.class_name in CUDNN_CLASSES:
+        n = len(layout.gates) * units
+        notes.append(f"Legacy {split.layer.class_name}: each gate's kernel slice is the cuDNN matrix flattened "
+                     f"row-major (block = slice.reshape(units, in).T; recurrent: slice.T), and the bias ({2 * n},) holds "
+                     f"the input biases [0:{n}] then the recurrent biases [{n}:{2 * n}]"
+                     + ("; the blocks show b = input + recurrent bias, as Keras converts it for an LSTM."
+                        if layout.family == "LSTM" else "; shown as GRU(reset_after=True), b_* and rb_*, as Keras "
+                        "converts it.") + " cuDNN hard-wires tanh and sigmoid.")
     notes.append(_bias_note(split))
     notes.extend(_activation_notes(split, model))
     if config.get("go_backwards"):

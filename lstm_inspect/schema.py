@@ -14,6 +14,9 @@ WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
     "LSTM": _RECURRENT,
     "GRU": _RECURRENT,
     "SimpleRNN": _RECURRENT,
+    # legacy Keras 2 / tf.keras cuDNN layers: always a bias, (8u,) / (6u,), input biases then recurrent biases
+    "CuDNNLSTM": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],
+    "CuDNNGRU": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],
     "ConvLSTM1D": _RECURRENT,
     "ConvLSTM2D": _RECURRENT,
     "ConvLSTM3D": _RECURRENT,

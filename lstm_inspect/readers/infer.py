@@ -20,6 +20,9 @@ def infer_class(layer: Layer, hint: str = "") -> str:
         multiple = recurrent.shape[-1] // units if units else 0
         if len(kernel.shape) > 2:
             return f"ConvLSTM{len(kernel.shape) - 2}D"
+        bias = roles.get("bias")
+        if multiple in (4, 3) and bias is not None and bias.shape == (2 * multiple * units,):
+            return "CuDNNLSTM" if multiple == 4 else "CuDNNGRU"  # input biases, then recurrent biases
         by_shape = {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}.get(multiple)
         hinted = next((cls for key, cls in _HINTS if key in hint.lower()), None)
         return by_shape or hinted or "Recurrent"
