@@ -49,6 +49,7 @@ def main() -> None:
     rows = [
         ("import numpy, h5py (floor)", [py, "-c", "import numpy, h5py"]),
         ("lstm-inspect inspect", [py, "-m", "lstm_inspect", "inspect", model]),
+        ("lstm-inspect --no-isolation inspect", [py, "-m", "lstm_inspect", "--no-isolation", "inspect", model]),
         ("lstm-inspect inspect --no-stats", [py, "-m", "lstm_inspect", "inspect", "--no-stats", model]),
         ("lstm-inspect inspect --json", [py, "-m", "lstm_inspect", "inspect", "--json", model]),
         ("lstm-inspect export", [py, "-m", "lstm_inspect", "export", model, "-o", out]),
@@ -61,7 +62,8 @@ def main() -> None:
                          [py, "-c", f"import keras; keras.saving.load_model({model!r}).get_weights()"]))
     except Exception:
         pass
-    print(f"model: {model} ({os.path.getsize(model):,} bytes), median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}")
+    print(f"model: {model} ({os.path.getsize(model):,} bytes), median of {args.repeat} runs, "
+          f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'command':<36} {'seconds':>8} {'x floor':>8} {'peak MiB':>9}")
     floor = None
     for label, command in rows:
