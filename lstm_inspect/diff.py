@@ -13,7 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .model import ModelFile
+from . import gates
+from .model import Layer, ModelFile
+from .report import select_layers
 from .snapshot import _shape_text, class_key, layer_entries, match_blocks, match_layers, signature
 
 DIFF_VERSION = 1
@@ -38,7 +40,10 @@ def block_delta(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 
 def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[str] = ()) -> dict[str, Any]:
-    """The documented diff record. ``identical`` is False when anything differs beyond `atol`."""
+    """The documented diff record. ``identical`` is False when anything differs beyond `atol`. Files of different
+    frameworks (a Keras file and its torch or ONNX conversion) are compared by `diff_across_frameworks`."""
+    if framework(a) != framework(b):
+        return diff_across_frameworks(a, b, atol, layers)
     old, new = layer_entries(a, layers, with_stats=False), layer_entries(b, layers, with_stats=False)
     pairs, removed, added = match_layers(old, new)
     both_named = a.has_config and b.has_config
@@ -94,5 +99,173 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
         "removed": [{"layer": e["path"], "class_name": e["class_name"], "weights": _shape_text(e)} for e in removed],
         "renamed": renamed,
         "shape_changes": shape_changes,
+        "layers": out_layers,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- across frameworks
+
+def framework(model: ModelFile) -> str:
+    """``keras``, ``torch`` or ``onnx``: whose layout the file's arrays follow."""
+    if model.kind.startswith("torch"):
+        return "torch"
+    return "onnx" if model.kind == "onnx" else "keras"
+
+
+class _Array:
+    """A block value computed from the file (a transposed torch Linear weight, a summed bias), read on demand."""
+
+    def __init__(self, read: Any) -> None:
+        self._read = read
+
+    def read(self) -> np.ndarray:
+        return self._read()
+
+
+def _module_key(layer: Layer, parents: dict[int, Layer]) -> str:
+    """The key a layer's conversion is found under: torch ``enc.lstm`` and ONNX node ``enc/lstm`` both give
+    ``enc/lstm``; a Keras Bidirectional's directions share their wrapper's key."""
+    if layer.class_name in gates.NATIVE_LAYOUTS:  # a torch / ONNX leaf: (module, l0 | l0_reverse | forward ...)
+        return "/".join(layer.path[:-1]).replace(".", "/")
+    parent = parents.get(id(layer))
+    if parent is not None and parent.class_name == "Bidirectional":
+        return parent.key
+    return layer.key.replace(".", "/")
+
+
+def _canonical_units(model: ModelFile, layers: Sequence[str]) -> list[dict[str, Any]]:
+    """Every layer with weights as comparable blocks in Keras's gate order and orientation, grouped by module.
+
+    Recurrent layers: the gate blocks; where the layer only ever adds its two biases (LSTM, SimpleRNN, a GRU
+    without the reset-after form) a second bias ``rb_*`` is folded into ``b_*``. Other layers: their arrays by
+    name (a torch ``Linear``'s ``weight`` is transposed once its partner is known to be a Keras Dense)."""
+    parents = {id(child): layer for layer in model.layers for child in layer.children}
+    units: dict[str, dict[str, Any]] = {}
+    for layer in select_layers(model, layers):
+        if layer.children or not layer.weights:
+            continue
+        split = gates.split(layer)
+        key = _module_key(layer, parents)
+        unit = units.setdefault(key, {"key": key, "leaves": [], "recurrent": split is not None and bool(split.blocks)})
+        leaf: dict[str, Any] = {"layer": layer, "path": layer.key, "blocks": {}}
+        if split is not None and split.blocks:
+            leaf["family"] = split.layout.family
+            keeps_rb = split.layout.family == "GRU" and split.reset_after
+            for block in split.blocks:
+                if block.kind == "rb" and not keeps_rb:
+                    continue
+                partner = split.block("rb" + block.key[1:]) if block.kind == "b" and not keeps_rb else None
+                if partner is not None:
+                    leaf["blocks"][block.key] = _Array(lambda b=block, p=partner: b.read() + p.read())
+                else:
+                    leaf["blocks"][block.key] = block
+        else:
+            leaf["family"] = None
+            leaf["blocks"] = {t.name: t for t in layer.weights}
+        unit["leaves"].append(leaf)
+    return list(units.values())
+
+
+def _shapes(unit: dict[str, Any]) -> list[tuple[tuple[int, ...], ...]]:
+    return [tuple(tuple(b.read().shape) for _, b in sorted(leaf["blocks"].items())) for leaf in unit["leaves"]]
+
+
+def _pair_units(old: list[dict[str, Any]], new: list[dict[str, Any]]):
+    """Units with the same key; then, in order, units of the same kind whose blocks have the same shapes."""
+    by_key = {u["key"]: u for u in new}
+    pairs = [(u, by_key[u["key"]]) for u in old if u["key"] in by_key]
+    used_old = {id(a) for a, _ in pairs}
+    used_new = {id(b) for _, b in pairs}
+    left = [u for u in old if id(u) not in used_old]
+    right = [u for u in new if id(u) not in used_new]
+    for unit in list(left):
+        match = next((u for u in right if u["recurrent"] == unit["recurrent"]
+                      and len(u["leaves"]) == len(unit["leaves"]) and (not unit["recurrent"] or _shapes(u) == _shapes(unit))), None)
+        if match is not None:
+            pairs.append((unit, match))
+            left.remove(unit)
+            right.remove(match)
+    return pairs, left, right
+
+
+def _other_blocks(ka: dict[str, Any], kb: dict[str, Any], class_a: str, class_b: str) -> None:
+    """Keras Dense / Embedding against a torch Linear / Embedding: name and orient the torch arrays as Keras's."""
+    for keras_side, torch_side, keras_class in ((ka, kb, class_a), (kb, ka, class_b)):
+        weight = torch_side.get("weight")
+        if weight is None or "weight" in keras_side:
+            continue
+        if "kernel" in keras_side and keras_class == "Dense" and len(weight.shape) == 2:
+            torch_side["kernel"] = _Array(lambda w=weight: np.ascontiguousarray(w.read().T))
+            del torch_side["weight"]
+        elif "embeddings" in keras_side:
+            torch_side["embeddings"] = torch_side.pop("weight")
+
+
+def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[str] = ()) -> dict[str, Any]:
+    """The diff record for a Keras file and its PyTorch / ONNX conversion (or any two files of different
+    frameworks): both sides are split into gate blocks in Keras's order and orientation, and modules are matched by
+    key (``bidi`` = torch ``bidi.weight_ih_l0`` = ONNX node ``bidi``), a Bidirectional's directions in order."""
+    pairs, removed, added = _pair_units(_canonical_units(a, layers), _canonical_units(b, layers))
+    out_layers: list[dict[str, Any]] = []
+    compared = changed = 0
+    unpaired_leaves: list[tuple[str, dict[str, Any]]] = []
+    for ua, ub in pairs:
+        for index in range(max(len(ua["leaves"]), len(ub["leaves"]))):
+            if index >= len(ua["leaves"]) or index >= len(ub["leaves"]):
+                side, leaf = ("added", ub["leaves"][index]) if index >= len(ua["leaves"]) else ("removed", ua["leaves"][index])
+                unpaired_leaves.append((side, leaf))
+                continue
+            la, lb = ua["leaves"][index], ub["leaves"][index]
+            class_a, class_b = la["layer"].class_name, lb["layer"].class_name
+            entry: dict[str, Any] = {"a": la["path"], "b": lb["path"], "class_name": f"{class_a} / {class_b}",
+                                     "renamed": False, "shape_change": None, "blocks": []}
+            if la["family"] != lb["family"]:
+                entry["class_change"] = {"a": class_a, "b": class_b}
+            if la["family"] is None:
+                _other_blocks(la["blocks"], lb["blocks"], class_a, class_b)
+            block_pairs, gone, extra = match_blocks(list(la["blocks"]), list(lb["blocks"])) if la["family"] is None \
+                else ([(k, k) for k in la["blocks"] if k in lb["blocks"]], [k for k in la["blocks"] if k not in lb["blocks"]],
+                      [k for k in lb["blocks"] if k not in la["blocks"]])
+            for ka, kb in block_pairs:
+                va, vb = la["blocks"][ka].read(), lb["blocks"][kb].read()
+                block: dict[str, Any] = {"key": kb if ka == kb else f"{ka}->{kb}", "shape_a": list(va.shape),
+                                         "shape_b": list(vb.shape), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
+                if va.shape != vb.shape:
+                    block.update(status="shape-changed", max_abs_diff=None, rel_frobenius=None, cosine=None)
+                else:
+                    block.update(block_delta(va, vb))
+                    same = block["max_abs_diff"] is not None and block["max_abs_diff"] <= atol
+                    block["status"] = "unchanged" if same else "changed"
+                compared += 1
+                changed += block["status"] != "unchanged"
+                entry["blocks"].append(block)
+            entry["blocks"] += [{"key": k, "status": "removed"} for k in gone]
+            entry["blocks"] += [{"key": k, "status": "added"} for k in extra]
+            out_layers.append(entry)
+
+    def listed(leaf: dict[str, Any]) -> dict[str, Any]:
+        layer = leaf["layer"]
+        return {"layer": leaf["path"], "class_name": layer.class_name,
+                "weights": ", ".join(f"{t.name} {t.shape}" for t in layer.weights)}
+
+    gone_layers = [listed(leaf) for u in removed for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "removed"]
+    new_layers = [listed(leaf) for u in added for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "added"]
+    identical = not (gone_layers or new_layers or changed
+                     or any(b["status"] in ("removed", "added") for e in out_layers for b in e["blocks"])
+                     or any("class_change" in e for e in out_layers))
+    return {
+        "diff_version": DIFF_VERSION,
+        "a": {"file": a.path, "kind": a.kind, "keras_version": a.keras_version, "total_params": a.total_params},
+        "b": {"file": b.path, "kind": b.kind, "keras_version": b.keras_version, "total_params": b.total_params},
+        "atol": atol,
+        "identical": identical,
+        "across_frameworks": [framework(a), framework(b)],
+        "summary": {"layers_compared": len(out_layers), "blocks_compared": compared, "blocks_changed": changed,
+                    "layers_added": len(new_layers), "layers_removed": len(gone_layers), "layers_renamed": 0,
+                    "shape_changes": 0},
+        "added": new_layers,
+        "removed": gone_layers,
+        "renamed": [],
+        "shape_changes": [],
         "layers": out_layers,
     }
