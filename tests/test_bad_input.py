@@ -235,3 +235,35 @@ def test_nothing_named_in_a_config_is_imported(tmp_path):
         assert evil and evil[0].needs_code
         assert [t.name for t in evil[0].weights] == ["kernel", "bias"]
     assert not {m for m in set(sys.modules) - before if not m.startswith("lstm_inspect")}
+
+
+def test_symlink_member_refused(tmp_path):
+    path = tmp_path / "link.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", "{}")
+        info = zipfile.ZipInfo("model.weights.h5")
+        info.external_attr = (0o120777 << 16)  # S_IFLNK: a symbolic link to /etc/passwd
+        zf.writestr(info, "/etc/passwd")
+    assert_refused(path, "symbolic link")
+
+
+def test_huge_member_count_refused(tmp_path):
+    path = tmp_path / "many.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(10_001):
+            zf.writestr(f"assets/{i}", b"")
+    assert_refused(path, "members")
+
+
+def test_absurd_attribute_refused(tmp_path):
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w", libver="latest") as f:  # dense attribute storage allows attributes past 64 KB
+        # A weights-only file whose layer_names is 80 MB: past the 64 MiB attribute bound.
+        f.attrs.create("layer_names", np.array([b"x" * 1000] * 80_000, dtype="S1000"))
+    assert_refused(path, "attribute", "refusing")
+
+
+def test_object_reference_dataset_refused(tmp_path):
+    path = copy("k2_classic.h5", tmp_path)
+    _replace_kernel(path, lambda g, n, s: g.create_dataset(n, data=np.array([g.ref] * 4), dtype=h5py.ref_dtype))
+    assert_refused(path, "not numbers")
