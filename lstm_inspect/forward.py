@@ -46,7 +46,7 @@ Value = Any  # an ndarray or a list of ndarrays
 
 def supported_classes() -> list[str]:
     return sorted(IDENTITY_CLASSES | RECURRENT_CLASSES | MERGE_CLASSES | set(_LAYER_FUNCS) | {
-        "Bidirectional", "TimeDistributed", "Sequential", "Functional", "Model"})
+        "Bidirectional", "TimeDistributed", "Sequential", "Functional", "Model", "Masking", "Embedding", "NotEqual"})
 
 
 @dataclass
@@ -99,14 +99,25 @@ class _Run:
             out, out_mask = self.functional(layer, _as_list(x))
         elif cls in IDENTITY_CLASSES:
             out, out_mask = x, mask
-        elif cls in RECURRENT_CLASSES:
-            out, out_mask = self.recurrent(layer, x, mask, kwargs.get("initial_state"))
-        elif cls == "Bidirectional":
-            out, out_mask = self.bidirectional(layer, x, mask, kwargs.get("initial_state"))
+        elif cls in RECURRENT_CLASSES or cls == "Bidirectional":
+            initial_state = kwargs.get("initial_state")
+            if isinstance(x, list) and initial_state is None:
+                # Keras 2 (tf-keras) records `layer(x, initial_state=[h, c])` as one call on [x, h, c]
+                x, initial_state = x[0], x[1:] or None
+            run_layer = self.recurrent if cls in RECURRENT_CLASSES else self.bidirectional
+            out, out_mask = run_layer(layer, x, mask, initial_state)
         elif cls == "TimeDistributed":
             out, out_mask = self.time_distributed(layer, x, mask)
         elif cls in MERGE_CLASSES:
             out, out_mask = _merge(layer, _as_list(x), mask)
+        elif cls == "NotEqual":
+            # Keras 3 functional graphs record the mask of Embedding(mask_zero=True) as an op: not_equal(ids, 0)
+            other = (kwargs.get("extra_args") or [None])[0]
+            if isinstance(x, list) and len(x) == 2 and other is None:
+                x, other = x
+            if other is None:
+                raise InspectError(f"layer {layer.key or layer.name!r} (NotEqual) needs two operands")
+            out, out_mask = np.not_equal(np.asarray(x), np.asarray(other)), None
         elif cls == "Masking":
             value = float(layer.config.get("mask_value", 0.0))
             out_mask = np.any(x != value, axis=-1)
@@ -152,6 +163,9 @@ class _Run:
                     continue
                 args, masks, kwargs = resolved
                 mask = _combine_masks(masks)
+                if "mask" in kwargs:  # Keras 3 records the mask a layer was called with: that is the one it uses
+                    explicit = kwargs.pop("mask")
+                    mask = _combine_masks(explicit if isinstance(explicit, list) else [explicit])
                 out, out_mask = self.call(child, args, mask, kwargs)
                 outs = _as_list(out)
                 out_masks = out_mask if isinstance(out_mask, list) else [out_mask] * len(outs)
@@ -676,7 +690,9 @@ class _Graph:
             if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
                 args = [_k3_values(a, ref) for a in node.get("args", [])]
                 kwargs = {k: _k3_values(v, ref) for k, v in (node.get("kwargs") or {}).items()
-                          if k in ("initial_state",)}
+                          if k in ("initial_state", "mask")}
+                if len(args) > 1:  # ops such as not_equal(x, 0) take several positional arguments
+                    kwargs["extra_args"] = args[1:]
                 if not args:
                     raise InspectError(f"{self.layer.key or 'model'}: a call with no positional argument")
                 return args[0], masks, kwargs

@@ -19,13 +19,18 @@ def activation(name: str, keras_major: int):
 
 
 def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: str = "sigmoid",
-        keras_major: int = 3, go_backwards: bool = False, reset_after: bool | None = None) -> np.ndarray:
-    """All hidden states, shape (batch, time, units), in the order Keras returns them."""
+        keras_major: int = 3, go_backwards: bool = False, reset_after: bool | None = None,
+        initial_state: list[np.ndarray] | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    """All hidden states, shape (batch, time, units), in the order Keras returns them.
+
+    ``initial_state``: [h0] or [h0, c0] (LSTM) instead of zeros. ``mask`` (batch, time): at a masked step the
+    states are carried over unchanged, so the returned h there is the previous step's, as Keras outputs it."""
     f = activation(act, keras_major)
     g = activation(rec_act, keras_major)
     x = x.astype(np.float64)
     if go_backwards:
         x = x[:, ::-1]
+        mask = None if mask is None else mask[:, ::-1]
     B = {k: v.astype(np.float64) for k, v in blocks.items()}
     # Keras blocks only; PyTorch / ONNX files add a second bias rb_* (summed, except in GRU's reset-after form)
     # and a projection `proj` (torch proj_size: h = (o * act(c)) @ proj).
@@ -33,9 +38,14 @@ def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: st
     zero = np.zeros(units)
     h = np.zeros((x.shape[0], B["proj"].shape[1] if "proj" in B else units))
     c = np.zeros((x.shape[0], units))
+    if initial_state is not None:
+        h = np.asarray(initial_state[0], dtype=np.float64)
+        if family == "LSTM":
+            c = np.asarray(initial_state[1], dtype=np.float64)
     outputs = []
     for t in range(x.shape[1]):
         xt = x[:, t]
+        h_prev, c_prev = h, c
         if family == "LSTM":
             # ONNX peepholes p_i, p_f look at the previous cell state, p_o at the new one
             i = g(xt @ B["W_i"] + h @ B["U_i"] + B.get("b_i", zero) + B.get("rb_i", zero) + c * B.get("p_i", zero))
@@ -60,6 +70,9 @@ def run(family: str, x: np.ndarray, blocks: dict, act: str = "tanh", rec_act: st
             h = z * h + (1 - z) * cand
         else:
             h = f(xt @ B["W"] + h @ B["U"] + B.get("b", zero) + B.get("rb", zero))
+        if mask is not None:
+            keep = np.asarray(mask[:, t], dtype=bool)[:, None]
+            h, c = np.where(keep, h, h_prev), np.where(keep, c, c_prev)
         outputs.append(h)
     return np.stack(outputs, axis=1)
 

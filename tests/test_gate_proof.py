@@ -38,7 +38,27 @@ CASES = [
     ("lambda_custom", "lstm", LSTM, "input", "lstm", "last", "tanh", "sigmoid", False),
     ("lstm_nobias", "lstm", LSTM, "input", "lstm", "last", "tanh", "sigmoid", False),
     ("lstm_init", "lstm", LSTM, "input", "lstm", "last", "tanh", "sigmoid", False),
+    ("shape_ops", "rnn_relu", RNN, "repeat", "rnn_relu", "seq", "relu", None, False),
+    ("act_layers", "gru_relu", GRU, "elu_layer", "gru_relu", "seq", "relu", "sigmoid", False),
+    # the halves of a Bidirectional with return_state: [merged, forward h (, c), backward h (, c)]
+    ("bidirectional_state", "forward_lstm", LSTM, "input", "bidi/1", "last", "tanh", "sigmoid", False),
+    ("bidirectional_state", "backward_lstm", LSTM, "input", "bidi/3", "last", "tanh", "sigmoid", True),
+    ("bidirectional_state", "forward_gru", GRU, "input", "bidi_gru/1", "last", "tanh", "sigmoid", False),
+    ("bidirectional_state", "backward_gru", GRU, "input", "bidi_gru/2", "last", "tanh", "sigmoid", True),
+    ("initial_state", "enc", LSTM, "input/src", "enc/1", "last", "tanh", "sigmoid", False),
 ]
+# Recurrent layers that start from states other than zeros or read a mask: the CASES fields, then the oracle keys of
+# the initial states and whether the mask is Embedding(mask_zero=True)'s (input ids != 0).
+STATE_MASK_CASES = [
+    ("initial_state", "dec", LSTM, "input/tgt", "dec", "seq", "tanh", "sigmoid", False, ("enc/1", "enc/2"), False),
+    ("initial_state", "gru", GRU, "input/tgt", "gru", "last", "tanh", "sigmoid", False, ("gru_init",), False),
+    ("masked_embed", "lstm", LSTM, "embedding", "lstm", "seq", "tanh", "sigmoid", False, (), True),
+    ("masked_embed", "gru", GRU, "embedding", "gru", "last", "tanh", "sigmoid", False, (), True),
+]
+#: Fixture models with no recurrent layer at all (they prove forward-pass layers; checked to hold none).
+NO_RECURRENT = {"merge_ops", "pool_conv", "activations"}
+RECURRENT_CLASS_NAMES = {"LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+                         "CuDNNLSTM", "CuDNNGRU"}
 # ConvLSTM: (model, layer name, input key, output key, "seq"/"last", strides, padding). The recurrent activation is
 # left at its default in the fixtures, which Keras changed: hard_sigmoid (Keras 2's clip(0.2x + 0.5)) in tf-keras,
 # sigmoid in Keras 3. The proof takes it per flavour and checks the config records the same.
@@ -79,18 +99,26 @@ def prove(root: Path, file: str, model: str, flavour: str) -> None:
     """Assert that the blocks exported from `root/file` reproduce Keras's outputs for every recurrent layer."""
     if model == "masked":
         return  # masking semantics are proven by the forward-pass tests, not by this gate test
+    if model in NO_RECURRENT:
+        with open_model(root / file) as opened:
+            found = [layer.key for layer in opened.layers if layer.class_name in RECURRENT_CLASS_NAMES]
+        assert not found, f"{file}: {model} is listed as having no recurrent layer but holds {found}"
+        return
     oracle = np.load(root / f"{flavour}_{model}.oracle.npz")
     arrays = export_arrays(root / file)
     if model in BIDI_CASES:
         return prove_bidirectional(oracle, arrays, file, model)
     if any(c[0] == model for c in CONV_CASES):
         return prove_conv_lstm(root / file, oracle, arrays, file, model, flavour)
-    cases = [c for c in CASES if c[0] == model]
+    cases = [c + ((), False) for c in CASES if c[0] == model] + [c for c in STATE_MASK_CASES if c[0] == model]
     assert cases, f"no proof case for model {model}: add one"
     major = 2 if flavour == "k2" else 3
-    for _, layer, family, input_key, output_key, mode, act, rec_act, backwards in cases:
+    for _, layer, family, input_key, output_key, mode, act, rec_act, backwards, init_keys, masked in cases:
         blocks = blocks_for(arrays, layer)
-        states = reference.run(family, oracle[input_key], blocks, act, rec_act or "sigmoid", major, backwards)
+        initial = [oracle[k] for k in init_keys] or None
+        mask = oracle["input"] != 0 if masked else None
+        states = reference.run(family, oracle[input_key], blocks, act, rec_act or "sigmoid", major, backwards,
+                               initial_state=initial, mask=mask)
         ours = states if mode == "seq" else states[:, -1]
         compare(ours, oracle[output_key], f"{file}: {layer} vs Keras's {output_key}")
 
@@ -130,7 +158,8 @@ def prove_bidirectional(oracle, arrays: dict[str, np.ndarray], file: str, model:
 
 def test_every_fixture_model_has_a_proof():
     models = {entry["model"] for entry in manifest()["files"].values()}
-    covered = {c[0] for c in CASES} | {c[0] for c in CONV_CASES} | set(BIDI_CASES) | {"masked"}
+    covered = ({c[0] for c in CASES} | {c[0] for c in STATE_MASK_CASES} | {c[0] for c in CONV_CASES}
+               | set(BIDI_CASES) | NO_RECURRENT | {"masked"})
     assert models <= covered, f"models without a gate proof: {sorted(models - covered)}"
 
 
