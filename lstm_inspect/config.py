@@ -38,6 +38,13 @@ def _layer(entry: Any, parent: tuple[str, ...], label: str) -> Layer:
         layer.children = _bidirectional_children(config, parent + (layer.name,), label)
     elif class_name == "TimeDistributed" and isinstance(config.get("layer"), dict):
         layer.children = [_layer(config["layer"], parent + (layer.name,), label)]
+    elif class_name == "RNN" and isinstance(config.get("cell"), (dict, list)):
+        cell = config["cell"]
+        if isinstance(cell, list):  # RNN([cell, cell]) is saved by old Keras as the list itself: a stack of cells
+            cell = {"class_name": "StackedRNNCells", "config": {"name": "stacked_rnn_cells", "cells": cell}}
+        layer.children = [_layer(cell, parent + (layer.name,), label)]
+    elif class_name == "StackedRNNCells" and isinstance(config.get("cells"), list):
+        layer.children = [_layer(sub, parent + (layer.name,), label) for sub in config["cells"]]
     return layer
 
 

@@ -34,6 +34,7 @@ LAYOUTS = {
 FAMILY_OF = {
     "LSTM": "LSTM", "CuDNNLSTM": "LSTM", "ConvLSTM1D": "LSTM", "ConvLSTM2D": "LSTM", "ConvLSTM3D": "LSTM",
     "GRU": "GRU", "CuDNNGRU": "GRU", "SimpleRNN": "SimpleRNN",
+    "LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN",  # the cells of RNN(cell) wrappers
     "TorchLSTM": "LSTM", "TorchGRU": "GRU", "TorchRNN": "SimpleRNN",
     "OnnxLSTM": "LSTM", "OnnxGRU": "GRU", "OnnxRNN": "SimpleRNN",
 }

@@ -14,6 +14,10 @@ WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
     "LSTM": _RECURRENT,
     "GRU": _RECURRENT,
     "SimpleRNN": _RECURRENT,
+    # cells held by RNN(cell) / RNN(StackedRNNCells([...])): the same arrays as the layers they build
+    "LSTMCell": _RECURRENT,
+    "GRUCell": _RECURRENT,
+    "SimpleRNNCell": _RECURRENT,
     # legacy Keras 2 / tf.keras cuDNN layers: always a bias, (8u,) / (6u,), input biases then recurrent biases
     "CuDNNLSTM": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],
     "CuDNNGRU": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],
@@ -49,7 +53,7 @@ WEIGHTLESS = frozenset(
     + ["NotEqual"]
 )
 
-WRAPPER_CLASSES = frozenset({"Bidirectional", "TimeDistributed"})
+WRAPPER_CLASSES = frozenset({"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})
 
 
 def weight_roles(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:

@@ -46,7 +46,14 @@ CASES = [
     ("bidirectional_state", "forward_gru", GRU, "input", "bidi_gru/1", "last", "tanh", "sigmoid", False),
     ("bidirectional_state", "backward_gru", GRU, "input", "bidi_gru/2", "last", "tanh", "sigmoid", True),
     ("initial_state", "enc", LSTM, "input/src", "enc/1", "last", "tanh", "sigmoid", False),
+    # the cells of RNN(LSTMCell) / RNN(GRUCell) / RNN(SimpleRNNCell) wrappers, split as the layers they build
+    ("cell_wrappers", "cell_lstm", LSTM, "input", "rnn_lstm", "seq", "tanh", "sigmoid", False),
+    ("cell_wrappers", "cell_gru", GRU, "input", "rnn_gru", "last", "tanh", "sigmoid", False),
+    ("cell_wrappers", "cell_simple", RNN, "input", "rnn_simple", "last", "tanh", None, False),
 ]
+# RNN(StackedRNNCells([...])): (model, cell names bottom to top, family, input key, output key of the RNN layer). Each
+# cell reads the sequence of the cell below; the RNN layer outputs the top cell's last state.
+STACKED_CELL_CASES = [("cell_wrappers", ("cell_low", "cell_high"), LSTM, "input", "rnn_stacked")]
 # Recurrent layers that start from states other than zeros or read a mask: the CASES fields, then the oracle keys of
 # the initial states and whether the mask is Embedding(mask_zero=True)'s (input ids != 0).
 STATE_MASK_CASES = [
@@ -121,6 +128,11 @@ def prove(root: Path, file: str, model: str, flavour: str) -> None:
                                initial_state=initial, mask=mask)
         ours = states if mode == "seq" else states[:, -1]
         compare(ours, oracle[output_key], f"{file}: {layer} vs Keras's {output_key}")
+    for _, cells, family, input_key, output_key in (c for c in STACKED_CELL_CASES if c[0] == model):
+        seq = oracle[input_key]
+        for cell in cells:
+            seq = reference.run(family, seq, blocks_for(arrays, cell), keras_major=major)
+        compare(seq[:, -1], oracle[output_key], f"{file}: stacked cells {'+'.join(cells)} vs Keras's {output_key}")
 
 
 def prove_conv_lstm(path: Path, oracle, arrays: dict[str, np.ndarray], file: str, model: str, flavour: str) -> None:

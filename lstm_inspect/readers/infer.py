@@ -54,6 +54,9 @@ def layers_from_weights(name: str, named: list[tuple[str, Tensor]]) -> Layer:
     owners: dict[tuple[str, ...], list[Tensor]] = {}
     for stored_name, tensor in named:
         owners.setdefault(owner_of(stored_name), []).append(tensor)
+    wrapped = _cell_wrapper(name, owners)
+    if wrapped is not None:
+        return wrapped
     if len(owners) <= 1:
         layer = Layer(name=name, class_name="", path=(name,), weights=[t for _, t in named], inferred=True)
         layer.class_name = infer_class(layer, hint=" ".join(next(iter(owners), ())) + " " + name)
@@ -68,3 +71,32 @@ def layers_from_weights(name: str, named: list[tuple[str, Tensor]]) -> Layer:
     is_bidi = len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_")
     parent.class_name = "Bidirectional" if is_bidi else "Container"
     return parent
+
+
+def _cell_wrapper(name: str, owners: dict[tuple[str, ...], list[Tensor]]) -> Layer | None:
+    """tf-keras scopes an RNN(cell) wrapper's arrays as ``rnn/<cell name>/kernel:0`` and an
+    RNN(StackedRNNCells) wrapper's as ``rnn/<stack name>/<cell name>/kernel:0``: rebuild RNN -> (stack ->) cells
+    when every array sits in such a scope and every cell holds recurrent arrays."""
+    if not owners or any(len(owner) not in (2, 3) or owner[0] != name for owner in owners):
+        return None
+    depths = {len(owner) for owner in owners}
+    middles = {owner[1] for owner in owners}
+    if depths == {2} and len(owners) == 1:
+        holder = Layer(name=name, class_name="RNN", path=(name,), inferred=True)
+        parent_path = (name,)
+    elif depths == {3} and len(middles) == 1:
+        middle = middles.pop()
+        holder = Layer(name=middle, class_name="StackedRNNCells", path=(name, middle), inferred=True)
+        parent_path = holder.path
+    else:
+        return None
+    for owner, owned in owners.items():
+        cell = Layer(name=owner[-1], class_name="", path=parent_path + (owner[-1],), weights=owned, inferred=True)
+        cell.class_name = infer_class(cell, hint=owner[-1])
+        if cell.class_name not in ("LSTM", "GRU", "SimpleRNN"):
+            return None
+        cell.class_name += "Cell"
+        holder.children.append(cell)
+    if holder.class_name == "RNN":
+        return holder
+    return Layer(name=name, class_name="RNN", path=(name,), children=[holder], inferred=True)

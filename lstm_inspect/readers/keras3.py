@@ -108,6 +108,15 @@ def _read(config_text: bytes | None, metadata_text: bytes | None, weights: h5py.
 
 def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is_root: bool = False) -> None:
     """Give `layer` (and its sub-layers) the arrays stored in `group`."""
+    if layer.class_name == "RNN" and len(layer.children) == 1:  # RNN(cell): the cell's arrays are in <rnn>/cell
+        if h5safe.has(group, _CELL):
+            _attach(layer.children[0], h5safe.child(group, _CELL, label), warnings, label)
+        elif _stores_weights(layer.children[0]):
+            warnings.append(f"{layer.children[0].key}: no weights found for this cell in the file")
+        return
+    if layer.class_name == "StackedRNNCells" and layer.children:
+        _attach_cells(layer, group, warnings, label)
+        return
     if not is_root or not layer.children:
         layer.weights = _leaf_tensors(layer.class_name, layer.config, group, label)
     if layer.class_name == "Bidirectional" and len(layer.children) == 2:
@@ -144,6 +153,25 @@ def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is
     for key, g in groups:
         if g.name not in used and _has_arrays(g, label):
             warnings.append(f"{layer.key or 'model'}: weights group {key!r} matches no layer in the config")
+
+
+def _attach_cells(layer: Layer, group: h5py.Group, warnings: list[str], label: str) -> None:
+    """StackedRNNCells keeps its cells in ``cells/<snake class>[_<n>]``, each with its own ``vars``."""
+    found = [(k, g) for k, g in h5safe.members(h5safe.child(group, "cells", label), label)
+             if isinstance(g, h5py.Group)] if h5safe.has(group, "cells") else []
+    by_name = {_vars_name(g, label): g for _, g in found}
+    by_key = dict(found)
+    counters: dict[str, int] = {}
+    for child in layer.children:
+        key = _unique(_snake(child.class_name), counters)
+        target = by_name.get(child.name)
+        if target is None and key in by_key and _vars_name(by_key[key], label) in (None, child.name):
+            target = by_key[key]
+        if target is None:
+            if _stores_weights(child):
+                warnings.append(f"{child.key}: no weights found for this cell in the file")
+            continue
+        _attach(child, target, warnings, label)
 
 
 def _leaf_tensors(class_name: str, config: dict[str, Any], group: h5py.Group, label: str) -> list[Tensor]:
@@ -206,7 +234,8 @@ def _stores_weights(layer: Layer) -> bool:
 
 _KNOWN_CLASSES = {
     **{re.sub(r"\W+", "", c): c for c in list(schema.WEIGHT_ROLES) + list(schema.WEIGHTLESS)},
-    "Bidirectional": "Bidirectional", "TimeDistributed": "TimeDistributed",
+    "Bidirectional": "Bidirectional", "TimeDistributed": "TimeDistributed", "RNN": "RNN",
+    "StackedRNNCells": "StackedRNNCells",
     "Sequential": "Sequential", "Functional": "Functional",
 }
 
@@ -219,6 +248,14 @@ def _layer_from_group(group: h5py.Group, key: str, parent: tuple[str, ...], labe
         layer.class_name = "Bidirectional"
         layer.children = [_layer_from_group(h5safe.child(group, a, label), a, layer.path, label)
                           for a in (_FORWARD, _BACKWARD)]
+    elif class_name == "RNN" and h5safe.has(group, _CELL):  # RNN(cell), keyed rnn[_n]: the arrays are the cell's
+        layer.class_name = "RNN"
+        layer.children = [_layer_from_group(h5safe.child(group, _CELL, label), _CELL, layer.path, label)]
+    elif h5safe.has(group, "cells"):  # StackedRNNCells: cells/lstm_cell, cells/lstm_cell_1, ...
+        layer.class_name = "StackedRNNCells"
+        cells = h5safe.child(group, "cells", label)
+        layer.children = [_layer_from_group(g, k, layer.path, label) for k, g in h5safe.members(cells, label)
+                          if isinstance(g, h5py.Group)]
     elif h5safe.has(group, _WRAPPED) and not h5safe.has(group, "layers"):
         layer.class_name = "TimeDistributed" if class_name == "Unknown" else class_name
         layer.children = [_layer_from_group(h5safe.child(group, _WRAPPED, label), _WRAPPED, layer.path, label)]
