@@ -158,6 +158,8 @@ def split(layer: Layer) -> GateSplit | None:
     if native is not None:
         return _split_native(layer, native)
     fam = family(layer)
+    if fam in ("LSTM", "GRU") and layer.weight("kernel") is None and layer.weight("W_" + LAYOUTS[fam].gates[0]):
+        return _split_keras1(layer, LAYOUTS[fam])
     kernel, recurrent, bias = (layer.weight(n) for n in ("kernel", "recurrent_kernel", "bias"))
     if fam is None or kernel is None or recurrent is None or len(recurrent.shape) < 2:
         return None
@@ -189,6 +191,26 @@ def split(layer: Layer) -> GateSplit | None:
     if bias is not None:
         _split_bias(result, bias)
     result.blocks.sort(key=lambda b: (list(BLOCK_KINDS).index(b.kind), layout.gates.index(b.gate)))
+    return result
+
+
+def _split_keras1(layer: Layer, layout: GateLayout) -> GateSplit | None:
+    """A Keras 1 LSTM / GRU: every block is stored whole as its own array (``lstm_1_W_i``); GRU is the
+    reset_after=False form (one bias per gate)."""
+    arrays = {f"{kind}_{gate}": layer.weight(f"{kind}_{gate}") for gate in layout.gates for kind in ("W", "U", "b")}
+    if any(t is None for t in arrays.values()):
+        return None
+    units = arrays["U_" + layout.gates[0]].shape[-1]
+    in_dim = arrays["W_" + layout.gates[0]].shape[0]
+    result = GateSplit(layer, layout, units, in_dim, False if layout.family == "GRU" else None, [])
+    bad = [k for k, t in arrays.items()
+           if t.shape != ((in_dim, units) if k[0] == "W" else (units, units) if k[0] == "U" else (units,))]
+    if bad:
+        result.warnings.append(f"{layer.key}: Keras 1 arrays {', '.join(bad)} do not fit {units} units; not split")
+        return result
+    kinds = list(BLOCK_KINDS)
+    for key, tensor in sorted(arrays.items(), key=lambda kv: (kinds.index(kv[0][0]), layout.gates.index(kv[0][2]))):
+        result.blocks.append(Block(key, key[0], key[2], tensor, (Ellipsis,), tensor.source.rsplit("/", 1)[-1]))
     return result
 
 

@@ -85,6 +85,37 @@ def _bytes_array(names: list[str]) -> np.ndarray:
     return np.array([n.encode() for n in names], dtype=f"S{max(len(n) for n in names)}")
 
 
+def keras1_layout(dest: Path, source: str = "k2_classic.h5") -> Path:
+    """Keras 1 wrote an LSTM as 12 arrays `<layer>_W_i, _U_i, _b_i, _W_c, ..., _b_o` (gate order i, c, f, o) and a GRU
+    as 9 (`z, r, h`, one bias each), with no keras_version attribute: the same weights rewritten that way."""
+    path = copy(source, dest)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
+        recurrent = {l["config"]["name"]: l["class_name"] for l in layers if l["class_name"] in ("LSTM", "GRU")}
+        for attr in ("keras_version",):
+            if attr in f.attrs:
+                del f.attrs[attr]
+        root = f["model_weights"]
+        for name, cls in recurrent.items():
+            group = root[name]
+            stored = [_text(n) for n in group.attrs["weight_names"]]
+            kernel, rec, bias = (group[n][()] for n in stored)
+            order = "ifco" if cls == "LSTM" else "zrh"  # Keras 2's fused order, to slice from
+            units = rec.shape[0]
+            for key in list(group.keys()):
+                del group[key]
+            names = []
+            for gate in ("icfo" if cls == "LSTM" else "zrh"):  # Keras 1's storage order
+                g = order.index(gate)
+                cols = slice(g * units, (g + 1) * units)
+                for kind, value in (("W", kernel[:, cols]), ("U", rec[:, cols]), ("b", bias[cols])):
+                    names.append(f"{name}_{kind}_{gate}")
+                    group.create_dataset(names[-1], data=value)
+            group.attrs["weight_names"] = _bytes_array(names)
+    return path
+
+
 def units_mismatch(dest: Path) -> Path:
     """A config that says units=5 over weights that hold 120 units."""
     path = copy("k2_classic.h5", dest)

@@ -196,3 +196,29 @@ def test_conv_lstm_proof_discriminates(file):
     assert not np.allclose(run(swapped, rec_act), want, rtol=1e-3, atol=1e-4)
     other = "sigmoid" if rec_act == "hard_sigmoid" else "hard_sigmoid"
     assert not np.allclose(run(blocks, other), want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("source,layer", [("k2_classic.h5", "lstm"), ("k2_gru_nora.h5", "gru")],
+                         ids=lambda v: f"hand-built:keras1:{v}" if v.endswith(".h5") else v)
+def test_keras1_arrays_reproduce_keras(tmp_path, source, layer):
+    """A Keras 1 file (12 LSTM / 9 GRU arrays `<layer>_W_i`, ..., no keras_version) holding a real fixture's weights:
+    its arrays are read as the standard blocks, and those reproduce the original fixture's Keras oracle."""
+    import handbuilt
+
+    path = handbuilt.keras1_layout(tmp_path, source)
+    model = source[3:].split(".")[0]
+    _, _, family, input_key, output_key, mode, act, rec_act, backwards = next(
+        c for c in CASES if c[0] == model and c[1] == layer)
+    with open_model(path) as opened:
+        assert opened.keras_version is None and not opened.warnings
+        (found,) = [candidate for candidate in opened.layers if candidate.name == layer]
+        assert len(found.weights) == (12 if family == LSTM else 9)
+    oracle = np.load(FIXTURES / f"k2_{model}.oracle.npz")
+    blocks = blocks_for(export_arrays(path), layer)
+    assert blocks.keys() == blocks_for(export_arrays(FIXTURES / source), layer).keys()
+    states = reference.run(family, oracle[input_key], blocks, act, rec_act, 2, backwards)
+    compare(states if mode == "seq" else states[:, -1], oracle[output_key], f"keras 1 {source}: {layer}")
+    swapped = dict(blocks, **{k: blocks[k.replace("_i", "_f").replace("_z", "_r")] for k in blocks
+                              if k.endswith(("_i", "_z"))})
+    wrong = reference.run(family, oracle[input_key], swapped, act, rec_act, 2, backwards)
+    assert not np.allclose(wrong if mode == "seq" else wrong[:, -1], oracle[output_key], rtol=1e-3, atol=1e-4)

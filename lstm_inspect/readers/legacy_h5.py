@@ -78,6 +78,8 @@ def _attach(model: ModelFile, groups: dict[str, list[tuple[str, Tensor]]]) -> No
                 orphan = layers_from_weights(name, named)
                 model.root.children.append(orphan)
             continue
+        if _keras1_recurrent(layer, named):
+            continue
         problem = assign_in_order(layer, [t for _, t in named])
         if problem:
             model.warnings.append(f"{name}: {problem}; weights placed by their stored names")
@@ -131,3 +133,22 @@ def _assign_by_name(layer: Layer, named: list[tuple[str, Any]]) -> None:
             if candidate.name in owner and len(candidate.path) >= len(target.path):
                 target = candidate
         target.weights.append(tensor)
+
+
+#: Keras 1 stored each gate's arrays apart, named ``<layer>_W_i``, ``<layer>_U_i``, ``<layer>_b_i``, ... in this order.
+KERAS1_ORDER = {"LSTM": "icfo", "GRU": "zrh"}
+
+
+def _keras1_recurrent(layer: Layer, named: list[tuple[str, Tensor]]) -> bool:
+    """A Keras 1 LSTM (12 arrays) or GRU (9 arrays): keep them as the blocks ``W_i``, ``U_i``, ``b_i``, ... they are."""
+    order = KERAS1_ORDER.get(layer.class_name)
+    if order is None or layer.children or len(named) != 3 * len(order):
+        return False
+    expected = [f"{kind}_{gate}" for gate in order for kind in "WUb"]
+    roles = [stored.rsplit("/", 1)[-1].split(":", 1)[0] for stored, _ in named]
+    if not all(role == f"{layer.name}_{want}" or role == want for role, want in zip(roles, expected)):
+        return False
+    for (_, tensor), want in zip(named, expected):
+        tensor.name = want
+    layer.weights = [t for _, t in named]
+    return True
