@@ -1,22 +1,50 @@
-"""lstm-inspect: read saved Keras models without TensorFlow and split recurrent weights into gates."""
+"""lstm-inspect: read saved Keras models without TensorFlow and split recurrent weights into gates.
+
+The public names below are loaded on first use, so that importing the package (and starting the CLI) costs no
+numpy or h5py import until a command needs them.
+"""
 from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .api import example_path, export, export_arrays, inspect  # noqa: E402
-from .errors import ExitCode, InspectError  # noqa: E402
-from .gates import LAYOUTS, GateSplit, split as split_gates  # noqa: E402
-from .model import Layer, ModelFile, Tensor  # noqa: E402
-from .readers import open_model  # noqa: E402
-from .stats import Stats, compute as compute_stats  # noqa: E402
+#: public name -> (module, attribute)
+_EXPORTS = {
+    "open_model": ("readers", "open_model"),
+    "inspect": ("api", "inspect"),
+    "export": ("api", "export"),
+    "export_arrays": ("api", "export_arrays"),
+    "export_layout": ("api", "export_layout"),
+    "convert": ("api", "convert"),
+    "forward": ("api", "forward"),
+    "verify": ("api", "verify"),
+    "explain": ("api", "explain"),
+    "example_path": ("api", "example_path"),
+    "split_gates": ("gates", "split"),
+    "compute_stats": ("stats", "compute"),
+    "ModelFile": ("model", "ModelFile"),
+    "Layer": ("model", "Layer"),
+    "Tensor": ("model", "Tensor"),
+    "GateSplit": ("gates", "GateSplit"),
+    "Stats": ("stats", "Stats"),
+    "LAYOUTS": ("gates", "LAYOUTS"),
+    "InspectError": ("errors", "InspectError"),
+    "ExitCode": ("errors", "ExitCode"),
+}
 
-# The modules forward, verify and explain share their names with the API functions below. Import the modules
-# first (so they are in sys.modules), then bind the names to the functions: `lstm_inspect.forward(...)` is the
-# function, `from lstm_inspect.forward import run` still reaches the module.
-from . import explain as _explain_module, forward as _forward_module, verify as _verify_module  # noqa: E402,F401
-from .api import explain, forward, verify  # noqa: E402
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "open_model", "inspect", "export", "export_arrays", "forward", "verify", "explain", "example_path", "split_gates", "compute_stats",
-    "ModelFile", "Layer", "Tensor", "GateSplit", "Stats", "LAYOUTS", "InspectError", "ExitCode",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lstm_inspect' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import export as _export
+from . import exporter as _export
 from . import report as _report
 from .errors import InspectError
 from .readers import open_model
@@ -81,7 +81,7 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     with `layers`, only those layers (the run stops once they are computed); with `trace`, also per-step gates
     and states of recurrent layers (``lstm/i``, ``lstm/f``, ``lstm/c``, ``lstm/o``, ``lstm/cell``, ``lstm/hidden``;
     GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units)."""
-    from .forward import run
+    from .numpy_forward import run
 
     with open_model(path) as model:
         return run(model, inputs, layers=layers, trace=trace, dtype=dtype)
@@ -93,7 +93,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
 
     Returns a `verify.VerifyResult` (``.ok``, ``.diffs`` per layer with max abs/rel difference). Needs Keras
     (``pip install 'lstm-inspect[keras]'``); raises `verify.KerasMissing` (an InspectError) without it."""
-    from .verify import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
+    from .keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
 
     return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
                       rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
@@ -102,7 +102,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
 def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = ()) -> "Any":
     """The equations every layer computes with this file's slices, shapes and pitfalls (`explain.Explanation`);
     `explain.to_markdown(result)` renders it as Markdown."""
-    from .explain import explain as run_explain
+    from .equations import explain as run_explain
 
     with open_model(path) as model:
         return run_explain(model, layers)

@@ -42,7 +42,10 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        os.close(read_end)
+        # Keep only stdio and our own pipe end: pipe ends of sibling children forked by other threads would
+        # otherwise stay open here and delay their end of file.
+        os.closerange(3, write_end)
+        os.closerange(write_end + 1, _max_fd())
         _child(func, args, write_end, max_memory)
     os.close(write_end)
     try:
@@ -67,11 +70,18 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     raise InternalError(message.get("internal", "unknown failure in the isolated reader"))
 
 
+def _max_fd() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
+    except (ValueError, OSError):
+        return 1024
+
+
 def _preload() -> None:
     """Import what reading and checking use before forking: every child then starts with it loaded instead of
     importing it again (tens of milliseconds per file), and under its memory limit a child may not be able to map
     new shared libraries."""
-    from . import checks, config, export, gates, notes, report, stats  # noqa: F401
+    from . import checks, config, exporter, gates, notes, report, stats  # noqa: F401
     from .readers import archive, h5safe, infer, keras3, legacy_h5  # noqa: F401
 
 

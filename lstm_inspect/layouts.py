@@ -196,6 +196,9 @@ def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
 def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: list[Layer],
                        arrays: dict[str, np.ndarray]) -> Module:
     splits = [_split(layer, target) for layer in directions]
+    if splits[0].native is not None and splits[0].native.framework == "TF1":
+        raise _refuse(owner, target, "a TF1 checkpoint stores neither forget_bias (added to f at run time) nor the "
+                      "activations; use --layout keras and add forget_bias to b_f yourself")
     family = splits[0].layout.family
     first = splits[0]
     for split in splits[1:]:

@@ -91,6 +91,8 @@ def _native_notes(split: GateSplit) -> list[str]:
     """Notes for a PyTorch or ONNX layer: its own gate order, two biases, fixed activations."""
     native, units, config = split.native, split.units, split.layer.config
     assert native is not None
+    if native.framework == "TF1":
+        return _tf1_notes(split)
     notes = []
     if native.family != "SimpleRNN":
         order = ", ".join(f"{n}{'' if n == g else f' (= Keras {g})'} [{i * units}:{(i + 1) * units}]"
@@ -124,4 +126,34 @@ def _native_notes(split: GateSplit) -> list[str]:
                          "and tanh on the candidate" + (" and the cell state." if native.family == "LSTM" else "."))
     elif config.get("activations"):
         notes.append(f"Activations (ONNX attribute): {', '.join(map(str, config['activations']))}.")
+    return notes
+
+
+def _tf1_notes(split: GateSplit) -> list[str]:
+    """Notes for a TensorFlow 1 cell read from a checkpoint."""
+    units, notes = split.units, []
+    rows = f"rows [0:{split.input_dim}] multiply x (W_*), the rest multiply h (U_*)"
+    if split.layout.family == "LSTM":
+        order = ", ".join(f"{n}{'' if n == g else f' (= Keras {g})'} [{i * units}:{(i + 1) * units}]"
+                          for i, (g, n) in enumerate(zip(split.native.order, split.native.native)))
+        notes.append(f"TF1 {split.layer.class_name[3:]}: kernel multiplies concat([x, h]) ({rows}); gate order "
+                     f"along its last axis and the bias: {order}.")
+        notes.append("forget_bias (default 1.0) is added to f at run time and stored nowhere — not in this "
+                     "checkpoint: b_f here excludes it. The cell computes f = σ(x·W_f + h·U_f + b_f + forget_bias); "
+                     "for a Keras or PyTorch equivalent use b_f + forget_bias (1.0 unless the code set another value).")
+        if split.block("proj") is not None:
+            notes.append(f"num_proj={split.block('proj').shape[1]}: h = (o ⊙ tanh(c))·proj (projection/kernel), so "
+                         "the recurrent rows U_* take the projected h.")
+        if any(b.kind == "p" for b in split.blocks):
+            notes.append("Peepholes p_i, p_f, p_o (w_i_diag, w_f_diag, w_o_diag): c_(t-1) ⊙ p_i and p_f enter i "
+                         "and f, c_t ⊙ p_o enters o.")
+        clips = ", cell_clip and proj_clip are constructor arguments" if split.layer.class_name == "TF1LSTMCell" \
+            else " is a constructor argument"
+        notes.append(f"activation (default tanh){clips}, not stored in the checkpoint; the gates use sigmoid.")
+    else:
+        notes.append(f"TF1 GRUCell: gates/kernel multiplies concat([x, h]) ({rows}) and holds r [0:{units}] then "
+                     f"u (= Keras z) [{units}:{2 * units}]; candidate/kernel multiplies concat([x, r ⊙ h]) (W_h, U_h). "
+                     "This is Keras's GRU with reset_after=False (one bias per gate).")
+        notes.append("activation (default tanh) is a constructor argument, not stored in the checkpoint; the gates "
+                     "use sigmoid.")
     return notes

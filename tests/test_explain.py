@@ -12,7 +12,7 @@ from conftest import FIXTURES, manifest
 from lstm_inspect import open_model
 from lstm_inspect.activations import get as get_activation
 from lstm_inspect.cli import main
-from lstm_inspect.explain import explain, to_markdown
+from lstm_inspect.equations import explain, to_markdown
 
 
 def full_model_files():

@@ -108,7 +108,7 @@ def test_torch_export_reproduces_keras(file, entry, tmp_path):
             converted = layouts.convert(model, "torch", [layer, *layer.children])
             (module,) = converted.modules
             out = tmp_path / f"{name}.{'safetensors' if entry['flavour'] == 'k3' else 'npz'}"
-            from lstm_inspect.export import write_arrays
+            from lstm_inspect.exporter import write_arrays
             write_arrays(converted.arrays, out, converted.metadata())
             stored = read_back(out)
             prefix = module.key + "."
@@ -188,7 +188,7 @@ def test_onnx_export_reproduces_keras(file, entry, tmp_path):
             converted = layouts.convert(model, "onnx", [layer, *layer.children])
             (module,) = converted.modules
             out = tmp_path / f"{name}.{'npz' if entry['flavour'] == 'k3' else 'safetensors'}"
-            from lstm_inspect.export import write_arrays
+            from lstm_inspect.exporter import write_arrays
             write_arrays(converted.arrays, out, converted.metadata())
             y, y_h = onnx_run(module, read_back(out), oracle[in_key])
             what = f"{file}: {name} as ONNX {module.target} vs Keras's {out_key}"

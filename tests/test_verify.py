@@ -69,7 +69,7 @@ def test_verify_on_a_hand_corrupted_copy(file, tmp_path, capsys, monkeypatch):
     corrupt_copy(FIXTURES / file, bad)
     assert verify_function(bad).ok
 
-    module = sys.modules["lstm_inspect.verify"]
+    module = sys.modules["lstm_inspect.keras_parity"]
     original_run = module.run
 
     def run_on_original(model, values, **kwargs):
@@ -112,7 +112,7 @@ def test_verify_weights_only_file_is_exit_2(capsys):
 def test_verify_without_keras_is_exit_2_with_install_command(monkeypatch, capsys):
     import importlib.util
 
-    module = sys.modules["lstm_inspect.verify"]
+    module = sys.modules["lstm_inspect.keras_parity"]
     real = importlib.util.find_spec
     monkeypatch.setattr(module.importlib.util, "find_spec",
                         lambda name, *a: None if name in ("keras", "tf_keras", "tensorflow") else real(name, *a))

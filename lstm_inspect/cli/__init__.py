@@ -9,10 +9,17 @@ import os
 import sys
 from typing import Any
 
-import click
+# One BLAS thread per process unless the user chose otherwise. Set before numpy loads (the package imports it only
+# on first use): the CLI reads each file in its own child process, and with several children at once (check --jobs)
+# OpenBLAS's spinning worker threads took both CPUs and erased the speed-up (bench/bench_check_jobs.py). The
+# matrices here are small; a second BLAS thread does not pay for itself.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-from .. import __version__
-from ..errors import ExitCode, InspectError
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..errors import ExitCode, InspectError  # noqa: E402
 
 
 class _Boundary(click.Group):

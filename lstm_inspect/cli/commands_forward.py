@@ -48,7 +48,7 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
     import numpy as np
 
     from ..api import forward
-    from ..export import write_npz
+    from ..exporter import write_npz
 
     inputs = _load_inputs(input_path)
 
@@ -77,7 +77,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 
     Exit 0 when every layer is within tolerance (|numpy - keras| <= atol + rtol*|keras|), 1 otherwise."""
     from ..api import verify
-    from ..verify import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
+    from ..keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
 
     inputs = _load_inputs(input_path) if input_path else None
     result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
@@ -88,7 +88,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 
         click.echo(json.dumps(to_dict(result), indent=2))
     else:
-        from ..render.forward import render_verify
+        from ..render.forward_views import render_verify
         from ..render.text import make_console
 
         render_verify(result, make_console())
@@ -103,13 +103,13 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None:
     """Write out the equations each layer computes, with this file's slices, shapes and pitfalls."""
     from ..api import explain
-    from ..explain import to_markdown
+    from ..equations import to_markdown
 
     result = explain(model, layers=layers)
     if markdown:
         click.echo(to_markdown(result))
         return
-    from ..render.forward import render_explain
+    from ..render.forward_views import render_explain
     from ..render.text import make_console
 
     render_explain(result, make_console())

@@ -17,6 +17,11 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
         from . import keras3
 
         return keras3.read_directory(label, label)
+    from . import tf1_checkpoint
+
+    prefix = tf1_checkpoint.prefix_of(label)  # a TF1 checkpoint: its prefix, its .index or a .data-* shard
+    if prefix is not None:
+        return tf1_checkpoint.read(prefix, label)
     if not os.path.exists(label):
         raise InspectError("no such file or directory", label)
     try:
@@ -51,7 +56,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 
         return onnx_file.read(label, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
-    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor safetensors, PyTorch or ONNX)" + hint,
+    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
                           label)
 
 

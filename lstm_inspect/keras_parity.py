@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
+from .numpy_forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 from .errors import InspectError
 from .model import ModelFile
 from .readers import open_model

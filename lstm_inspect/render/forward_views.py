@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from ..explain import Explanation
-    from ..verify import VerifyResult
+    from ..equations import Explanation
+    from ..keras_parity import VerifyResult
 
 
 def _sci(value: float) -> str:

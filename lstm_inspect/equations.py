@@ -10,7 +10,7 @@ from typing import Any
 
 from . import gates
 from .activations import activation_name, hard_sigmoid_formula
-from .forward import IDENTITY_CLASSES, supported_classes
+from .numpy_forward import IDENTITY_CLASSES, supported_classes
 from .model import Layer, ModelFile
 from .report import select_layers
 
