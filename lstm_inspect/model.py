@@ -153,5 +153,5 @@ FILE_KINDS = {
     "torch-safetensors": "PyTorch state dict (.safetensors)",
     "torch-state-dict": "PyTorch state dict (torch.save, read with torch.load(weights_only=True))",
     "onnx": "ONNX model",
-    "tf1-checkpoint": "TensorFlow 1 checkpoint (tf.compat.v1.train.Saver), read with tf.train.load_checkpoint",
+    "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read with tf.train.load_checkpoint",
 }

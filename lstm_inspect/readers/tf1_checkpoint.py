@@ -83,10 +83,16 @@ def read(prefix: str, label: str) -> ModelFile:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CorruptFile(f"cannot read variable {name!r}: {first}", label) from exc
 
-    tensors = {name: Tensor(name=name, shape=tuple(int(d) for d in shape), dtype=getattr(dtypes.get(name), "name", "?"),
-                            source=name, _load=lambda n=name: load(n))
-               for name, shape in sorted(shapes.items())}
-    return build_model(label, tensors)
+    kinds = {name: getattr(dtypes.get(name), "name", "?") for name in shapes}
+    skipped = sorted(name for name, kind in kinds.items() if kind in ("string", "variant", "resource", "?"))
+    tensors = {name: Tensor(name=name, shape=tuple(int(d) for d in shape), dtype=kinds[name], source=name,
+                            _load=lambda n=name: load(n))
+               for name, shape in sorted(shapes.items()) if name not in skipped}
+    model = build_model(label, tensors)
+    if skipped:  # e.g. a TF2 checkpoint's _CHECKPOINTABLE_OBJECT_GRAPH (a serialized proto, not weights)
+        model.warnings.append(f"{len(skipped)} non-numeric variable(s) not listed: {', '.join(skipped[:3])}"
+                              + (", ..." if len(skipped) > 3 else ""))
+    return model
 
 
 def build_model(label: str, tensors: dict[str, Tensor]) -> ModelFile:
