@@ -39,6 +39,19 @@ def block_delta(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
             "non_finite": False}
 
 
+
+def compare_block(key_a: str, key_b: str, va: np.ndarray, vb: np.ndarray, atol: float) -> dict[str, Any]:
+    """One block's record in a diff: shapes, dtypes, the deltas of `block_delta` and its status."""
+    block: dict[str, Any] = {"key": key_b if key_a == key_b else f"{key_a}->{key_b}", "shape_a": list(va.shape),
+                             "shape_b": list(vb.shape), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
+    if va.shape != vb.shape:
+        block.update(status="shape-changed", max_abs_diff=None, rel_frobenius=None, cosine=None)
+        return block
+    block.update(block_delta(va, vb))
+    unchanged = block["max_abs_diff"] is not None and block["max_abs_diff"] <= atol
+    block["status"] = "unchanged" if unchanged else "changed"
+    return block
+
 def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[str] = ()) -> dict[str, Any]:
     """The documented diff record. ``identical`` is False when anything differs beyond `atol`. Files of different
     frameworks (a Keras file and its torch or ONNX conversion) are compared by `diff_across_frameworks`."""
@@ -66,15 +79,7 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
             shape_changes.append({"layer": eb["path"], **entry["shape_change"]})
         block_pairs, gone, extra = match_blocks(list(ea["blocks"]), list(eb["blocks"]))
         for ka, kb in block_pairs:
-            va, vb = ea["blocks"][ka]["_piece"].read(), eb["blocks"][kb]["_piece"].read()
-            block: dict[str, Any] = {"key": kb if ka == kb else f"{ka}->{kb}", "shape_a": list(va.shape),
-                                     "shape_b": list(vb.shape), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
-            if va.shape != vb.shape:
-                block.update(status="shape-changed", max_abs_diff=None, rel_frobenius=None, cosine=None)
-            else:
-                block.update(block_delta(va, vb))
-                unchanged = block["max_abs_diff"] is not None and block["max_abs_diff"] <= atol
-                block["status"] = "unchanged" if unchanged else "changed"
+            block = compare_block(ka, kb, ea["blocks"][ka]["_piece"].read(), eb["blocks"][kb]["_piece"].read(), atol)
             compared_blocks += 1
             changed_blocks += block["status"] != "unchanged"
             entry["blocks"].append(block)
@@ -227,15 +232,7 @@ def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers
                 else ([(k, k) for k in la["blocks"] if k in lb["blocks"]], [k for k in la["blocks"] if k not in lb["blocks"]],
                       [k for k in lb["blocks"] if k not in la["blocks"]])
             for ka, kb in block_pairs:
-                va, vb = la["blocks"][ka].read(), lb["blocks"][kb].read()
-                block: dict[str, Any] = {"key": kb if ka == kb else f"{ka}->{kb}", "shape_a": list(va.shape),
-                                         "shape_b": list(vb.shape), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
-                if va.shape != vb.shape:
-                    block.update(status="shape-changed", max_abs_diff=None, rel_frobenius=None, cosine=None)
-                else:
-                    block.update(block_delta(va, vb))
-                    same = block["max_abs_diff"] is not None and block["max_abs_diff"] <= atol
-                    block["status"] = "unchanged" if same else "changed"
+                block = compare_block(ka, kb, la["blocks"][ka].read(), lb["blocks"][kb].read(), atol)
                 compared += 1
                 changed += block["status"] != "unchanged"
                 entry["blocks"].append(block)

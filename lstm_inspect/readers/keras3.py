@@ -140,10 +140,7 @@ def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is
     for child in layer.children:
         if child.class_name == "InputLayer" and not seen_input:
             continue  # Sequential does not save its InputLayer
-        key = _unique(_snake(child.class_name), counters)
-        target = by_name.get(child.name)
-        if target is None and key in by_key and _vars_name(by_key[key], label) in (None, child.name):
-            target = by_key[key]
+        target = _group_of(child, by_name, by_key, counters, label)
         if target is None:
             if _stores_weights(child):
                 warnings.append(f"{child.key}: no weights found for this layer in the file")
@@ -163,15 +160,23 @@ def _attach_cells(layer: Layer, group: h5py.Group, warnings: list[str], label: s
     by_key = dict(found)
     counters: dict[str, int] = {}
     for child in layer.children:
-        key = _unique(_snake(child.class_name), counters)
-        target = by_name.get(child.name)
-        if target is None and key in by_key and _vars_name(by_key[key], label) in (None, child.name):
-            target = by_key[key]
+        target = _group_of(child, by_name, by_key, counters, label)
         if target is None:
             if _stores_weights(child):
                 warnings.append(f"{child.key}: no weights found for this cell in the file")
             continue
         _attach(child, target, warnings, label)
+
+
+def _group_of(child: Layer, by_name: dict[Any, h5py.Group], by_key: dict[str, h5py.Group], counters: dict[str, int],
+              label: str) -> h5py.Group | None:
+    """The group holding `child`: the one whose ``vars`` carry its name (Keras >= 3.6), else the one Keras's naming
+    scheme gives it (snake-cased class, ``_1``, ``_2`` in order) unless that group names another layer."""
+    key = _unique(_snake(child.class_name), counters)
+    target = by_name.get(child.name)
+    if target is None and key in by_key and _vars_name(by_key[key], label) in (None, child.name):
+        target = by_key[key]
+    return target
 
 
 def _leaf_tensors(class_name: str, config: dict[str, Any], group: h5py.Group, label: str) -> list[Tensor]:
