@@ -111,10 +111,15 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
 # ---------------------------------------------------------------------------------------------- across frameworks
 
 def framework(model: ModelFile) -> str:
-    """``keras``, ``torch`` or ``onnx``: whose layout the file's arrays follow."""
-    if model.kind.startswith("torch"):
+    """``keras``, ``torch``, ``onnx`` or ``keras arrays``: whose layout the file's arrays follow. Exported Keras
+    arrays (.npz / .safetensors, gate blocks or fused) differ from a Keras file in storage only, so they are
+    compared block by block like another framework."""
+    backend = model.backend or ""
+    if model.kind.startswith("torch") or backend.startswith("torch"):
         return "torch"
-    return "onnx" if model.kind == "onnx" else "keras"
+    if model.kind == "onnx" or backend.startswith("onnx"):
+        return "onnx"
+    return "keras arrays" if backend == "keras layout" else "keras"
 
 
 class _Array:

@@ -37,15 +37,18 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     if h5safe.is_hdf5(head):
         return _open_hdf5(label)
     if archive.is_zip(head):
-        from . import keras3, torch_state
+        from . import keras3, npz_file, torch_state
 
-        if torch_state.is_torch_zip(_zip_names(label)):
+        names = _zip_names(label)
+        if torch_state.is_torch_zip(names):
             return torch_state.read_torch_file(label, label)
+        if npz_file.looks_like(names):
+            return npz_file.read(label, label)
         return keras3.read_archive(label, label)
     from . import torch_state, safetensors_file
 
     if safetensors_file.looks_like(head, os.path.getsize(label)):
-        return torch_state.read_safetensors(label, label)
+        return safetensors_file.read(label, label)
     if torch_state.is_pickle(head):
         if label.endswith((".pt", ".pth", ".bin", ".ckpt")):
             return torch_state.read_torch_file(label, label)
@@ -56,7 +59,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 
         return onnx_file.read(label, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
-    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
+    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
                           label)
 
 

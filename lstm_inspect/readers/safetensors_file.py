@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFile, UnsupportedFile
-from ..model import Tensor
+from ..model import ModelFile, Tensor
 
 #: safetensors refuses headers larger than this (100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -90,6 +90,23 @@ def read_header(handle: Any, size: int, label: str) -> tuple[dict[str, Any], dic
     if position != buffer_size:
         raise CorruptFile(f"safetensors data buffer is {buffer_size:,} bytes but the tensors cover {position:,}", label)
     return entries, metadata, 8 + length
+
+
+def read(path: str, label: str) -> ModelFile:
+    """A ``.safetensors`` file, read without the safetensors package (header validated first): a PyTorch state
+    dict, or the arrays of ``lstm-inspect export`` in the keras / onnx layout (`flat_arrays`)."""
+    from . import flat_arrays
+
+    tensors, metadata, handle = read_tensors(path, label)
+    try:
+        kind = "torch-safetensors" if flat_arrays.scheme_of([t.name for t in tensors], metadata) == "torch" \
+            else "safetensors"
+        model = flat_arrays.build(label, kind, tensors, metadata)
+    except BaseException:
+        handle.close()
+        raise
+    model._closers.append(handle.close)
+    return model
 
 
 def read_tensors(path: str, label: str) -> tuple[list[Tensor], dict[str, str], Any]:

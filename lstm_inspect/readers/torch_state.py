@@ -174,20 +174,6 @@ def _to_numpy(value: Any, torch: Any) -> np.ndarray:
     return value.numpy()
 
 
-def read_safetensors(path: str, label: str) -> ModelFile:
-    """A ``.safetensors`` file, read without the safetensors package (header validated first)."""
-    from . import safetensors_file
-
-    tensors, metadata, handle = safetensors_file.read_tensors(path, label)
-    try:
-        model = build_model(label, "torch-safetensors", tensors, metadata)
-    except BaseException:
-        handle.close()
-        raise
-    model._closers.append(handle.close)
-    return model
-
-
 def is_torch_zip(names: list[str]) -> bool:
     """``torch.save`` writes a zip whose members sit under one folder: ``<name>/data.pkl``, ``<name>/data/0``..."""
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) and "config.json" not in names

@@ -1,0 +1,104 @@
+"""``.npz`` files (``np.savez``, ``lstm-inspect export``) read without ``np.load``: each ``<key>.npy`` member's
+header is parsed by numpy's format module, arrays of Python objects (which only unpickling could read) are
+refused, and data is read lazily — through a window on the archive for stored members, inflated under the
+archive's bound for compressed ones. The keys then follow `flat_arrays`' schemes.
+
+A reserved member ``__metadata__.npy`` (a 0-d unicode array holding a JSON object of strings) carries what a
+.safetensors header's ``__metadata__`` carries: the layout and how each exported module is built.
+"""
+from __future__ import annotations
+
+import json
+import numpy as np
+
+from ..errors import CorruptFile, UnsupportedFile
+from ..model import ModelFile, Tensor
+from . import flat_arrays
+from .archive import Archive
+
+METADATA_KEY = "__metadata__"
+#: numpy's own bound on an .npy header.
+MAX_HEADER_BYTES = 10_000
+
+
+def looks_like(names: list[str]) -> bool:
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def read(path: str, label: str) -> ModelFile:
+    archive = Archive(path, label)
+    try:
+        tensors, metadata = [], {}
+        for member in archive.names():
+            key = member[: -len(".npy")]
+            shape, fortran, dtype, offset = _header(archive, member, label)
+            if key == METADATA_KEY:
+                metadata = _metadata(_read(archive, member, shape, fortran, dtype, offset, label), label)
+                continue
+            tensors.append(Tensor(name=key, shape=shape, dtype=str(dtype), source=key,
+                                  _load=_loader(archive, member, shape, fortran, dtype, offset, label)))
+        if not tensors:
+            raise UnsupportedFile("the .npz archive holds no arrays", label)
+        model = flat_arrays.build(label, "npz", tensors, metadata)
+    except BaseException:
+        archive.close()
+        raise
+    model._closers.append(archive.close)
+    return model
+
+
+def _header(archive: Archive, member: str, label: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data) of one ``.npy`` member, checked against its size."""
+    handle = archive.open_member(member)
+    try:
+        version = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(handle, max_header_size=MAX_HEADER_BYTES)
+        offset = handle.tell()
+        size = handle.seek(0, 2)
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise CorruptFile(f"array {member!r} is not a readable .npy member: {exc}", label) from exc
+    finally:
+        handle.close()
+    if dtype.hasobject:
+        raise UnsupportedFile(f"array {member!r} holds Python objects (readable only by unpickling, which "
+                              "lstm-inspect never does)", label)
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size - offset != needed:
+        raise CorruptFile(f"array {member!r} holds {size - offset:,} bytes of data but {dtype} {list(shape)} needs "
+                          f"{needed:,} (truncated?)", label)
+    return tuple(int(d) for d in shape), bool(fortran), dtype, offset
+
+
+def _read(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int,
+          label: str) -> np.ndarray:
+    handle = archive.open_member(member)
+    try:
+        handle.seek(offset)
+        data = handle.read()
+    finally:
+        handle.close()
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) != count * dtype.itemsize:
+        raise CorruptFile(f"array {member!r} is shorter than its header says (truncated?)", label)
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _loader(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int,
+            label: str):
+    return lambda: _read(archive, member, shape, fortran, dtype, offset, label)
+
+
+def _metadata(value: np.ndarray, label: str) -> dict[str, str]:
+    try:
+        parsed = json.loads(str(value.item())) if value.dtype.kind == "U" and value.shape == () else None
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise CorruptFile(f"{METADATA_KEY!r} must be a 0-d string array holding a JSON object of strings", label)
+    return parsed
+
+
+def metadata_array(metadata: dict[str, str]) -> np.ndarray:
+    """The ``__metadata__`` entry an .npz writer stores (read back by `read`)."""
+    return np.array(json.dumps(metadata))
