@@ -24,7 +24,11 @@ from lstm_inspect import InspectError, export, inspect, isolation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 SEEDS = ["k2_gru_ra.h5", "k2_nested_weights.h5", "k3_bidi_concat.h5", "k3_gru_ra.keras", "k2_nested.keras",
-         "k3_bidi_concat.weights.h5", "k3_multi_io.keras"]
+         "k3_bidi_concat.weights.h5", "k3_multi_io.keras",
+         # exported arrays (tests/fixtures/exports): .npz (stored and deflated members) and .safetensors
+         "../exports/k3_bidi_gru.torch.npz", "../exports/k3_bidi_gru.torch.compressed.npz",
+         "../exports/k3_bidi_gru.onnx.safetensors", "../exports/k2_stacked.blocks.npz"]
+ZIP_SEEDS = [s for s in SEEDS if s.endswith((".keras", ".npz"))]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -90,7 +94,7 @@ def test_overwritten_ranges(work, seed, where, junk):
 
 
 @FUZZ
-@given(seed=st.sampled_from([s for s in SEEDS if s.endswith(".keras")]), field=st.integers(0, 45),
+@given(seed=st.sampled_from(ZIP_SEEDS), field=st.integers(0, 45),
        value=st.integers(0, 255), target=st.sampled_from(["local", "central", "end"]))
 def test_zip_header_corruption(work, seed, field, value, target):
     data = bytearray((FIXTURES / seed).read_bytes())

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import numpy as np
 
-from ..errors import CorruptFile, UnsupportedFile
+from ..errors import CorruptFile, InspectError, UnsupportedFile
 from ..model import ModelFile, Tensor
 from . import flat_arrays
 from .archive import Archive
 
 METADATA_KEY = "__metadata__"
+#: numpy dtype kinds a weight can have: bool, signed / unsigned integer, float, complex.
+NUMERIC_KINDS = "biufc"
 #: numpy's own bound on an .npy header.
 MAX_HEADER_BYTES = 10_000
 
@@ -56,13 +58,17 @@ def _header(archive: Archive, member: str, label: str) -> tuple[tuple[int, ...],
         shape, fortran, dtype = reader(handle, max_header_size=MAX_HEADER_BYTES)
         offset = handle.tell()
         size = handle.seek(0, 2)
-    except (ValueError, OSError, SyntaxError) as exc:
+    except InspectError:
+        raise
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
         raise CorruptFile(f"array {member!r} is not a readable .npy member: {exc}", label) from exc
     finally:
         handle.close()
     if dtype.hasobject:
         raise UnsupportedFile(f"array {member!r} holds Python objects (readable only by unpickling, which "
                               "lstm-inspect never does)", label)
+    if dtype.kind not in NUMERIC_KINDS and not (member == METADATA_KEY + ".npy" and dtype.kind == "U"):
+        raise UnsupportedFile(f"array {member!r} has dtype {dtype}, not numbers", label)
     needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if size - offset != needed:
         raise CorruptFile(f"array {member!r} holds {size - offset:,} bytes of data but {dtype} {list(shape)} needs "
