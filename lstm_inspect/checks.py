@@ -609,7 +609,10 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
 # ----------------------------------------------------------------------------------------------------------------
 # Which files a list of command-line paths means.
 
-MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras")
+#: What a directory walk picks up: Keras files and the other model formats lstm-inspect reads. Array files
+#: (.npz) and checkpoints (.index) are checked only when named (or globbed): directories hold many that are not
+#: models (input data, TF2 SavedModel variables).
+MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth")
 
 
 def is_model_directory(path: str) -> bool:
@@ -643,7 +646,7 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
                 dirs[:] = keep
                 found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(MODEL_EXTENSIONS))
             if len(found) == before:
-                notes.append(f"{path}: no Keras model files (.h5, .hdf5, .keras, model directories) below it")
+                notes.append(f"{path}: no model files ({', '.join(MODEL_EXTENSIONS)}, Keras model directories) below it")
         elif not os.path.exists(path) and any(c in path for c in "*?["):
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:
