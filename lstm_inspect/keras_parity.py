@@ -16,6 +16,7 @@ import numpy as np
 
 from .numpy_forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 from .errors import InspectError
+from .gates import CUDNN_CLASSES
 from .model import ModelFile
 from .readers import open_model
 
@@ -121,9 +122,14 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         values = match_inputs(specs, inputs)
         ours = run(model, values)
         file_version = model.keras_version
+        cudnn = [f"{layer.key} ({layer.class_name})" for layer in model.layers if layer.class_name in CUDNN_CLASSES]
     if importlib.util.find_spec(package) is None or importlib.util.find_spec("tensorflow") is None:
         raise KerasMissing(f"verify needs {'Keras 3' if package == 'keras' else 'tf-keras'} with TensorFlow to "
                            f"run this Keras {file_version or '?'} file; install it with: {INSTALL_HINT}", label)
+    if cudnn and not _gpu_visible():
+        raise InspectError(f"cannot verify {', '.join(cudnn)}: Keras runs the legacy cuDNN layers only on a GPU with "
+                           "cuDNN and TensorFlow sees none here; `forward` runs them in numpy (an LSTM/GRU with "
+                           "tanh/sigmoid, the two cuDNN biases summed; CuDNNGRU as reset_after=True)", label)
     K = _import_keras(package)
     import warnings
 
@@ -147,6 +153,14 @@ def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], sp
                           {s.name: tuple(v.shape) for s, v in zip(specs, values)})
     result.diffs = compare(ours, theirs, rtol, atol)
     return result
+
+
+def _gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (so that Keras can run a CuDNNLSTM / CuDNNGRU)."""
+    _import_keras("tensorflow")
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _import_keras(package: str) -> Any:

@@ -33,22 +33,16 @@ def model_files():
             yield pytest.param(file, entry, id=file)
 
 
-#: Classes the numpy forward pass refuses by name (their gate split is proven by tests/test_gate_proof.py);
-#: RNN(cell) wrappers are refused as the RNN layer.
-NOT_RUN = {"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN"}
-
-
 def needs_code(path) -> list[str]:
     with open_model(path) as model:
-        return [f"{layer.key} ({layer.class_name})" for layer in model.layers
-                if layer.needs_code or layer.class_name in NOT_RUN]
+        return [f"{layer.key} ({layer.class_name})" for layer in model.layers if layer.needs_code]
 
 
 @pytest.mark.parametrize("file,entry", list(model_files()))
 def test_parity_with_keras_every_layer(file, entry):
     expected = oracle(entry)
     refused = needs_code(FIXTURES / file)
-    if refused:  # Lambda / custom classes, ConvLSTM: the pass must refuse them by name, never guess
+    if refused:  # Lambda / custom classes: the pass must refuse them by name, never guess
         with pytest.raises(InspectError) as info:
             lstm_inspect.forward(FIXTURES / file, oracle_inputs(expected))
         assert any(r.split(" ")[0] in str(info.value) for r in refused), str(info.value)
