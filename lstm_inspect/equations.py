@@ -10,7 +10,7 @@ from typing import Any
 
 from . import gates
 from .activations import activation_name, hard_sigmoid_formula
-from .numpy_forward import IDENTITY_CLASSES, supported_classes
+from .numpy_forward import CELL_CLASSES, CONV_LSTM_CLASSES, IDENTITY_CLASSES, ConvSpec, supported_classes
 from .model import Layer, ModelFile
 from .report import select_layers
 
@@ -67,8 +67,10 @@ def _parent(model: ModelFile, layer: Layer) -> Layer | None:
 def explain_layer(layer: Layer, model: ModelFile, parent: Layer | None = None) -> LayerExplanation:
     cls = layer.class_name
     known = set(supported_classes())
-    if gates.family(layer) in ("LSTM", "GRU", "SimpleRNN") and cls in ("LSTM", "GRU", "SimpleRNN"):
-        return _recurrent(layer, model, parent)
+    if cls in CELL_CLASSES:
+        return _recurrent(layer, model, parent, _sequence_owner(model, layer, parent))
+    if cls in ("RNN", "StackedRNNCells"):
+        return _cell_wrapper(layer)
     entry = LayerExplanation(layer.key, cls, cls, supported=cls in known and not layer.needs_code)
     cfg = layer.config
     if layer.needs_code:
@@ -204,8 +206,48 @@ def _activation_pitfalls(name: str, model: ModelFile) -> list[str]:
     return []
 
 
-def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None) -> LayerExplanation:
+def _sequence_owner(model: ModelFile, layer: Layer, parent: Layer | None) -> Layer:
+    """The layer whose config holds the sequence options (return_sequences, go_backwards, ...): the layer itself,
+    or the RNN around a cell (through a StackedRNNCells)."""
+    if parent is not None and parent.class_name == "StackedRNNCells":
+        parent = _parent(model, parent)
+    return parent if parent is not None and parent.class_name == "RNN" else layer
+
+
+def _cell_wrapper(layer: Layer) -> LayerExplanation:
+    cells = layer.children[0].children if layer.children and layer.children[0].class_name == "StackedRNNCells" \
+        else layer.children
+    names = [c.key for c in cells]
+    entry = LayerExplanation(layer.key, layer.class_name, layer.class_name)
+    if layer.class_name == "StackedRNNCells":
+        entry.summary = f"StackedRNNCells of {len(cells)} cells (run by the RNN around it)"
+        entry.equations.append("at every step t: " + " → ".join(["x_t"] + names) + " (each cell's new h_t is the "
+                               "input of the cell above at the same step)")
+        entry.pitfalls.append("The states are every cell's states in order, bottom cell first: [h, c] of "
+                              f"{names[0]}, then of the next cell, ...")
+        return entry
+    cfg = layer.config
+    inner = layer.children[0].class_name if layer.children else "?"
+    entry.summary = f"RNN({inner})"
+    top = names[-1] if names else "cell"
+    entry.equations.append(f"runs {' then '.join(names) or 'its cell'} over the time steps (equations under "
+                           f"{'each cell' if len(names) > 1 else names[0] if names else 'the cell'})")
+    entry.equations.append(f"output = [h_1 … h_T] of {top} (return_sequences)" if cfg.get("return_sequences")
+                           else f"output = h_T of {top} (the last step)")
+    if cfg.get("return_state"):
+        entry.equations.append("also returns the final states of every cell, bottom cell first")
+    if cfg.get("go_backwards"):
+        entry.pitfalls.append("go_backwards=True: step 1 reads x_T; with return_sequences the output is in that "
+                              "reversed order.")
+    return entry
+
+
+def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None, owner: Layer | None = None) -> LayerExplanation:
+    """An LSTM / GRU / SimpleRNN — or a layer computing the same: its cell (LSTMCell, ...), its legacy cuDNN twin,
+    a ConvLSTM (convolutions instead of matmuls). `owner` holds the sequence options (the RNN around a cell)."""
     cls, cfg = layer.class_name, layer.config
+    owner = owner or layer
+    seq_cfg = owner.config
     split = gates.split(layer)
     entry = LayerExplanation(layer.key, cls, cls)
     if split is None or not split.blocks:
@@ -215,24 +257,34 @@ def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None) -> LayerExp
             entry.pitfalls += split.warnings
         return entry
     u, n_in = split.units, split.input_dim
+    fam = split.layout.family
+    conv = cls in CONV_LSTM_CLASSES
+    cudnn = cls in gates.CUDNN_CLASSES
     act = activation_name(cfg.get("activation", "tanh"))
     rec = activation_name(cfg.get("recurrent_activation", "sigmoid"))
-    src = {b.key: b.source for b in split.blocks}
+    src = {b.key: b.source.replace(" (cuDNN memory order)", "") for b in split.blocks}
     has_bias = any(b.kind == "b" for b in split.blocks)
     extras = []
-    if cls == "GRU":
+    if fam == "GRU":
         extras.append(f"reset_after={split.reset_after}")
-    entry.summary = f"{cls}, {u} units, input {n_in}, activation={act}" + (
-        f", recurrent_activation={rec}" if cls != "SimpleRNN" else "") + "".join(", " + e for e in extras)
+    kernel = layer.weight("kernel")
+    if conv and kernel is not None:
+        n_in = kernel.shape[-2]
+        extras.insert(0, "kernel " + "×".join(str(k) for k in kernel.shape[:-2]))
+    what = f"{u} filters" if conv else f"{u} units"
+    entry.summary = f"{cls}, {what}, input {n_in}, activation={act}" + (
+        f", recurrent_activation={rec}" if fam != "SimpleRNN" else "") + "".join(", " + e for e in extras)
+    # `*` is a convolution (ConvLSTM), `·` a matmul
+    op = "*" if conv else "·"
 
     def term(gate: str) -> str:
         suffix = f"_{gate}" if gate else ""
-        parts = [f"x_t · {src['W' + suffix]}", f"h_(t-1) · {src['U' + suffix]}"]
+        parts = [f"x_t {op} {src['W' + suffix]}", f"h_(t-1) {op} {src['U' + suffix]}"]
         if has_bias:
             parts.append(src["b" + suffix])
         return " + ".join(parts)
 
-    if cls == "LSTM":
+    if fam == "LSTM":
         entry.equations += [
             f"i_t = {rec}({term('i')})",
             f"f_t = {rec}({term('f')})",
@@ -241,74 +293,92 @@ def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None) -> LayerExp
             "c_t = f_t ⊙ c_(t-1) + i_t ⊙ c̃_t",
             f"h_t = o_t ⊙ {act}(c_t)",
         ]
-    elif cls == "GRU" and split.reset_after:
+    elif fam == "GRU" and split.reset_after:
         def xpart(g: str) -> str:
-            return f"x_t · {src['W_' + g]}" + (f" + {src['b_' + g]}" if has_bias else "")
+            return f"x_t {op} {src['W_' + g]}" + (f" + {src['b_' + g]}" if has_bias else "")
 
         def hpart(g: str) -> str:
-            return f"h_(t-1) · {src['U_' + g]}" + (f" + {src['rb_' + g]}" if has_bias else "")
+            return f"h_(t-1) {op} {src['U_' + g]}" + (f" + {src['rb_' + g]}" if has_bias else "")
         entry.equations += [
             f"z_t = {rec}({xpart('z')} + {hpart('z')})",
             f"r_t = {rec}({xpart('r')} + {hpart('r')})",
             f"h̃_t = {act}({xpart('h')} + r_t ⊙ ({hpart('h')}))",
             "h_t = z_t ⊙ h_(t-1) + (1 - z_t) ⊙ h̃_t",
         ]
-    elif cls == "GRU":
+    elif fam == "GRU":
         bias = (lambda g: f" + {src['b_' + g]}") if has_bias else (lambda g: "")
         entry.equations += [
             f"z_t = {rec}({term('z')})",
             f"r_t = {rec}({term('r')})",
-            f"h̃_t = {act}(x_t · {src['W_h']} + (r_t ⊙ h_(t-1)) · {src['U_h']}{bias('h')})",
+            f"h̃_t = {act}(x_t {op} {src['W_h']} + (r_t ⊙ h_(t-1)) {op} {src['U_h']}{bias('h')})",
             "h_t = z_t ⊙ h_(t-1) + (1 - z_t) ⊙ h̃_t",
         ]
     else:
         entry.equations.append(f"h_t = {act}({term('')})")
-    entry.equations.append("h_0 = 0" + (", c_0 = 0" if cls == "LSTM" else "") + " (no initial_state given)")
-    seqs, state = bool(cfg.get("return_sequences")), bool(cfg.get("return_state"))
+    entry.equations.append("h_0 = 0" + (", c_0 = 0" if fam == "LSTM" else "") + " (no initial_state given)")
+    if conv:
+        spec = ConvSpec.from_config(layer, int(cls[-2]))
+        entry.equations.append(f"x_t * W: convolution over the {spec.rank} spatial axes, strides {spec.strides}, "
+                               f"padding {spec.padding}, dilation {spec.dilation}; h * U: stride 1, padding same"
+                               + ("; data_format channels_first" if spec.channels_first else ""))
+    if owner is not layer:
+        entry.equations.append(f"(the sequence options below are those of {owner.key!r}, the RNN running this cell)")
+    seqs, state = bool(seq_cfg.get("return_sequences")), bool(seq_cfg.get("return_state"))
     out = "output = [h_1 … h_T] (return_sequences)" if seqs else "output = h_T (the last step)"
     if state:
-        out += "; also returns the final states " + ("[h_T, c_T]" if cls == "LSTM" else "[h_T]")
+        out += "; also returns the final states " + ("[h_T, c_T]" if fam == "LSTM" else "[h_T]")
     entry.equations.append(out)
 
-    entry.shapes += [("x_t", _shape("batch", n_in)), ("h_(t-1), h_t", _shape("batch", u))]
+    spatial = ("…",) if conv else ()
+    entry.shapes += [("x_t", _shape("batch", *spatial, n_in)), ("h_(t-1), h_t", _shape("batch", *spatial, u))]
     for block in split.blocks:
         if (block.kind == "W" and block.gate in ("", split.layout.gates[0])) or \
                 (block.kind == "U" and block.gate in ("", split.layout.gates[0])) or \
                 (block.kind in ("b", "rb") and block.gate in ("", split.layout.gates[0])):
             entry.shapes.append((block.source + (" (one gate; the others alike)" if block.gate else ""), _shape(*block.shape)))
-    if cls == "LSTM":
-        entry.shapes.append(("c_(t-1), c_t", _shape("batch", u)))
+    if fam == "LSTM":
+        entry.shapes.append(("c_(t-1), c_t", _shape("batch", *spatial, u)))
 
     # pitfalls
     if act != "tanh":
         entry.pitfalls.append(f"activation={act}, not tanh: it applies to the candidate and to the cell state "
                               "before the output gate" + (" — relu leaves both unbounded." if act == "relu" else "."))
     entry.pitfalls += _activation_pitfalls(rec, model)
-    if cls != "SimpleRNN":
+    if fam != "SimpleRNN":
         order = ", ".join(split.layout.gates)
         entry.pitfalls.append(f"Gate order along the last axis is {order}"
-                              + (" (PyTorch: i, f, g, o — same order, g = c̃)." if cls == "LSTM" else
+                              + (" (PyTorch: i, f, g, o — same order, g = c̃)." if fam == "LSTM" else
                                  " (PyTorch: r, z, n — reorder the blocks)."))
-    if has_bias and not (cls == "GRU" and split.reset_after):
+    if has_bias and not (fam == "GRU" and split.reset_after):
         entry.pitfalls.append("One bias per gate: it equals PyTorch's b_ih + b_hh. To convert, put it in b_ih and "
                               "zeros in b_hh; adding it twice shifts every gate.")
-    if cls == "GRU" and split.reset_after:
+    if fam == "GRU" and split.reset_after:
         entry.pitfalls.append("reset_after=True: r_t multiplies (h·U_h + rb_h) after the matmul — PyTorch's and "
-                              "cuDNN's form; bias row 0 is b_ih, row 1 is b_hh.")
-    elif cls == "GRU":
+                              "cuDNN's form; " + (f"bias[0:{3 * u}] is b_ih, bias[{3 * u}:{6 * u}] b_hh." if cudnn
+                                                  else "bias row 0 is b_ih, row 1 is b_hh."))
+    elif fam == "GRU":
         entry.pitfalls.append("reset_after=False (Keras 2's default): r_t multiplies h_(t-1) before the matmul; "
                               "PyTorch's nn.GRU cannot express this form.")
-    if cls == "GRU":
+    if fam == "GRU":
         entry.pitfalls.append("h_t = z ⊙ h_(t-1) + (1 - z) ⊙ h̃: z keeps the old state (not the new one).")
     if not has_bias:
         entry.pitfalls.append("use_bias=False: no bias term at all.")
-    if cfg.get("go_backwards"):
+    if seq_cfg.get("go_backwards"):
         entry.pitfalls.append("go_backwards=True: step 1 reads x_T; with return_sequences the output is in that "
                               "reversed order (output[:, 0] belongs to the last input step).")
     if parent is not None and parent.class_name == "Bidirectional":
         mode = parent.config.get("merge_mode", "concat")
         entry.pitfalls.append(f"Inside Bidirectional {parent.key!r} (merge_mode={mode}).")
-    if cfg.get("stateful"):
+    if cudnn:
+        entry.pitfalls.append(f"{cls} (legacy, GPU only): tanh and sigmoid are fixed; each gate's slice of the stored "
+                              "kernels is the cuDNN matrix in row-major memory order (the .reshape(...).T above)"
+                              + ("; the stored bias holds input then recurrent biases, summed here"
+                                 if fam == "LSTM" else "; the GRU is the reset_after=True form") + ".")
+    if conv:
+        entry.pitfalls.append("Gates are convolutions, not matmuls: kernel (*kernel_size, in, 4·filters), "
+                              "recurrent_kernel (*kernel_size, filters, 4·filters); the recurrent one always uses "
+                              "stride 1 and padding same, whatever the input convolution's options.")
+    if seq_cfg.get("stateful"):
         entry.pitfalls.append("stateful=True: Keras carries the states between batches; forward starts from zeros.")
     return entry
 

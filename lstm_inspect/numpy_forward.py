@@ -681,21 +681,14 @@ def _conv1d(run: _Run, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
     stride, dilation = _one(cfg.get("strides", 1)), _one(cfg.get("dilation_rate", 1))
     padding = str(cfg.get("padding", "valid")).lower()
     span = (k - 1) * dilation + 1
-    length = x.shape[1]
-    if padding == "causal":
+    if padding == "causal":  # pad on the left only, so that step t sees no step after t
         x = np.pad(x, ((0, 0), (span - 1, 0), (0, 0)))
-        out_len = (x.shape[1] - span) // stride + 1
-    elif padding == "same":
-        out_len, left, right = _same_padding(length, span, stride)
-        x = np.pad(x, ((0, 0), (left, right), (0, 0)))
-    elif padding == "valid":
-        out_len = (length - span) // stride + 1
-    else:
+        padding = "valid"
+    elif padding not in ("same", "valid"):
         raise InspectError(f"layer {layer.key!r} (Conv1D): padding {padding!r} is not supported")
-    y = np.zeros((x.shape[0], max(out_len, 0), kernel.shape[-1]), dtype=x.dtype)
-    for j in range(k):
-        start = j * dilation
-        y += x[:, start:start + (out_len - 1) * stride + 1:stride] @ kernel[j]
+    if padding == "valid" and x.shape[1] < span:
+        raise InspectError(f"layer {layer.key!r} (Conv1D): {x.shape[1]} steps are fewer than the kernel spans ({span})")
+    y = conv_nd(x, kernel, (stride,), padding, (dilation,))
     if cfg.get("use_bias", True):
         y = y + run.weight(layer, "bias")
     return run.activation(layer, cfg.get("activation", "linear"))(y)

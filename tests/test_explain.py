@@ -13,6 +13,7 @@ from lstm_inspect import open_model
 from lstm_inspect.activations import get as get_activation
 from lstm_inspect.cli import main
 from lstm_inspect.equations import explain, to_markdown
+from lstm_inspect.numpy_forward import CELL_CLASSES
 
 
 def full_model_files():
@@ -26,14 +27,17 @@ def test_every_recurrent_layer_is_written_out_with_its_slices(file):
     with open_model(FIXTURES / file) as model:
         result = explain(model)
         for layer in model.layers:
-            if layer.class_name not in ("LSTM", "GRU", "SimpleRNN"):
+            if layer.class_name not in CELL_CLASSES:  # LSTM, GRU, SimpleRNN, their cells, ConvLSTM, CuDNN
                 continue
             entry = next(e for e in result.layers if e.key == layer.key)
+            assert entry.supported, layer.key
             text = "\n".join(entry.equations)
             for block in lstm_inspect.split_gates(layer).blocks:
                 assert block.source in text, (layer.key, block.source)
             act = layer.config.get("activation", "tanh")
             assert f"{act}(" in text
+            if layer.class_name.startswith("ConvLSTM"):  # convolutions, not matmuls
+                assert "x_t * kernel[" in text and "h_(t-1) * recurrent_kernel[" in text and "·" not in text
 
 
 def test_markdown_and_rich_output(capsys):
@@ -128,3 +132,41 @@ def test_to_markdown_lists_every_selected_layer():
     for layer in result.layers:
         assert f"## `{layer.key}`" in md
     assert "BatchNormalization" in md and "moving_variance" in md and "Conv1D" in md
+
+
+def test_conv_lstm_quoted_slices_reproduce_the_first_step():
+    """ConvLSTM gates: `x_t * kernel[:, :, :, :, a:b]` is the input convolution with the layer's strides and padding
+    (tests/reference.py's convolution); evaluated at t=1 (h_0 = 0) it is the traced gate."""
+    import reference
+
+    file = "k2_convlstm3d.h5"
+    with np.load(FIXTURES / manifest()["files"][file]["oracle"]) as npz:
+        x = npz["input"].astype(np.float64)
+    with open_model(FIXTURES / file) as model:
+        layer = next(l for l in model.layers if l.name == "conv_lstm")
+        arrays = {t.name: t.read().astype(np.float64) for t in layer.weights}
+        entry = next(e for e in explain(model).layers if e.key == layer.key)
+        strides, padding = tuple(layer.config["strides"]), layer.config["padding"]
+        trace = lstm_inspect.forward(FIXTURES / file, x, trace=True)
+        assert f"strides {strides}, padding {padding}" in "\n".join(entry.equations)
+        for gate in ("i", "f", "o"):
+            eq = next(e for e in entry.equations if e.startswith(f"{gate}_t = "))
+            act_name, body = re.fullmatch(rf"{gate}_t = (\w+)\((.*)\)", eq).groups()
+            x_term, h_term, b_term = body.split(" + ")
+            assert x_term.startswith("x_t * ") and h_term.startswith("h_(t-1) * ")
+            total = reference.conv(x[:, 0], _slice(arrays, x_term[len("x_t * "):]), strides, padding)
+            total = total + _slice(arrays, b_term)
+            value = get_activation(act_name, model.keras_major)(total)
+            np.testing.assert_allclose(value, trace[f"{layer.key}/{gate}"][:, 0], rtol=1e-9, atol=1e-12)
+
+
+def test_cell_wrappers_explain_the_loop_and_the_cells():
+    result = lstm_inspect.explain(FIXTURES / "k3_cell_wrappers.keras", layers=["rnn_stacked"])
+    by_key = {e.key: e for e in result.layers}
+    rnn, cells = by_key["rnn_stacked"], by_key["rnn_stacked/stacked_cells"]
+    assert rnn.summary == "RNN(StackedRNNCells)" and rnn.supported
+    assert any("h_T of rnn_stacked/stacked_cells/cell_high" in e for e in rnn.equations)
+    assert any("x_t → rnn_stacked/stacked_cells/cell_low → rnn_stacked/stacked_cells/cell_high" in e
+               for e in cells.equations)
+    low = by_key["rnn_stacked/stacked_cells/cell_low"]
+    assert low.summary.startswith("LSTMCell, 4 units, input 3") and any("'rnn_stacked'" in e for e in low.equations)

@@ -29,6 +29,9 @@ def run_cli(args, capsys):
     ("k2_nested.h5", "tf_keras"),        # tf-keras HDF5
     ("k2_bidi_none.keras", "tf_keras"),  # tf-keras .keras, two outputs
     ("k3_embed.keras", "keras"),         # integer inputs generated below the vocabulary size
+    ("k2_convlstm3d.h5", "tf_keras"),    # ConvLSTM3D, strides + same, Keras 2's hard_sigmoid
+    ("k3_convlstm_options.keras", "keras"),  # dilation, go_backwards + return_state, channels_first, ConvLSTM1D
+    ("k3_cell_wrappers.h5", "keras"),    # RNN(LSTMCell / GRUCell / SimpleRNNCell), RNN(StackedRNNCells)
 ])
 def test_verify_passes_on_real_models(file, package):
     result = verify_function(FIXTURES / file)

@@ -1,0 +1,170 @@
+"""The forward pass on the recurrent layouts beyond LSTM / GRU / SimpleRNN: ConvLSTM1D/2D/3D, legacy CuDNNLSTM /
+CuDNNGRU and RNN(cell) / RNN(StackedRNNCells). Parity of every layer with Keras's oracles is in tests/test_forward.py
+(every file kind of the convlstm* and cell_wrappers fixtures); here: the traces against independent step loops
+(tests/reference.py), the cuDNN files against the oracles of the models they were converted from, and RNN options
+no fixture holds (stacked cells with return_state and go_backwards) against Keras itself, through `verify`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+import reference
+from conftest import FIXTURES, manifest
+from lstm_inspect import open_model, split_gates
+from lstm_inspect.cli import main
+from lstm_inspect.numpy_forward import run
+from test_cudnn import SOURCES, cudnn_dir  # noqa: F401  (the module fixture writing the tf-keras CuDNN files)
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def oracle(file: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / manifest()["files"][file]["oracle"]) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def conv_reference(x, blocks, strides, padding, act, rec_act):
+    """Per-gate ConvLSTM loop on tests/reference.py's convolution: every gate value and state, time first."""
+    B = {k: v.astype(np.float64) for k, v in blocks.items()}
+    ones = (1,) * (x.ndim - 3)
+
+    def pre(xt, h, gate):
+        return (reference.conv(xt, B["W_" + gate], strides, padding) + reference.conv(h, B["U_" + gate], ones, "same")
+                + B.get("b_" + gate, 0.0))
+
+    h = np.zeros_like(reference.conv(x[:, 0].astype(np.float64), B["W_i"], strides, padding))
+    c = np.zeros_like(h)
+    out = {name: [] for name in ("i", "f", "c", "o", "cell", "hidden")}
+    for t in range(x.shape[1]):
+        xt = x[:, t].astype(np.float64)
+        i, f, o = rec_act(pre(xt, h, "i")), rec_act(pre(xt, h, "f")), rec_act(pre(xt, h, "o"))
+        g = act(pre(xt, h, "c"))
+        c = f * c + i * g
+        h = o * act(c)
+        for name, value in zip(out, (i, f, g, o, c, h)):
+            out[name].append(value)
+    return {name: np.stack(values, axis=1) for name, values in out.items()}
+
+
+@pytest.mark.parametrize("file", ["k2_convlstm1d.h5", "k3_convlstm2d.keras", "k2_convlstm3d.h5", "k3_convlstm3d.keras"])
+def test_conv_lstm_trace_matches_a_per_gate_loop(file):
+    expected = oracle(file)
+    x = expected["input"]
+    with open_model(FIXTURES / file) as model:
+        layer = next(l for l in model.layers if l.name == "conv_lstm")
+        cfg = layer.config
+        ours = run(model, x, trace=True)
+        act = reference.activation(cfg["activation"], model.keras_major)
+        rec_act = reference.activation(cfg["recurrent_activation"], model.keras_major)
+        ref = conv_reference(x, split_gates(layer).arrays(), tuple(cfg["strides"]), cfg["padding"], act, rec_act)
+    for name, want in ref.items():
+        got = ours[f"conv_lstm/{name}"]
+        assert got.shape == want.shape and got.shape[:2] == x.shape[:2] and got.shape[-1] == cfg["filters"], name
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=name)
+    keras = expected["conv_lstm"]
+    np.testing.assert_allclose(ref["hidden"] if keras.ndim == x.ndim else ref["hidden"][:, -1], keras,
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_conv_lstm_wrong_keras_activation_misses_the_oracle():
+    """The tf-keras fixture's recurrent_activation is hard_sigmoid in Keras 2's definition: Keras 3's misses."""
+    expected = oracle("k2_convlstm3d.h5")
+    with open_model(FIXTURES / "k2_convlstm3d.h5") as model:
+        right = run(model, expected["input"])
+        model.keras_version = "3.15.1"
+        wrong = run(model, expected["input"])
+    np.testing.assert_allclose(right["conv_lstm"], expected["conv_lstm"], rtol=RTOL, atol=ATOL)
+    assert not np.allclose(wrong["conv_lstm"], expected["conv_lstm"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("file", ["k2_cell_wrappers.h5", "k3_cell_wrappers.keras"])
+def test_stacked_cells_trace_per_cell(file):
+    """Each cell's trace sits under the cell's path; the low cell reads x, the high cell the low cell's h_t."""
+    expected = oracle(file)
+    x = expected["input"]
+    out = lstm_inspect.forward(FIXTURES / file, x, trace=True)
+    with open_model(FIXTURES / file) as model:
+        blocks = {l.name: split_gates(l).arrays() for l in model.layers if l.class_name.endswith("Cell")}
+    low = reference.run("LSTM", x, blocks["cell_low"])
+    high = reference.run("LSTM", low, blocks["cell_high"])
+    np.testing.assert_allclose(out["rnn_stacked/stacked_cells/cell_low/hidden"], low, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["rnn_stacked/stacked_cells/cell_high/hidden"], high, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(high[:, -1], expected["rnn_stacked"], rtol=RTOL, atol=ATOL)
+    assert {"rnn_lstm/cell_lstm/i", "rnn_gru/cell_gru/z", "rnn_simple/cell_simple/hidden"} <= set(out)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RNN options no fixture holds, against Keras itself
+
+
+def _cell_model(K, np_rng):
+    L = K.layers
+    inp = K.Input((5, 3), name="seq")
+    stacked = L.RNN(L.StackedRNNCells([L.LSTMCell(4, name="low"), L.GRUCell(3, name="high")], name="cells"),
+                    return_sequences=True, return_state=True, go_backwards=True, name="rnn_stacked")
+    import tensorflow as tf
+
+    # Keras 3 nests the states per cell ([seq, [h_low, c_low], h_high]); layer outputs count them flattened
+    seq, h_low, c_low, h_high = tf.nest.flatten(stacked(inp))
+    simple, h_simple = L.RNN(L.SimpleRNNCell(2, activation="relu", name="simple"), return_state=True,
+                             go_backwards=True, name="rnn_simple")(inp)
+    flat = L.Concatenate(name="cat")([L.Flatten(name="flat")(seq), h_low, c_low, h_high, simple, h_simple])
+    model = K.Model(inp, L.Dense(2, name="head")(flat))
+    # random, non-zero weights and biases: a wrong gate, bias or state order cannot pass
+    model.set_weights([np_rng.uniform(-0.8, 0.8, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_stacked_cells_state_order_and_go_backwards_against_keras(package, tmp_path):
+    import importlib
+
+    K = importlib.import_module(package)
+    model = _cell_model(K, np.random.default_rng(7))
+    path = tmp_path / ("cells.keras" if package == "keras" else "cells.h5")
+    model.save(str(path))
+    result = lstm_inspect.verify(path, batch=3, steps=5)
+    assert result.keras_package == package
+    assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
+    keys = {d.key for d in result.diffs}
+    assert {"rnn_stacked/0", "rnn_stacked/1", "rnn_stacked/2", "rnn_stacked/3", "rnn_simple/1"} <= keys
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Legacy CuDNN layers (files written by tf-keras itself, tests/cudnn_files.py)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_cudnn_files_reproduce_the_source_models_keras_outputs(cudnn_dir, source):  # noqa: F811
+    expected = oracle(source)
+    file = cudnn_dir / source.replace("k2_", "k2_cudnn_", 1)
+    ours = lstm_inspect.forward(file, expected["input"], trace=True)
+    compared = 0
+    for key, want in expected.items():
+        if key != "input":
+            np.testing.assert_allclose(ours[key], want, rtol=RTOL, atol=ATOL, err_msg=key)
+            compared += 1
+    assert compared >= 3
+    with open_model(file) as model:
+        cudnn = [l.key for l in model.layers if l.class_name in ("CuDNNLSTM", "CuDNNGRU")]
+    assert cudnn and all(f"{key}/hidden" in ours for key in cudnn)
+
+
+def test_verify_refuses_cudnn_on_a_cpu_exit_2(cudnn_dir, capsys):  # noqa: F811
+    code = main(["verify", str(cudnn_dir / "k2_cudnn_stacked.h5")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "lstm_a (CuDNNLSTM)" in err and "GPU" in err and "forward" in err
+
+
+def test_explain_cudnn_writes_the_standard_equations_with_cudnn_slices(cudnn_dir):  # noqa: F811
+    result = lstm_inspect.explain(cudnn_dir / "k2_cudnn_gru_ra.h5", layers=["gru"])
+    (entry,) = result.layers
+    text = "\n".join(entry.equations)
+    assert entry.supported and entry.summary.startswith("CuDNNGRU, 5 units, input 3")
+    assert "z_t = sigmoid(x_t · kernel[:, 0:5].reshape(5, 3).T + bias[0:5] + h_(t-1) · recurrent_kernel[:, 0:5].T " \
+           "+ bias[15:20])" in text
+    assert any("cuDNN matrix in row-major memory order" in p for p in entry.pitfalls)
+    lstm = lstm_inspect.explain(cudnn_dir / "k2_cudnn_stacked.h5", layers=["lstm_a"]).layers[0]
+    assert "+ bias[0:6] + bias[24:30])" in lstm.equations[0]  # the two cuDNN biases, summed
