@@ -9,7 +9,10 @@ output is ``__output__`` (``__output__/0``, ``__output__/1``, ... for several).
 
 Computation runs in float64 by default (``dtype=np.float32`` reproduces Keras's float32 rounding more closely).
 Recurrent layers are vectorised the way Keras's own kernels are: the input projection ``x · kernel + bias`` for
-every time step at once, then one ``h · recurrent_kernel`` matmul per step for all gates together.
+every time step at once, then one ``h · recurrent_kernel`` matmul per step for all gates together. Every recurrent
+layer runs through one loop over `RecurrentCell`s rebuilt from its gate blocks: LSTM / GRU / SimpleRNN, the legacy
+CuDNNLSTM / CuDNNGRU (the split undoes the cuDNN layout), ConvLSTM1D/2D/3D (convolutions for the matmuls) and
+RNN around one cell or a StackedRNNCells (one cell per level, each reading the new state of the one below).
 
 Masks flow as in Keras: ``Masking`` and ``Embedding(mask_zero=True)`` create a (batch, time) mask, layers that
 support masking pass it on, recurrent layers use it (a masked step keeps the previous states; its output is the

@@ -168,3 +168,21 @@ def test_explain_cudnn_writes_the_standard_equations_with_cudnn_slices(cudnn_dir
     assert any("cuDNN matrix in row-major memory order" in p for p in entry.pitfalls)
     lstm = lstm_inspect.explain(cudnn_dir / "k2_cudnn_stacked.h5", layers=["lstm_a"]).layers[0]
     assert "+ bias[0:6] + bias[24:30])" in lstm.equations[0]  # the two cuDNN biases, summed
+
+
+@pytest.mark.parametrize("file,layer_name,change,reason", [
+    ("k3_cell_wrappers.keras", "cell_low", {"class_name": "PeepholeLSTMCell"}, "does not support this recurrent cell"),
+    ("k3_cell_wrappers.keras", "stacked_cells", {"config": {"reverse_state_order": True}}, "reverse_state_order"),
+    ("k2_convlstm3d.h5", "conv_lstm", {"config": {"padding": "causal"}}, "padding 'causal'"),
+])
+def test_unsupported_recurrent_options_are_refused_by_name(file, layer_name, change, reason):
+    from lstm_inspect.errors import InspectError
+
+    with open_model(FIXTURES / file) as model:
+        layer = next(l for l in model.layers if l.name == layer_name)
+        layer.class_name = change.get("class_name", layer.class_name)
+        layer.config = dict(layer.config, **change.get("config", {}))
+        with pytest.raises(InspectError) as info:
+            run(model, oracle(file)["input"])
+    message = str(info.value)
+    assert layer.key in message and layer.class_name in message and reason in message, message
