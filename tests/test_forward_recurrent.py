@@ -116,19 +116,35 @@ def _cell_model(K, np_rng):
     return model
 
 
+def _bidirectional_model(K, np_rng):
+    L = K.layers
+    inp = K.Input((4, 5, 3), name="frames")
+    cells = L.Bidirectional(L.RNN(L.LSTMCell(3, name="cell"), return_sequences=True, name="rnn"),
+                            name="bidi_cell")(L.Reshape((4, 15), name="rows")(inp))
+    conv = L.Bidirectional(L.ConvLSTM1D(2, 2, padding="same", return_sequences=True, name="conv"), merge_mode="sum",
+                           name="bidi_conv")(inp)
+    flat = L.Concatenate(name="cat")([L.Flatten(name="flat_cells")(cells), L.Flatten(name="flat_conv")(conv)])
+    model = K.Model(inp, L.Dense(1, name="head")(flat))
+    model.set_weights([np_rng.uniform(-0.8, 0.8, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
 @pytest.mark.parametrize("package", ["keras", "tf_keras"])
 def test_stacked_cells_state_order_and_go_backwards_against_keras(package, tmp_path):
+    """Also Bidirectional around RNN(LSTMCell) and around a ConvLSTM1D."""
     import importlib
 
     K = importlib.import_module(package)
-    model = _cell_model(K, np.random.default_rng(7))
-    path = tmp_path / ("cells.keras" if package == "keras" else "cells.h5")
-    model.save(str(path))
-    result = lstm_inspect.verify(path, batch=3, steps=5)
-    assert result.keras_package == package
-    assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
-    keys = {d.key for d in result.diffs}
-    assert {"rnn_stacked/0", "rnn_stacked/1", "rnn_stacked/2", "rnn_stacked/3", "rnn_simple/1"} <= keys
+    suffix = ".keras" if package == "keras" else ".h5"
+    for name, build, wanted in (
+            ("cells", _cell_model, {"rnn_stacked/0", "rnn_stacked/1", "rnn_stacked/2", "rnn_stacked/3", "rnn_simple/1"}),
+            ("bidi", _bidirectional_model, {"bidi_cell", "bidi_conv"})):
+        path = tmp_path / (name + suffix)
+        build(K, np.random.default_rng(7)).save(str(path))
+        result = lstm_inspect.verify(path, batch=3, steps=5)
+        assert result.keras_package == package
+        assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
+        assert wanted <= {d.key for d in result.diffs}
 
 
 # ------------------------------------------------------------------------------------------------------------------
