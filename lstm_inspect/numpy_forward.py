@@ -337,6 +337,8 @@ class _Run:
         backwards = bool(cfg.get("go_backwards", False))
         zero_out = bool(cfg.get("zero_output_for_mask", False)) if zero_output_for_mask is None else zero_output_for_mask
         batch, steps = x.shape[:2]
+        if steps == 0:
+            raise InspectError(f"layer {layer.key!r} ({layer.class_name}): the input has no time steps")
         if backwards:
             x = x[:, ::-1]
             mask = mask[:, ::-1] if mask is not None else None
@@ -445,7 +447,7 @@ class _Run:
 
         def fused(kind: str) -> np.ndarray | None:
             parts = [blocks.get(kind + (f"_{g}" if g else "")) for g in split.layout.gates]
-            if any(p is None for p in parts) or not cfg.get("use_bias", True) and kind in ("b", "rb"):
+            if any(p is None for p in parts) or (kind in ("b", "rb") and not cfg.get("use_bias", True)):
                 return None
             return np.concatenate(parts, axis=-1).astype(self.dtype, copy=False)
 
