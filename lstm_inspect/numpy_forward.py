@@ -346,7 +346,8 @@ class _Run:
         # The first cell's input projection for every step at once (the input bias folded in); cells stacked
         # above it read the cell below's new state, so theirs is computed per step.
         proj = cells[0][1].project(x)
-        given = _as_list(initial_state) if initial_state is not None else None
+        # Stacked cells take their states nested per cell ([[h, c], [h]]); counted flat, bottom cell first
+        given = _flatten(initial_state) if initial_state is not None else None
         if given is not None and channels_first:
             given = [np.moveaxis(self.floating(s), 1, -1) for s in given]
         states = self.initial_states(layer, given, [(cell, proj.shape[:1] + proj.shape[2:-1]) for _, cell in cells])
@@ -798,6 +799,10 @@ def _as_list(value: Value) -> list[np.ndarray]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _flatten(value: Any) -> list[np.ndarray]:
+    return [leaf for item in value for leaf in _flatten(item)] if isinstance(value, (list, tuple)) else [value]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Functional graphs (Keras 2 and Keras 3 config forms)
 
@@ -852,7 +857,7 @@ class _Graph:
                 return args[0], masks, kwargs
             if isinstance(node, list):  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
                 values, kwargs = [], {}
-                for item in node:
+                for item in _k2_entries(node):
                     values.append(ref(item[0], item[1], item[2]))
                     extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
                     if "initial_state" in extra:
@@ -869,6 +874,18 @@ def _k3_values(value: Any, ref: Callable) -> Any:
     if isinstance(value, (list, tuple)):
         return [_k3_values(v, ref) for v in value]
     return value
+
+
+def _k2_entries(node: list) -> list[list]:
+    """The [name, node_index, tensor_index, kwargs] entries of a Keras 2 inbound node, in order; tf-keras nests the
+    initial states of stacked cells per cell ([x, [[h_low ...], [c_low ...]], [[h_high ...]]])."""
+    entries = []
+    for item in node:
+        if isinstance(item, list) and item and isinstance(item[0], list):
+            entries.extend(_k2_entries(item))
+        else:
+            entries.append(item)
+    return entries
 
 
 def _k2_values(value: Any, ref: Callable) -> Any:

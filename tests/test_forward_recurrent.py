@@ -129,16 +129,33 @@ def _bidirectional_model(K, np_rng):
     return model
 
 
+def _initial_state_model(K, np_rng):
+    """initial_state for stacked cells (nested per cell, as Keras wants them) and for a ConvLSTM1D."""
+    L = K.layers
+    seq, ctx, frames = K.Input((5, 3), name="seq"), K.Input((2,), name="ctx"), K.Input((3, 4, 2), name="frames")
+    low = [L.Dense(4, name="h_low")(ctx), L.Dense(4, name="c_low")(ctx)]
+    high = [L.Dense(3, name="h_high")(ctx)]
+    stacked = L.RNN(L.StackedRNNCells([L.LSTMCell(4, name="low"), L.GRUCell(3, name="high")], name="cells"),
+                    name="rnn_stacked")(seq, initial_state=[low, high])
+    conv_states = [L.Reshape((4, 2), name=f"grid_{n}")(L.Dense(8, name=f"state_{n}")(ctx)) for n in ("h", "c")]
+    conv = L.ConvLSTM1D(2, 2, padding="same", name="conv")(frames, initial_state=conv_states)
+    model = K.Model([seq, ctx, frames], [stacked, conv])
+    model.set_weights([np_rng.uniform(-0.8, 0.8, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
 @pytest.mark.parametrize("package", ["keras", "tf_keras"])
 def test_stacked_cells_state_order_and_go_backwards_against_keras(package, tmp_path):
-    """Also Bidirectional around RNN(LSTMCell) and around a ConvLSTM1D."""
+    """Also Bidirectional around RNN(LSTMCell) and around a ConvLSTM1D, and initial states for stacked cells
+    (tf-keras nests them per cell in the inbound node) and a ConvLSTM1D."""
     import importlib
 
     K = importlib.import_module(package)
     suffix = ".keras" if package == "keras" else ".h5"
     for name, build, wanted in (
             ("cells", _cell_model, {"rnn_stacked/0", "rnn_stacked/1", "rnn_stacked/2", "rnn_stacked/3", "rnn_simple/1"}),
-            ("bidi", _bidirectional_model, {"bidi_cell", "bidi_conv"})):
+            ("bidi", _bidirectional_model, {"bidi_cell", "bidi_conv"}),
+            ("init", _initial_state_model, {"rnn_stacked", "conv", "h_high"})):
         path = tmp_path / (name + suffix)
         build(K, np.random.default_rng(7)).save(str(path))
         result = lstm_inspect.verify(path, batch=3, steps=5)
