@@ -23,7 +23,7 @@ from typing import Mapping
 
 from ..model import Layer, ModelFile, Tensor
 from . import infer
-from .torch_state import _RNN_PARAM, build_model as build_torch_model
+from .torch_state import build_model as build_torch_model
 
 #: The file metadata key holding how each exported module is built (`layouts.Converted.metadata`).
 MODULES_KEY = "modules"

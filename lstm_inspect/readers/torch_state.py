@@ -10,7 +10,6 @@ A pickled file is never opened here without torch: only ``torch.load(..., weight
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Mapping
 
