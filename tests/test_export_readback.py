@@ -26,11 +26,11 @@ def recurrent_files():
 
 
 def export(file, layout, out):
-    """The export, or None when the layout cannot hold the model (a refusal, tested elsewhere)."""
+    """The export, or the refusal when the layout cannot hold the model (its reasons are tested elsewhere)."""
     try:
         return api.export_layout(FIXTURES / file, out, layout=layout)
-    except InspectError:
-        return None
+    except InspectError as refusal:
+        return refusal
 
 
 @pytest.mark.parametrize("layout,suffix", LAYOUTS, ids=[f"{l}{s}" for l, s in LAYOUTS])
@@ -38,8 +38,9 @@ def export(file, layout, out):
 def test_export_reads_back_identical(file, layout, suffix, tmp_path):
     out = tmp_path / f"export{suffix}"
     converted = export(file, layout, out)
-    if layout != "keras" and converted is None:
-        pytest.skip(f"{file} has no {layout} equivalent")
+    if isinstance(converted, InspectError):  # nothing written, nothing to read back
+        assert layout in str(converted) and not out.exists()
+        return
     with open_model(FIXTURES / file) as source, open_model(out) as back:
         assert back.kind == ("torch-safetensors" if (layout, suffix) == ("torch", ".safetensors")
                              else suffix.lstrip("."))
