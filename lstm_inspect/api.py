@@ -49,25 +49,27 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
     return list(arrays)
 
 
-def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = ()) -> "Any":
+def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = (),
+            forget_bias: float | None = None) -> "Any":
     """The recurrent layers of a model in another framework's layout (``"torch"`` or ``"onnx"``), as a
     `layouts.Converted`: ``.arrays`` (torch state-dict keys ``bidi.weight_ih_l0``, ONNX ``bidi/W``), ``.modules``
     (how to build each torch module / ONNX node) and ``.skipped``. Raises `InspectError` for a layer the target
-    cannot express (relu LSTM for torch, GRU reset_after=False for torch, ConvLSTM, ...)."""
+    cannot express (relu LSTM for torch, GRU reset_after=False for torch, ConvLSTM, ...). `forget_bias` is required
+    for TF1 LSTM cells (which add it to f at run time and store it nowhere) and is added to b_f."""
     from . import layouts
 
     with open_model(path) as model:
-        return layouts.convert(model, layout, _report.select_layers(model, layers))
+        return layouts.convert(model, layout, _report.select_layers(model, layers), forget_bias=forget_bias)
 
 
 def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], layout: str = "keras",
-                  layers: tuple[str, ...] | list[str] = ()) -> "Any":
+                  layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None) -> "Any":
     """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`
     (None for the ``keras`` layout, which is `export`)."""
     if layout == "keras":
         export(path, output, layers)
         return None
-    converted = convert(path, layout, layers)
+    converted = convert(path, layout, layers, forget_bias=forget_bias)
     _export.write_arrays(converted.arrays, output, converted.metadata())
     return converted
 

@@ -38,6 +38,8 @@ NATIVE_GATE_NAMES = {
     "torch": {"LSTM": {"c": "g"}, "GRU": {"h": "n"}},
     "onnx": {},
 }
+#: ONNX LSTM's peephole input P [D, 3·H] holds the i, o, f peepholes in that order.
+PEEPHOLE_ORDER = ("i", "o", "f")
 TORCH_MODULE = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 ONNX_OPERATOR = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 
@@ -113,8 +115,11 @@ class Converted:
         return lines
 
 
-def convert(model: ModelFile, target: str, layers: list[Layer]) -> Converted:
-    """The arrays of `layers` (a selection from `model`, in model order) in the `target` layout."""
+def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: float | None = None) -> Converted:
+    """The arrays of `layers` (a selection from `model`, in model order) in the `target` layout.
+
+    `forget_bias`: what a TF1 LSTMCell / BasicLSTMCell adds to f at run time (stored nowhere); required to convert
+    one, and added to b_f in the converted arrays."""
     if target not in ("torch", "onnx"):
         raise InspectError(f"unknown layout {target!r}; choose one of {', '.join(TARGETS)}")
     out = Converted(target, {}, [], [])
@@ -126,7 +131,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer]) -> Converted:
         directions = _directions(layer, chosen)
         if directions is not None:
             done.update(id(d) for d in directions)
-            module = _convert_recurrent(model, target, layer, directions, out.arrays)
+            module = _convert_recurrent(model, target, layer, directions, out.arrays, forget_bias)
             out.modules.append(module)
         elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
             raise InspectError(f"layer {layer.key!r} ({layer.class_name}): "
@@ -194,12 +199,20 @@ def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
 
 
 def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: list[Layer],
-                       arrays: dict[str, np.ndarray]) -> Module:
+                       arrays: dict[str, np.ndarray], forget_bias: float | None = None) -> Module:
     splits = [_split(layer, target) for layer in directions]
-    if splits[0].native is not None and splits[0].native.framework == "TF1":
-        raise _refuse(owner, target, "a TF1 checkpoint stores neither forget_bias (added to f at run time) nor the "
-                      "activations; use --layout keras and add forget_bias to b_f yourself")
     family = splits[0].layout.family
+    notes: list[str] = []
+    tf1 = splits[0].native is not None and splits[0].native.framework == "TF1"
+    if tf1 and family == "LSTM":
+        if forget_bias is None:
+            raise _refuse(owner, target, "a TF1 LSTM cell adds forget_bias to f at run time and the checkpoint does "
+                          "not store it; pass --forget-bias F (TF1's default is 1.0)")
+        notes.append(f"forget_bias={forget_bias:g} (given, not stored in the checkpoint) is added to b_f")
+    if tf1:
+        notes.append("a TF1 checkpoint records no activations (nor cell_clip / proj_clip): the conversion assumes "
+                     "tanh and sigmoid, the TF1 defaults; check them against the graph that wrote it")
+    blocks = [_read_blocks(split, forget_bias if tf1 and family == "LSTM" else None) for split in splits]
     first = splits[0]
     for split in splits[1:]:
         if (split.layout.family, split.units, split.input_dim, split.reset_after, bool(split.block(f"b{_suffix(split.layout.gates[0])}"))) != \
@@ -213,8 +226,7 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
     if len(set(acts)) > 1:
         raise _refuse(owner, target, "its two directions use different activations")
     act, rec = acts[0]
-    notes: list[str] = []
-    if act is None:
+    if act is None and not tf1:
         notes.append("this file records no activations: the conversion assumes Keras's defaults "
                      "(tanh, sigmoid); check them against the original model")
     for layer in directions:
@@ -225,22 +237,30 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
     backwards = not bidirectional and bool(directions[0].config.get("go_backwards")
                                            or directions[0].config.get("direction") == "reverse")
     if target == "torch":
-        return _to_torch(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
-    return _to_onnx(model, owner, splits, act, rec, bidirectional, backwards, notes, arrays)
+        return _to_torch(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
+    return _to_onnx(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
 
 
-def _recurrent_bias(split: gates.GateSplit, order: tuple[str, ...], b: np.ndarray) -> np.ndarray:
+def _read_blocks(split: gates.GateSplit, forget_bias: float | None) -> dict[str, np.ndarray]:
+    """Every block's array by name; with `forget_bias` (TF1 LSTM cells) added to b_f, as the cell does at run time."""
+    blocks = {block.key: block.read() for block in split.blocks}
+    if forget_bias is not None and "b_f" in blocks:
+        blocks["b_f"] = blocks["b_f"] + np.asarray(forget_bias, dtype=blocks["b_f"].dtype)
+    return blocks
+
+
+def _recurrent_bias(blocks: dict[str, np.ndarray], order: tuple[str, ...], b: np.ndarray) -> np.ndarray:
     """The second bias: Keras GRU reset_after's row 1, a torch / ONNX file's own; zeros for Keras's single bias."""
-    return _stack(split, "rb", order) if split.block("rb" + _suffix(order[0])) is not None else np.zeros_like(b)
+    return _stack(blocks, "rb", order) if "rb" + _suffix(order[0]) in blocks else np.zeros_like(b)
 
 
-def _stack(split: gates.GateSplit, kind: str, order: tuple[str, ...]) -> np.ndarray:
+def _stack(blocks: dict[str, np.ndarray], kind: str, order: tuple[str, ...]) -> np.ndarray:
     """One kind of block in the target's gate order, concatenated along the units axis of Keras's orientation."""
-    parts = [split.block(kind + _suffix(g)).read() for g in order]
-    return np.concatenate(parts, axis=-1)
+    return np.concatenate([blocks[kind + _suffix(g)] for g in order], axis=-1)
 
 
-def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act: str | None, rec: str | None,
+def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], blocks: list[dict[str, np.ndarray]],
+              act: str | None, rec: str | None,
               bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
     family = splits[0].layout.family
     order = GATE_ORDER["torch"][family]
@@ -265,14 +285,14 @@ def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act
     if bidirectional:
         args["bidirectional"] = True
     prefix = owner.key.replace("/", ".")
-    for split, suffix in zip(splits, ("", "_reverse")):
+    for split, own, suffix in zip(splits, blocks, ("", "_reverse")):
         # Keras blocks are (in, H) so that x @ W; torch stores the transpose, (gates*H, in), for W @ x.
-        arrays[f"{prefix}.weight_ih_l0{suffix}"] = np.ascontiguousarray(_stack(split, "W", order).T)
-        arrays[f"{prefix}.weight_hh_l0{suffix}"] = np.ascontiguousarray(_stack(split, "U", order).T)
+        arrays[f"{prefix}.weight_ih_l0{suffix}"] = np.ascontiguousarray(_stack(own, "W", order).T)
+        arrays[f"{prefix}.weight_hh_l0{suffix}"] = np.ascontiguousarray(_stack(own, "U", order).T)
         if has_bias:
-            b = _stack(split, "b", order)
+            b = _stack(own, "b", order)
             arrays[f"{prefix}.bias_ih_l0{suffix}"] = b
-            arrays[f"{prefix}.bias_hh_l0{suffix}"] = _recurrent_bias(split, order, b)
+            arrays[f"{prefix}.bias_hh_l0{suffix}"] = _recurrent_bias(own, order, b)
         if split.block("proj") is not None:
             arrays[f"{prefix}.weight_hr_l0{suffix}"] = np.ascontiguousarray(split.block("proj").read().T)
             args["proj_size"] = split.block("proj").shape[1]
@@ -321,7 +341,8 @@ def onnx_activation(name: str, keras_major: int | None) -> tuple[str, float | No
     return op, alpha, beta
 
 
-def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act: str | None, rec: str | None,
+def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], blocks: list[dict[str, np.ndarray]],
+             act: str | None, rec: str | None,
              bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
     family = splits[0].layout.family
     order = GATE_ORDER["onnx"][family]
@@ -353,13 +374,15 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act:
     if family == "GRU":
         args["linear_before_reset"] = 1 if splits[0].reset_after else 0
     has_bias = splits[0].block("b" + _suffix(order[0])) is not None
-    w, r, b = [], [], []
-    for split in splits:
-        w.append(_stack(split, "W", order).T)
-        r.append(_stack(split, "U", order).T)
+    w, r, b, p = [], [], [], []
+    for own in blocks:
+        w.append(_stack(own, "W", order).T)
+        r.append(_stack(own, "U", order).T)
         if has_bias:
-            wb = _stack(split, "b", order)
-            b.append(np.concatenate([wb, _recurrent_bias(split, order, wb)]))
+            wb = _stack(own, "b", order)
+            b.append(np.concatenate([wb, _recurrent_bias(own, order, wb)]))
+        if "p_i" in own:
+            p.append(_stack(own, "p", PEEPHOLE_ORDER))
     key = owner.key
     arrays[f"{key}/W"] = np.ascontiguousarray(np.stack(w))
     arrays[f"{key}/R"] = np.ascontiguousarray(np.stack(r))
@@ -367,6 +390,10 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], act:
         arrays[f"{key}/B"] = np.ascontiguousarray(np.stack(b))
     else:
         notes.append("no bias (use_bias=False): leave the node's B input empty")
+    if p:
+        arrays[f"{key}/P"] = np.ascontiguousarray(np.stack(p))
+        if not has_bias:
+            notes.append("peepholes P is the node's 8th input: give B as zeros [D, 8·H] (an empty B would shift it)")
     if backwards:
         notes.append("go_backwards=True -> direction=reverse: ONNX returns Y in input time order, Keras in reversed "
                      "order (Y_h is the same)")

@@ -166,6 +166,9 @@ def onnx_run(module, arrays, x_btc):
     if f"{key}/B" in arrays:
         inits.append(numpy_helper.from_array(arrays[f"{key}/B"], "B"))
         inputs.append("B")
+    if f"{key}/P" in arrays:  # peepholes are the 8th input, after sequence_lens, initial_h, initial_c
+        inits.append(numpy_helper.from_array(arrays[f"{key}/P"], "P"))
+        inputs += ["", "", "", "P"]
     node = helper.make_node(op, inputs, ["Y", "Y_h"], **module.args)
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],

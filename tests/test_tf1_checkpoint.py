@@ -209,12 +209,85 @@ def run_cli(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def test_export_to_torch_or_onnx_is_refused(ckpts, tmp_path):
+def test_export_to_torch_or_onnx_without_forget_bias_is_refused(ckpts, tmp_path):
     for layout in ("torch", "onnx"):
         result = run_cli("export", ckpts / "lstm_plain.ckpt", "--layout", layout, "-o", tmp_path / f"o_{layout}.npz")
         assert result.exit_code == 2, result.output
-        assert "forget_bias" in result.output and "Traceback" not in result.output
+        assert "forget_bias" in result.output and "--forget-bias" in result.output
+        assert "Traceback" not in result.output and "rnn/lstm_cell" in result.output
         assert not (tmp_path / f"o_{layout}.npz").exists()
+
+
+def exported(ckpts, tmp_path, name, layout, forget_bias="1.0"):
+    """`export --layout L --forget-bias F` through the CLI, read back with the modules recorded in its header."""
+    from safetensors import safe_open
+    out = tmp_path / f"{name}_{layout}.safetensors"
+    result = run_cli("export", ckpts / f"{name}.ckpt", "--layout", layout, "--forget-bias", forget_bias, "-o", out)
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out), "np") as f:
+        modules = json.loads(f.metadata()["modules"])
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    return {m["key"]: m for m in modules}, arrays, result.output
+
+
+def torch_run(module, arrays, x):
+    import torch
+    net = getattr(torch.nn, module["target"].split(".")[-1])(**module["args"])
+    prefix = module["key"] + "."
+    net.load_state_dict({k[len(prefix):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)},
+                        strict=True)
+    with torch.no_grad():
+        return net(torch.from_numpy(x))[0].numpy()
+
+
+def onnx_seq(module, arrays, x, reverse=False):
+    from test_layout_export import onnx_run
+    from lstm_inspect.layouts import Module
+    y, _ = onnx_run(Module(module["key"], module["layer"], module["target"], module["args"]), arrays, x)
+    return y[:, 0].transpose(1, 0, 2)
+
+
+@pytest.mark.parametrize("name", ["lstm_plain", "basic_lstm", "bidi_lstm"])
+def test_forget_bias_export_to_torch_reproduces_tensorflow(ckpts, tmp_path, name):
+    """TF1 LSTMCell / BasicLSTMCell with --forget-bias 1.0 -> torch.nn.LSTM (strict load) = dynamic_rnn outputs."""
+    data = oracle(ckpts, name)
+    modules, arrays, output = exported(ckpts, tmp_path, name, "torch")
+    assert "forget_bias=1 (given, not stored in the checkpoint) is added to b_f" in output
+    assert "assumes tanh and sigmoid" in output
+    if name == "bidi_lstm":  # two separate cells; the bw one ran on the input reversed in time
+        fw = torch_run(modules["bidirectional_rnn.fw.lstm_cell"], arrays, data["x"])
+        bw = torch_run(modules["bidirectional_rnn.bw.lstm_cell"], arrays, data["x"][:, ::-1].copy())[:, ::-1]
+        close(fw, data["fw"], "fw cell as torch.nn.LSTM")
+        close(bw, data["bw"], "bw cell as torch.nn.LSTM")
+    else:
+        (module,) = modules.values()
+        assert module["target"] == "torch.nn.LSTM"
+        close(torch_run(module, arrays, data["x"]), data["out"], f"{name} as torch.nn.LSTM")
+    _, off, _ = exported(ckpts, tmp_path, name, "torch", forget_bias="0")  # the flag's value is what gets added
+    assert not np.allclose(off[next(k for k in off if "bias_ih" in k)], arrays[next(k for k in arrays if "bias_ih" in k)])
+
+
+@pytest.mark.parametrize("name", ["lstm_plain", "basic_lstm", "gru", "multi"])
+def test_forget_bias_export_to_onnx_reproduces_tensorflow(ckpts, tmp_path, name):
+    """--forget-bias 1.0 -> ONNX LSTM / GRU (linear_before_reset=0) / peepholes P in onnxruntime = dynamic_rnn;
+    MultiRNNCell: its three cells (LSTM with peepholes, GRU, BasicLSTM) chained as three nodes."""
+    data = oracle(ckpts, name)
+    modules, arrays, _ = exported(ckpts, tmp_path, name, "onnx")
+    seq = data["x"]
+    for module in modules.values():
+        if module["target"] == "onnx:GRU":
+            assert module["args"]["linear_before_reset"] == 0
+        seq = onnx_seq(module, arrays, seq)
+    if name == "multi":
+        assert "rnn/multi_rnn_cell/cell_0/lstm_cell/P" in arrays
+    close(seq, data["out"], f"{name} as ONNX node(s) in onnxruntime")
+
+
+@pytest.mark.parametrize("name,reason", [("gru", "reset_after=False"), ("lstm_peep_proj", "peepholes")])
+def test_tf1_cells_torch_cannot_hold_are_refused(ckpts, tmp_path, name, reason):
+    result = run_cli("export", ckpts / f"{name}.ckpt", "--layout", "torch", "--forget-bias", "1", "-o",
+                     tmp_path / "o.npz")
+    assert result.exit_code == 2 and reason in result.output and "Traceback" not in result.output, result.output
 
 
 def test_without_tensorflow_is_a_one_line_message(ckpts, monkeypatch):

@@ -31,7 +31,11 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
 @click.option("--layout", type=click.Choice(["keras", "torch", "onnx"]), default="keras", show_default=True,
               help="keras: gate blocks <layer path>/<block>; torch: torch.nn.LSTM/GRU/RNN state dicts; "
                    "onnx: W, R, B of the ONNX LSTM/GRU/RNN operators (docs/npz-keys.md).")
-def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool, layout: str) -> None:
+@click.option("--forget-bias", type=float, default=None, metavar="F",
+              help="TF1 checkpoints: the forget_bias the LSTM cells added to f at run time (not stored; TF1's "
+                   "default is 1.0). Required to convert them to torch / onnx; added to b_f.")
+def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool, layout: str,
+                   forget_bias: float | None) -> None:
     """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, or the recurrent layers
     converted to the torch or ONNX layout."""
     from ..api import export, export_layout
@@ -43,7 +47,7 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
     if fused:
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
     def convert() -> dict[str, Any]:
-        converted = export_layout(model, output, layout=layout, layers=layers)
+        converted = export_layout(model, output, layout=layout, layers=layers, forget_bias=forget_bias)
         return {"messages": converted.messages(), "count": len(converted.arrays)}
 
     done = isolated(convert, label=model)
