@@ -50,42 +50,58 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
 
 
 def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = (),
-            forget_bias: float | None = None) -> "Any":
+            forget_bias: float | None = None, merge_stacked: bool = False) -> "Any":
     """The recurrent layers of a model in another framework's layout (``"torch"`` or ``"onnx"``), as a
     `layouts.Converted`: ``.arrays`` (torch state-dict keys ``bidi.weight_ih_l0``, ONNX ``bidi/W``), ``.modules``
     (how to build each torch module / ONNX node) and ``.skipped``. Raises `InspectError` for a layer the target
     cannot express (relu LSTM for torch, GRU reset_after=False for torch, ConvLSTM, ...). `forget_bias` is required
-    for TF1 LSTM cells (which add it to f at run time and store it nowhere) and is added to b_f."""
+    for TF1 LSTM cells (which add it to f at run time and store it nowhere) and is added to b_f. `merge_stacked`
+    (torch): consecutive recurrent layers one multi-layer torch module computes become that module (``_l1`` keys,
+    ``num_layers``; `Module.stacked` lists its Keras layers; notes say why a neighbour was not merged)."""
     from . import layouts
 
     with open_model(path) as model:
-        return layouts.convert(model, layout, _report.select_layers(model, layers), forget_bias=forget_bias)
+        return layouts.convert(model, layout, _report.select_layers(model, layers), forget_bias=forget_bias,
+                               merge_stacked=merge_stacked)
 
 
 def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], layout: str = "keras",
-                  layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None) -> "Any":
+                  layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None,
+                  merge_stacked: bool = False) -> "Any":
     """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`
     (None for the ``keras`` layout, which is `export`)."""
     if layout == "keras":
         export(path, output, layers)
         return None
-    converted = convert(path, layout, layers, forget_bias=forget_bias)
+    converted = convert(path, layout, layers, forget_bias=forget_bias, merge_stacked=merge_stacked)
     _export.write_arrays(converted.arrays, output, converted.metadata())
     return converted
 
 
 def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] | list[str] = (), trace: bool = False,
-            dtype: Any = np.float64) -> dict[str, np.ndarray]:
+            dtype: Any = np.float64, forget_bias: float | None = None,
+            nonlinearity: str | None = None) -> dict[str, np.ndarray]:
     """Run the model in numpy with the semantics of the Keras that wrote it.
 
     `inputs`: an array (one input), a list in input order, or a dict keyed by input name. Returns every layer's
     output keyed by layer path and the model's output under ``__output__`` (``__output__/0``, ... for several);
     with `layers`, only those layers (the run stops once they are computed); with `trace`, also per-step gates
     and states of recurrent layers (``lstm/i``, ``lstm/f``, ``lstm/c``, ``lstm/o``, ``lstm/cell``, ``lstm/hidden``;
-    GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units)."""
+    GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units).
+
+    PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
+    framework's semantics (`native_forward`; keys in docs/forward.md) on one X (batch, time, features);
+    `forget_bias` is TF1 LSTM cells' (default 1.0), `nonlinearity` torch.nn.RNN's (default ``"tanh"``)."""
+    from . import native_forward
     from .numpy_forward import run
 
     with open_model(path) as model:
+        if native_forward.handles(model):
+            if trace:
+                raise InspectError("--trace is for Keras models; a PyTorch / ONNX / TF1 module writes its outputs "
+                                   "and final states only", os.fspath(path))
+            return native_forward.run(model, inputs, layers=layers, dtype=dtype, forget_bias=forget_bias,
+                                      nonlinearity=nonlinearity)
         return run(model, inputs, layers=layers, trace=trace, dtype=dtype)
 
 

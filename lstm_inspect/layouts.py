@@ -84,9 +84,14 @@ class Module:
     args: dict[str, Any]
     """torch: constructor arguments; ONNX: node attributes (hidden_size, direction, activations, ...)."""
     notes: list[str] = field(default_factory=list)
+    stacked: list[str] = field(default_factory=list)
+    """With ``merge_stacked``: the Keras layer paths this multi-layer module holds, torch layer 0 first."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "layer": self.layer, "target": self.target, "args": self.args, "notes": self.notes}
+        out = {"key": self.key, "layer": self.layer, "target": self.target, "args": self.args, "notes": self.notes}
+        if self.stacked:
+            out["stacked"] = self.stacked
+        return out
 
 
 @dataclass
@@ -115,14 +120,19 @@ class Converted:
         return lines
 
 
-def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: float | None = None) -> Converted:
+def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: float | None = None,
+            merge_stacked: bool = False) -> Converted:
     """The arrays of `layers` (a selection from `model`, in model order) in the `target` layout.
 
     `forget_bias`: what a TF1 LSTMCell / BasicLSTMCell adds to f at run time (stored nowhere); required to convert
-    one, and added to b_f in the converted arrays."""
+    one, and added to b_f in the converted arrays. `merge_stacked` (torch): consecutive recurrent layers that one
+    multi-layer torch module computes become that module (``_l1``, ``_l2`` keys, ``num_layers``)."""
     if target not in ("torch", "onnx"):
         raise InspectError(f"unknown layout {target!r}; choose one of {', '.join(TARGETS)}")
+    if merge_stacked and target != "torch":
+        raise InspectError(f"merge_stacked applies to the torch layout only (an ONNX {target} node is one layer)")
     out = Converted(target, {}, [], [])
+    recurrent: list[_Unit] = []
     chosen = {id(layer) for layer in layers}
     done: set[int] = set()
     for layer in layers:
@@ -131,8 +141,10 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         directions = _directions(layer, chosen)
         if directions is not None:
             done.update(id(d) for d in directions)
-            module = _convert_recurrent(model, target, layer, directions, out.arrays, forget_bias)
+            own: dict[str, np.ndarray] = {}
+            module = _convert_recurrent(model, target, layer, directions, own, forget_bias)
             out.modules.append(module)
+            recurrent.append(_Unit(layer, module, own))
         elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
             raise InspectError(f"layer {layer.key!r} ({layer.class_name}): "
                                f"{NO_EQUIVALENT.get(layer.class_name, 'its weights do not split into gates')}; "
@@ -143,9 +155,135 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
                 out.skipped.append(f"{layer.key} ({layer.class_name})")
             else:
                 out.modules.append(module)
+    for group in _stacks(model, recurrent) if merge_stacked else [[unit] for unit in recurrent]:
+        _place(out, group)
     if not out.arrays:
         raise InspectError(f"no layer converts to the {target} layout (no LSTM, GRU or SimpleRNN selected)")
     return out
+
+
+@dataclass
+class _Unit:
+    """One converted recurrent layer (or Bidirectional pair) before stacks are merged."""
+
+    owner: Layer
+    module: Module
+    arrays: dict[str, np.ndarray]
+
+
+def _place(out: Converted, group: list[_Unit]) -> None:
+    """Add a group's arrays to `out`; a group of several becomes its first module with ``_l1``, ``_l2``... keys."""
+    first = group[0].module
+    for n, unit in enumerate(group):
+        for key, value in unit.arrays.items():
+            parameter = key[len(unit.module.key) + 1:]
+            out.arrays[f"{first.key}.{parameter.replace('_l0', f'_l{n}')}"] = value
+        if n:
+            out.modules.remove(unit.module)
+    if len(group) > 1:
+        args = dict(first.args)
+        first.args.clear()
+        for name, value in args.items():
+            first.args[name] = value
+            if name == "hidden_size":
+                first.args["num_layers"] = len(group)
+        first.stacked = [unit.owner.key for unit in group]
+        first.notes.append(f"num_layers={len(group)}: torch layer n holds Keras layer "
+                           + ", ".join(f"{n}={unit.owner.key}" for n, unit in enumerate(group)))
+
+
+def _stacks(model: ModelFile, units: list[_Unit]) -> list[list[_Unit]]:
+    """`units` grouped into runs that one multi-layer torch module computes; why a neighbour was not merged is
+    added to its notes."""
+    parents = {id(child): layer for layer in model.layers for child in layer.children}
+    groups: list[list[_Unit]] = []
+    for unit in units:
+        if groups:
+            reason = _why_not_stacked(model, parents, groups[-1][-1], unit)
+            if reason is None:
+                groups[-1].append(unit)
+                continue
+            unit.module.notes.append(f"not merged with {groups[-1][-1].owner.key} below it: {reason}")
+        groups.append([unit])
+    return groups
+
+
+def _why_not_stacked(model: ModelFile, parents: dict[int, Layer], below: _Unit, unit: _Unit) -> str | None:
+    """None when `unit` can be torch layer n+1 on top of `below`, else the reason it cannot."""
+    low, high = below.module, unit.module
+    if low.target != high.target:
+        return f"{low.target} and {high.target} are different modules"
+    for arg in ("hidden_size", "bias", "bidirectional", "nonlinearity"):
+        if low.args.get(arg) != high.args.get(arg):
+            return f"{arg} differs ({low.args.get(arg, 'default')} vs {high.args.get(arg, 'default')})"
+    if "proj_size" in low.args or "proj_size" in high.args:
+        return "a projection (proj_size) is not merged"
+    for owner in (below.owner, unit.owner):
+        wrapper = _sequence_layer(owner, parents)
+        if _run_config(wrapper).get("go_backwards") or _run_config(wrapper).get("stateful"):
+            return f"{wrapper.key} has go_backwards or stateful"
+        if owner.class_name == "Bidirectional" and (owner.config or {}).get("merge_mode", "concat") != "concat":
+            return f"{owner.key} merges its directions with {owner.config.get('merge_mode')}, not concat"
+    width = low.args["hidden_size"] * (2 if low.args.get("bidirectional") else 1)
+    if high.args["input_size"] != width:
+        return f"its input size {high.args['input_size']} is not the output size {width} below"
+    if any(not layer.config for layer in (below.owner, unit.owner)):
+        return "the file records no config to show the two are connected"
+    return _why_not_connected(model, parents, below.owner, unit.owner)
+
+
+def _sequence_layer(layer: Layer, parents: dict[int, Layer]) -> Layer:
+    """The layer that runs `layer` over time: the RNN above a cell (through StackedRNNCells), else itself."""
+    parent = parents.get(id(layer))
+    if parent is not None and parent.class_name == "StackedRNNCells":
+        parent = parents.get(id(parent))
+    return parent if parent is not None and parent.class_name == "RNN" else layer
+
+
+def _run_config(layer: Layer) -> dict[str, Any]:
+    """return_sequences / go_backwards / stateful of a sequence layer (a Bidirectional's: its forward layer's)."""
+    if layer.class_name == "Bidirectional" and layer.children:
+        return layer.children[0].config or {}
+    return layer.config or {}
+
+
+def _why_not_connected(model: ModelFile, parents: dict[int, Layer], low: Layer, high: Layer) -> str | None:
+    low_cells, high_cells = parents.get(id(low)), parents.get(id(high))
+    if low_cells is not None and low_cells is high_cells and low_cells.class_name == "StackedRNNCells":
+        cells = low_cells.children
+        return None if cells.index(high) == cells.index(low) + 1 else "not consecutive cells"
+    for cell, stack in ((low, low_cells), (high, high_cells)):
+        if stack is not None and stack.class_name == "StackedRNNCells":
+            return f"{cell.key} is one cell of {stack.key}, whose other cells sit between"
+    below, above = _sequence_layer(low, parents), _sequence_layer(high, parents)
+    if not _run_config(below).get("return_sequences"):
+        return f"{below.key} does not return sequences"
+    inbound = above.entry.get("inbound_nodes")
+    if inbound:
+        return None if _inbound_names(inbound) == [below.name] else f"{above.key}'s input is not {below.key}'s output"
+    container = parents.get(id(above))
+    siblings = container.children if container is not None else model.root.children
+    if above in siblings and below in siblings and siblings.index(above) == siblings.index(below) + 1:
+        return None
+    return f"{above.key} does not directly follow {below.key}"
+
+
+def _inbound_names(inbound: Any) -> list[str] | None:
+    """The layer names feeding a functional layer's single call, or None when it has several calls, extra
+    tensor arguments (initial_state, constants) or an output other than the first."""
+    if len(inbound) != 1:
+        return None
+    node = inbound[0]
+    if isinstance(node, dict):  # Keras 3: {"args": [keras tensors], "kwargs": {...}}
+        if any(v is not None for k, v in (node.get("kwargs") or {}).items() if k not in ("mask", "training")):
+            return None
+        history = [a.get("config", {}).get("keras_history") for a in node.get("args", []) if isinstance(a, dict)]
+        if len(history) != 1 or not history[0] or list(history[0][1:]) != [0, 0]:
+            return None
+        return [history[0][0]]
+    if len(node) != 1 or list(node[0][1:3]) != [0, 0] or (len(node[0]) > 3 and node[0][3]):
+        return None  # Keras 2: [[name, node index, tensor index, kwargs]]
+    return [node[0][0]]
 
 
 def _directions(layer: Layer, chosen: set[int]) -> list[Layer] | None:

@@ -34,12 +34,17 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
 @click.option("--forget-bias", type=float, default=None, metavar="F",
               help="TF1 checkpoints: the forget_bias the LSTM cells added to f at run time (not stored; TF1's "
                    "default is 1.0). Required to convert them to torch / onnx; added to b_f.")
+@click.option("--merge-stacked", is_flag=True,
+              help="torch: consecutive compatible recurrent layers become one torch module with num_layers=N "
+                   "(keys _l0, _l1, ...); stderr says why a neighbour was not merged.")
 def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool, layout: str,
-                   forget_bias: float | None) -> None:
+                   forget_bias: float | None, merge_stacked: bool) -> None:
     """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, or the recurrent layers
     converted to the torch or ONNX layout."""
     from ..api import export, export_layout
 
+    if merge_stacked and layout != "torch":
+        raise click.UsageError("--merge-stacked only applies to --layout torch (one torch module, several layers)")
     if layout == "keras":
         keys = isolated(export, model, output, layers, fused, label=model)
         click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
@@ -47,7 +52,8 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
     if fused:
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
     def convert() -> dict[str, Any]:
-        converted = export_layout(model, output, layout=layout, layers=layers, forget_bias=forget_bias)
+        converted = export_layout(model, output, layout=layout, layers=layers, forget_bias=forget_bias,
+                                  merge_stacked=merge_stacked)
         return {"messages": converted.messages(), "count": len(converted.arrays)}
 
     done = isolated(convert, label=model)
