@@ -174,22 +174,24 @@ class _Unit:
 def _place(out: Converted, group: list[_Unit]) -> None:
     """Add a group's arrays to `out`; a group of several becomes its first module with ``_l1``, ``_l2``... keys."""
     first = group[0].module
+    if len(group) == 1:
+        out.arrays.update(group[0].arrays)
+        return
     for n, unit in enumerate(group):
         for key, value in unit.arrays.items():
             parameter = key[len(unit.module.key) + 1:]
             out.arrays[f"{first.key}.{parameter.replace('_l0', f'_l{n}')}"] = value
         if n:
             out.modules.remove(unit.module)
-    if len(group) > 1:
-        args = dict(first.args)
-        first.args.clear()
-        for name, value in args.items():
-            first.args[name] = value
-            if name == "hidden_size":
-                first.args["num_layers"] = len(group)
-        first.stacked = [unit.owner.key for unit in group]
-        first.notes.append(f"num_layers={len(group)}: torch layer n holds Keras layer "
-                           + ", ".join(f"{n}={unit.owner.key}" for n, unit in enumerate(group)))
+    args = dict(first.args)
+    first.args.clear()
+    for name, value in args.items():
+        first.args[name] = value
+        if name == "hidden_size":
+            first.args["num_layers"] = len(group)
+    first.stacked = [unit.owner.key for unit in group]
+    first.notes.append(f"num_layers={len(group)}: torch layer n holds Keras layer "
+                       + ", ".join(f"{n}={unit.owner.key}" for n, unit in enumerate(group)))
 
 
 def _stacks(model: ModelFile, units: list[_Unit]) -> list[list[_Unit]]:
