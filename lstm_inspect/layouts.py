@@ -133,6 +133,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         raise InspectError(f"merge_stacked applies to the torch layout only (an ONNX {target} node is one layer)")
     out = Converted(target, {}, [], [])
     recurrent: list[_Unit] = []
+    parents = _parents(model)
     chosen = {id(layer) for layer in layers}
     done: set[int] = set()
     for layer in layers:
@@ -142,7 +143,8 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         if directions is not None:
             done.update(id(d) for d in directions)
             own: dict[str, np.ndarray] = {}
-            module = _convert_recurrent(model, target, layer, directions, own, forget_bias)
+            run = _run_config(_sequence_layer(layer, parents))
+            module = _convert_recurrent(model, target, layer, directions, own, forget_bias, run)
             out.modules.append(module)
             recurrent.append(_Unit(layer, module, own))
         elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
@@ -197,7 +199,7 @@ def _place(out: Converted, group: list[_Unit]) -> None:
 def _stacks(model: ModelFile, units: list[_Unit]) -> list[list[_Unit]]:
     """`units` grouped into runs that one multi-layer torch module computes; why a neighbour was not merged is
     added to its notes."""
-    parents = {id(child): layer for layer in model.layers for child in layer.children}
+    parents = _parents(model)
     groups: list[list[_Unit]] = []
     for unit in units:
         if groups:
@@ -232,6 +234,10 @@ def _why_not_stacked(model: ModelFile, parents: dict[int, Layer], below: _Unit, 
     if any(not layer.config for layer in (below.owner, unit.owner)):
         return "the file records no config to show the two are connected"
     return _why_not_connected(model, parents, below.owner, unit.owner)
+
+
+def _parents(model: ModelFile) -> dict[int, Layer]:
+    return {id(child): layer for layer in model.layers for child in layer.children}
 
 
 def _sequence_layer(layer: Layer, parents: dict[int, Layer]) -> Layer:
@@ -339,7 +345,9 @@ def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
 
 
 def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: list[Layer],
-                       arrays: dict[str, np.ndarray], forget_bias: float | None = None) -> Module:
+                       arrays: dict[str, np.ndarray], forget_bias: float | None = None,
+                       run: dict[str, Any] | None = None) -> Module:
+    """`run`: the config of the layer that runs `owner` over time (the RNN around a cell), for go_backwards."""
     splits = [_split(layer, target) for layer in directions]
     family = splits[0].layout.family
     notes: list[str] = []
@@ -374,7 +382,7 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
             if layer.config.get(attribute):
                 raise _refuse(owner, target, f"ONNX attribute {attribute}={layer.config[attribute]} is not converted")
     bidirectional = len(directions) == 2
-    backwards = not bidirectional and bool(directions[0].config.get("go_backwards")
+    backwards = not bidirectional and bool((run or directions[0].config).get("go_backwards")
                                            or directions[0].config.get("direction") == "reverse")
     if target == "torch":
         return _to_torch(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
