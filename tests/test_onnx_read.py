@@ -50,12 +50,13 @@ def build(case, op, direction, attrs, with_b, with_p, path, inputs=3, hidden=4):
         arrays.pop("B", None)
         names[3:4] = [""]
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()]
-    node = helper.make_node(op, names, ["Y", "Y_h"], name=f"{case}_node", hidden_size=hidden, direction=direction,
+    node = helper.make_node(op, names, ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else []), name=f"{case}_node", hidden_size=hidden, direction=direction,
                             **attrs)
     graph = helper.make_graph(
         [node], case, [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "N", inputs])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", d, "N", hidden]),
-         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [d, "N", hidden])], inits)
+         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [d, "N", hidden])]
+        + ([helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [d, "N", hidden])] if op == "LSTM" else []), inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     onnx.checker.check_model(proto)
@@ -69,7 +70,7 @@ def test_onnx_nodes_are_split_and_reproduced(case, op, direction, attrs, with_b,
     proto = build(case, op, direction, attrs, with_b, with_p, path)
     x = np.random.default_rng(7).normal(size=(6, 2, 3)).astype(np.float32)  # [T, N, in]
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    y, y_h = session.run(None, {"X": x})
+    y, y_h = session.run(["Y", "Y_h"], {"X": x})
     with open_model(path) as model:
         assert model.kind == "onnx"
         (layer,) = model.root.children

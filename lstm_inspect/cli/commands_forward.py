@@ -41,10 +41,17 @@ def _load_inputs(path: str) -> Any:
               help="Also write per-step gates and states of recurrent layers (<layer>/i, /f, /c, /o, /cell, /hidden; "
                    "GRU /z, /r, /h, /hidden), each (batch, time, units).")
 @click.option("--float32", "float32", is_flag=True, help="Compute in float32 like Keras (default float64).")
+@click.option("--forget-bias", type=float, default=None,
+              help="TF1 checkpoints: the forget_bias of LSTMCell / BasicLSTMCell (not stored) [default: 1.0].")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
+              help="PyTorch files: torch.nn.RNN's nonlinearity (not stored in a state dict) [default: tanh].")
 def forward_command(model: str, input_path: str, output: str, layers: tuple[str, ...], trace: bool,
-                    float32: bool) -> None:
+                    float32: bool, forget_bias: float | None, nonlinearity: str | None) -> None:
     """Run MODEL on the inputs in numpy and write every layer's output to an .npz keyed by layer path
-    (the model's output under __output__). --layer NAME stops once that layer has run."""
+    (the model's output under __output__). --layer NAME stops once that layer has run.
+
+    PyTorch, ONNX and TF1 files: each recurrent module (or the --layer ones) runs on X (batch, time, features)
+    with its framework's semantics, writing its output sequence and final states (docs/forward.md)."""
     import numpy as np
 
     from ..api import forward
@@ -52,12 +59,21 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 
     inputs = _load_inputs(input_path)
 
-    def run_and_write() -> int:
-        result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64)
-        write_npz(result, output)
-        return len(result)
+    def run_and_write() -> tuple[int, list[str]]:
+        from .. import native_forward
+        from ..readers import open_model
 
-    count = isolated(run_and_write, label=model)
+        with open_model(model) as opened:
+            notes = native_forward.stated_defaults(opened, layers, forget_bias, nonlinearity) \
+                if native_forward.handles(opened) else []
+        result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64,
+                         forget_bias=forget_bias, nonlinearity=nonlinearity)
+        write_npz(result, output)
+        return len(result), notes
+
+    count, notes = isolated(run_and_write, label=model)
+    for note in notes:
+        click.echo(note, err=True)
     click.echo(f"wrote {count} arrays to {output}", err=True)
 
 

@@ -1,0 +1,322 @@
+"""`forward` on files with no Keras graph: PyTorch state dicts, ONNX models and TF1 checkpoints.
+
+Each recurrent module is run on its own with the source framework's semantics, from the gate blocks `gates.split`
+returns (so running it proves the split): torch ``nn.LSTM`` / ``GRU`` / ``RNN`` (every layer and direction, proj_size,
+both biases), ONNX ``LSTM`` / ``GRU`` / ``RNN`` nodes (peepholes, directions, activations with alpha/beta, clip,
+linear_before_reset, layout), TF1 ``LSTMCell`` / ``BasicLSTMCell`` / ``GRUCell`` (peepholes, projection,
+``MultiRNNCell`` stacks, the ``bw`` cell of a bidirectional pair run backwards). The input is always
+X (batch, time, features); the initial states are zeros, as each framework's default. What a file cannot tell
+(torch RNN's nonlinearity, TF1's forget_bias) comes from the caller, with the frameworks' defaults.
+
+The three frameworks share one step: torch's LSTM is ONNX's with no peepholes, its GRU is ONNX's
+linear_before_reset=1; TF1's LSTMCell has ONNX's peephole placement and its GRUCell is linear_before_reset=0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import gates
+from .errors import InspectError
+from .model import Layer, ModelFile
+
+TORCH_DEFAULT_NONLINEARITY = "tanh"
+TF1_DEFAULT_FORGET_BIAS = 1.0
+_TF1_CELLS = frozenset(gates.TF1_LAYOUTS)
+_ONNX_LEAVES = frozenset(c for c in gates.NATIVE_LAYOUTS if c.startswith("Onnx"))
+_TORCH_LEAVES = frozenset(c for c in gates.NATIVE_LAYOUTS if c.startswith("Torch"))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+#: ONNX's activation functions: name -> (function of (x, alpha, beta), default alpha, default beta); alpha/beta are
+#: consumed from activation_alpha / activation_beta only by the functions that take them, as onnxruntime does.
+_ONNX_ACTIVATIONS: dict[str, tuple[Callable[..., np.ndarray], float | None, float | None]] = {
+    "sigmoid": (lambda x, a, b: _sigmoid(x), None, None),
+    "tanh": (lambda x, a, b: np.tanh(x), None, None),
+    "relu": (lambda x, a, b: np.maximum(x, 0), None, None),
+    "softsign": (lambda x, a, b: x / (1 + np.abs(x)), None, None),
+    "softplus": (lambda x, a, b: np.logaddexp(0, x), None, None),
+    "affine": (lambda x, a, b: a * x + b, 1.0, 0.0),
+    "leakyrelu": (lambda x, a, b: np.where(x >= 0, x, a * x), 0.01, None),
+    "thresholdedrelu": (lambda x, a, b: np.where(x > a, x, 0), 1.0, None),
+    "scaledtanh": (lambda x, a, b: a * np.tanh(b * x), 1.0, 1.0),
+    "hardsigmoid": (lambda x, a, b: np.clip(a * x + b, 0, 1), 0.2, 0.5),
+    "elu": (lambda x, a, b: np.where(x >= 0, x, a * np.expm1(x)), 1.0, None),
+}
+_DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "SimpleRNN": ("tanh",)}
+
+Activation = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Direction:
+    """One layer-direction: its blocks (Keras orientation, ``x @ W_g``) and how its step differs by framework."""
+
+    layer: Layer
+    blocks: dict[str, np.ndarray]
+    family: str
+    activations: tuple[Activation, ...]
+    linear_before_reset: bool = True
+    clip: float | None = None
+    reverse: bool = False
+
+
+def handles(model: ModelFile) -> bool:
+    """True for a file whose recurrent layers are torch / ONNX / TF1 ones (no Keras graph to run)."""
+    return any(layer.class_name in _TF1_CELLS or layer.class_name in gates.NATIVE_LAYOUTS for layer in model.layers)
+
+
+def modules(model: ModelFile) -> list[Layer]:
+    """The runnable units: torch modules and ONNX nodes (containers of directions), TF1 cells and MultiRNNCells."""
+    found = []
+    for layer in model.root.children:
+        leaves = {c.class_name for c in layer.children}
+        if leaves and leaves <= set(gates.NATIVE_LAYOUTS):
+            found.append(layer)
+        elif layer.class_name in _TF1_CELLS or (layer.class_name == "MultiRNNCell" and leaves <= _TF1_CELLS):
+            found.append(layer)
+    return found
+
+
+def select(model: ModelFile, patterns: tuple[str, ...] | list[str]) -> list[Layer]:
+    found = modules(model)
+    if not found:
+        raise InspectError("no recurrent module to run (no torch.nn.LSTM/GRU/RNN, ONNX LSTM/GRU/RNN node or TF1 "
+                           "cell was recognised)", model.path)
+    if not patterns:
+        return found
+    chosen = [m for m in found if any(p in m.key for p in patterns)]
+    if not chosen:
+        raise InspectError(f"--layer {', '.join(patterns)} matches no recurrent module; modules: "
+                           f"{', '.join(m.key for m in found)}", model.path)
+    return chosen
+
+
+def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (), dtype: Any = np.float64,
+        forget_bias: float | None = None, nonlinearity: str | None = None) -> dict[str, np.ndarray]:
+    """Every selected module run on X (batch, time, features); keys as docs/forward.md lists them."""
+    x = _single_input(inputs, model.path).astype(dtype)
+    chosen = select(model, layers)
+    misfits = [f"{m.key} takes {_input_size(m)}" for m in chosen if _input_size(m) not in (None, x.shape[-1])]
+    if misfits:
+        raise InspectError(f"input has {x.shape[-1]} features but {'; '.join(misfits)} (pick modules with --layer)",
+                           model.path)
+    results: dict[str, np.ndarray] = {}
+    for module in chosen:
+        if module.children and module.children[0].class_name in _TORCH_LEAVES:
+            results.update(_run_torch(module, x, dtype, nonlinearity or TORCH_DEFAULT_NONLINEARITY))
+        elif module.children and module.children[0].class_name in _ONNX_LEAVES:
+            results.update(_run_onnx(module, x, dtype))
+        else:
+            fb = TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
+            results.update(_run_tf1(module, x, dtype, fb))
+    return results
+
+
+def stated_defaults(model: ModelFile, layers: tuple[str, ...] | list[str], forget_bias: float | None,
+                    nonlinearity: str | None) -> list[str]:
+    """What the run assumed because the file does not store it, one line each (the CLI prints them)."""
+    notes = []
+    for module in select(model, layers):
+        leaf = module.children[0].class_name if module.children else module.class_name
+        if leaf == "TorchRNN":
+            value = nonlinearity or TORCH_DEFAULT_NONLINEARITY
+            notes.append(f"{module.key}: torch.nn.RNN run with nonlinearity={value!r}"
+                         + (" (torch's default; a state dict does not store it: --nonlinearity relu for the other)"
+                            if nonlinearity is None else ""))
+        if leaf in ("TF1LSTMCell", "TF1BasicLSTMCell"):
+            value = TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
+            notes.append(f"{module.key}: TF1 LSTM cell(s) run with forget_bias={value}"
+                         + (" (TensorFlow's default; a checkpoint does not store it: --forget-bias to change)"
+                            if forget_bias is None else ""))
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ the shared step
+
+
+def _single_input(inputs: Any, label: str) -> np.ndarray:
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 1:
+            raise InspectError(f"a recurrent module takes one input X (batch, time, features), got {len(inputs)} "
+                               "arrays", label)
+        inputs = inputs[0]
+    x = np.asarray(inputs)
+    if x.ndim != 3 or x.dtype.kind not in "fiu":
+        raise InspectError(f"input must be numeric X (batch, time, features), got {x.dtype} {x.shape}", label)
+    if x.shape[1] == 0:
+        raise InspectError("the input has no time steps", label)
+    return x
+
+
+def _input_size(module: Layer) -> int | None:
+    first = module.children[0] if module.children else module
+    split = gates.split(first)
+    return split.input_dim if split is not None and split.blocks else None
+
+
+def _blocks(layer: Layer, dtype: Any) -> dict[str, np.ndarray]:
+    split = gates.split(layer)
+    if split is None or not split.blocks:
+        reason = "; ".join(split.warnings) if split is not None else "its kernels are missing"
+        raise InspectError(f"layer {layer.key!r} ({layer.class_name}) cannot be run: {reason}")
+    return {key: value.astype(dtype) for key, value in split.arrays().items()}
+
+
+def _run_direction(d: Direction, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """x (time, batch, in) -> outputs (time, batch, out) in x's time order, final h, final c (LSTM)."""
+    b = d.blocks
+    letters = gates.LAYOUTS[d.family].gates
+    keys = [f"_{g}" if g else "" for g in letters]
+    units = b["W" + keys[0]].shape[1]
+    out_units = b["proj"].shape[1] if "proj" in b else units
+    zeros = np.zeros(units, dtype=x.dtype)
+    # the input term of every step at once, with both biases where the framework adds them outside the reset gate
+    projected = {k: x @ b["W" + k] + b.get("b" + k, zeros) for k in keys}
+    h = np.zeros((x.shape[1], out_units), dtype=x.dtype)
+    c = np.zeros((x.shape[1], units), dtype=x.dtype)
+    acts = d.activations
+
+    def pre(term: np.ndarray) -> np.ndarray:
+        return np.clip(term, -d.clip, d.clip) if d.clip is not None else term
+
+    steps = range(x.shape[0] - 1, -1, -1) if d.reverse else range(x.shape[0])
+    outputs = np.empty((x.shape[0], x.shape[1], out_units), dtype=x.dtype)
+    for t in steps:
+        if d.family == "LSTM":
+            z = {k: projected[k][t] + h @ b["U" + k] + b.get("rb" + k, zeros) for k in keys}
+            i = acts[0](pre(z["_i"] + b.get("p_i", zeros) * c))
+            f = acts[0](pre(z["_f"] + b.get("p_f", zeros) * c))
+            c = f * c + i * acts[1](pre(z["_c"]))
+            o = acts[0](pre(z["_o"] + b.get("p_o", zeros) * c))
+            h = o * acts[2](c)
+            if "proj" in b:
+                h = h @ b["proj"]
+        elif d.family == "GRU":
+            r = acts[0](pre(projected["_r"][t] + h @ b["U_r"] + b.get("rb_r", zeros)))
+            u = acts[0](pre(projected["_z"][t] + h @ b["U_z"] + b.get("rb_z", zeros)))
+            if d.linear_before_reset:
+                recurrent = r * (h @ b["U_h"] + b.get("rb_h", zeros))
+            else:
+                recurrent = (r * h) @ b["U_h"] + b.get("rb_h", zeros)
+            h = u * h + (1 - u) * acts[1](pre(projected["_h"][t] + recurrent))
+        else:
+            h = acts[0](pre(projected[""][t] + h @ b["U"] + b.get("rb", zeros)))
+        outputs[t] = h
+    return outputs, h, (c if d.family == "LSTM" else None)
+
+
+# ------------------------------------------------------------------------------------------------- per framework
+
+
+def _run_torch(module: Layer, x: np.ndarray, dtype: Any, nonlinearity: str) -> dict[str, np.ndarray]:
+    """torch.nn.LSTM/GRU/RNN(batch_first=True): output (batch, time, D·out), h_n / c_n (D·layers, batch, ·)."""
+    family = gates.NATIVE_LAYOUTS[module.children[0].class_name].family
+    if nonlinearity not in ("tanh", "relu"):
+        raise InspectError(f"nonlinearity {nonlinearity!r} is not torch.nn.RNN's 'tanh' or 'relu'", module.key)
+    names = ("sigmoid", "tanh", "tanh") if family != "SimpleRNN" else (nonlinearity,)
+    acts = tuple(_bound(name, None, None) for name in names)
+    seq = x.transpose(1, 0, 2)
+    finals_h, finals_c = [], []
+    layers = sorted({leaf.config.get("layer", 0) for leaf in module.children})
+    for k in layers:
+        outs = []
+        for leaf in (leaf for leaf in module.children if leaf.config.get("layer", 0) == k):
+            direction = Direction(leaf, _blocks(leaf, dtype), family, acts, linear_before_reset=True,
+                                  reverse=leaf.config.get("direction") == "reverse")
+            y, h, c = _run_direction(direction, seq)
+            outs.append(y)
+            finals_h.append(h)
+            finals_c.append(c)
+        seq = np.concatenate(outs, axis=-1)
+    key = module.key
+    result = {f"{key}/output": seq.transpose(1, 0, 2), f"{key}/h_n": np.stack(finals_h)}
+    if family == "LSTM":
+        result[f"{key}/c_n"] = np.stack(finals_c)
+    return result
+
+
+def _bound(name: str, alpha: float | None, beta: float | None) -> Activation:
+    func, default_alpha, default_beta = _ONNX_ACTIVATIONS[name]
+    a = default_alpha if alpha is None else alpha
+    b = default_beta if beta is None else beta
+    return lambda v: func(v, a, b).astype(v.dtype)
+
+
+def _onnx_activations(node: Layer, family: str) -> list[tuple[Activation, ...]]:
+    """Each direction's activations. activation_alpha / activation_beta are consumed in activation order across
+    the directions, by the functions that take them (as onnxruntime reads them)."""
+    per_direction = len(_DEFAULT_ACTIVATIONS[family])
+    names = list(node.config.get("activations") or _DEFAULT_ACTIVATIONS[family] * len(node.children))
+    alphas = list(node.config.get("activation_alpha") or [])
+    betas = list(node.config.get("activation_beta") or [])
+    bound = []
+    for name in names:
+        key = str(name).lower()
+        if key not in _ONNX_ACTIVATIONS:
+            raise InspectError(f"layer {node.key!r}: ONNX activation {name!r} is not one lstm-inspect runs")
+        _, takes_alpha, takes_beta = _ONNX_ACTIVATIONS[key]
+        alpha = alphas.pop(0) if takes_alpha is not None and alphas else None
+        beta = betas.pop(0) if takes_beta is not None and betas else None
+        bound.append(_bound(key, alpha, beta))
+    return [tuple(bound[d * per_direction:(d + 1) * per_direction]) for d in range(len(node.children))]
+
+
+def _run_onnx(node: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
+    """An ONNX LSTM/GRU/RNN node: Y (seq, D, batch, H), Y_h / Y_c (D, batch, H); with layout=1 the batch-major forms."""
+    family = gates.NATIVE_LAYOUTS[node.children[0].class_name].family
+    if node.config.get("input_forget"):
+        raise InspectError(f"layer {node.key!r}: ONNX LSTM input_forget=1 (coupled gates) is not run")
+    batch_major = bool(node.config.get("layout", 0))
+    seq = x.transpose(1, 0, 2)
+    clip = node.config.get("clip")
+    ys, hs, cs = [], [], []
+    for leaf, activations in zip(node.children, _onnx_activations(node, family)):
+        direction = Direction(leaf, _blocks(leaf, dtype), family, activations,
+                              linear_before_reset=bool(leaf.config.get("linear_before_reset")),
+                              clip=float(clip) if clip is not None else None,
+                              reverse=leaf.config.get("direction") == "reverse")
+        y, h, c = _run_direction(direction, seq)
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    y, y_h = np.stack(ys, axis=1), np.stack(hs)
+    if batch_major:
+        y, y_h = y.transpose(2, 0, 1, 3), y_h.transpose(1, 0, 2)
+    result = {f"{node.key}/Y": y, f"{node.key}/Y_h": y_h}
+    if family == "LSTM":
+        y_c = np.stack(cs)
+        result[f"{node.key}/Y_c"] = y_c.transpose(1, 0, 2) if batch_major else y_c
+    return result
+
+
+def _run_tf1(module: Layer, x: np.ndarray, dtype: Any, forget_bias: float) -> dict[str, np.ndarray]:
+    """TF1 cells as dynamic_rnn runs them: ``<cell>/output`` (batch, time, out), final ``<cell>/h`` (and ``/c``);
+    a MultiRNNCell feeds each cell's output to the next and also writes ``<multi>/output``."""
+    cells = module.children or [module]
+    seq = x.transpose(1, 0, 2)
+    result: dict[str, np.ndarray] = {}
+    acts = tuple(_bound(name, None, None) for name in ("sigmoid", "tanh", "tanh"))
+    for cell in cells:
+        blocks = _blocks(cell, dtype)
+        family = gates.TF1_LAYOUTS[cell.class_name].family
+        if family == "LSTM":  # added at run time by the Python cell, stored nowhere
+            blocks["b_f"] = blocks.get("b_f", np.zeros(blocks["W_f"].shape[1], dtype=dtype)) + forget_bias
+        # bidirectional_dynamic_rnn runs its bw cell on the reversed sequence and reverses the outputs back
+        backward = "bw" in module.key.split("/")
+        seq, h, c = _run_direction(Direction(cell, blocks, family, acts, linear_before_reset=False, reverse=backward),
+                                   seq)
+        result[f"{cell.key}/output"] = seq.transpose(1, 0, 2)
+        result[f"{cell.key}/h"] = h
+        if c is not None:
+            result[f"{cell.key}/c"] = c
+    if module.children:
+        result[f"{module.key}/output"] = seq.transpose(1, 0, 2)
+    return result

@@ -1,0 +1,157 @@
+"""`forward` on PyTorch, ONNX and TF1 files, proven against the frameworks themselves: real torch modules saved as
+.safetensors and .pt, onnx.helper graphs run by onnxruntime, TF1 cells run by TensorFlow's dynamic_rnn. The numpy
+run is fed from `gates.split`'s blocks, so each match also proves the split; a wrong forget_bias, nonlinearity or a
+swapped gate must not match."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import onnxruntime as ort
+import torch
+import test_onnx_read
+import test_torch_read
+from lstm_inspect import forward, open_model
+from lstm_inspect.cli import cli
+from lstm_inspect.errors import InspectError
+from test_tf1_checkpoint import ckpts, oracle  # noqa: F401  (the module fixture: TensorFlow writes the checkpoints)
+
+ATOL = 1e-5
+WORST: dict[str, float] = {}
+
+
+def close(ours, theirs, what):
+    WORST[what.split(":")[0]] = max(WORST.get(what.split(":")[0], 0.0), float(np.max(np.abs(ours - theirs))))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=ATOL, err_msg=what)
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def cli_forward(path, x, tmp_path, *options):
+    np.save(tmp_path / "x.npy", x)
+    result = run_cli("forward", path, "--input", tmp_path / "x.npy", "-o", tmp_path / "out.npz", *options)
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "out.npz") as data:
+        return {k: data[k] for k in data.files}, result.output
+
+
+TORCH = ["lstm_2l_bidi", "lstm_proj", "lstm_nobias", "gru_2l_bidi", "rnn_tanh"]
+
+
+@pytest.mark.parametrize("saver", ["safetensors", "pt"])
+@pytest.mark.parametrize("name", TORCH)
+def test_torch_modules_forward_equals_torch(name, saver, tmp_path):
+    module = test_torch_read.build(name)
+    path = tmp_path / f"{name}.{saver}"
+    test_torch_read.save(module, saver, path)
+    x = np.random.default_rng(3).normal(size=(2, 6, 3))
+    with torch.no_grad():
+        output, state = module.double()(torch.from_numpy(x))
+    ours, said = cli_forward(path, x, tmp_path)
+    close(ours["rnn/output"], output.numpy(), f"torch {name}: output")
+    h_n, c_n = state if isinstance(state, tuple) else (state, None)
+    close(ours["rnn/h_n"], h_n.numpy(), f"torch {name}: h_n")
+    if c_n is not None:
+        close(ours["rnn/c_n"], c_n.numpy(), f"torch {name}: c_n")
+    assert ("nonlinearity='tanh'" in said) == name.startswith("rnn")
+
+
+def test_torch_rnn_relu_needs_the_choice(tmp_path):
+    module = test_torch_read.build("rnn_relu")
+    path = tmp_path / "relu.safetensors"
+    test_torch_read.save(module, "safetensors", path)
+    x = np.random.default_rng(4).normal(size=(2, 5, 3))
+    with torch.no_grad():
+        output = module.double()(torch.from_numpy(x))[0].numpy()
+    close(forward(path, x, nonlinearity="relu")["rnn/output"], output, "torch rnn_relu: output")
+    assert not np.allclose(forward(path, x)["rnn/output"], output, atol=ATOL)  # the tanh default is not relu
+
+
+def test_torch_swapped_gate_fails(tmp_path):
+    module = test_torch_read.build("lstm_2l_bidi")
+    state = {"rnn." + k: v.clone() for k, v in module.state_dict().items()}
+    w = state["rnn.weight_ih_l0"]
+    state["rnn.weight_ih_l0"] = torch.cat([w[5:10], w[0:5], w[10:]])  # i and f exchanged
+    from safetensors.torch import save_file
+    save_file(state, str(tmp_path / "swapped.safetensors"))
+    x = np.random.default_rng(3).normal(size=(2, 6, 3))
+    with torch.no_grad():
+        output = module.double()(torch.from_numpy(x))[0].numpy()
+    assert not np.allclose(forward(tmp_path / "swapped.safetensors", x)["rnn/output"], output, atol=ATOL)
+
+
+ONNX = [c for c in test_onnx_read.CASES] + [
+    ("lstm_clip_hardsigmoid", "LSTM", "bidirectional",
+     {"clip": 0.7, "activations": ["HardSigmoid", "Tanh", "ScaledTanh", "Sigmoid", "LeakyRelu", "Tanh"],
+      "activation_alpha": [0.3, 0.9, 0.05], "activation_beta": [0.4, 1.1]}, True, True, None),
+    ("gru_affine", "GRU", "forward", {"activations": ["Sigmoid", "Affine"], "activation_alpha": [0.5],
+                                      "activation_beta": [0.1]}, True, False, None),
+]
+
+
+@pytest.mark.parametrize("case,op,direction,attrs,with_b,with_p,acts", ONNX, ids=[c[0] for c in ONNX])
+def test_onnx_nodes_forward_equals_onnxruntime(case, op, direction, attrs, with_b, with_p, acts, tmp_path):
+    path = tmp_path / f"{case}.onnx"
+    proto = test_onnx_read.build(case, op, direction, attrs, with_b, with_p, path)
+    x = np.random.default_rng(7).normal(size=(2, 6, 3))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()],
+                        session.run(None, {"X": x.transpose(1, 0, 2).astype(np.float32)})))
+    ours = forward(path, x)
+    for name, value in expected.items():
+        close(ours[f"{case}_node/{name}"], value, f"onnx {case}: {name}")
+
+
+def test_onnx_peephole_matters(tmp_path):
+    path = tmp_path / "p.onnx"
+    proto = test_onnx_read.build("lstm_rev_peephole", "LSTM", "reverse", {}, True, True, path)
+    x = np.random.default_rng(7).normal(size=(2, 6, 3))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(["Y"], {"X": x.transpose(1, 0, 2).astype(np.float32)})[0]
+    plain = tmp_path / "plain.onnx"
+    test_onnx_read.build("lstm_rev_peephole", "LSTM", "reverse", {}, True, False, plain)  # same seed, no P
+    assert not np.allclose(forward(plain, x)["lstm_rev_peephole_node/Y"], y, atol=ATOL)
+
+
+TF1 = {"lstm_peep_proj": ["rnn/lstm_cell"], "lstm_plain": ["rnn/lstm_cell"], "basic_lstm": ["rnn/basic_lstm_cell"],
+       "gru": ["rnn/gru_cell"], "multi": ["rnn/multi_rnn_cell"]}
+
+
+@pytest.mark.parametrize("name", list(TF1))
+def test_tf1_cells_forward_equals_dynamic_rnn(ckpts, name, tmp_path):  # noqa: F811
+    data = oracle(ckpts, name)
+    ours, said = cli_forward(ckpts / f"{name}.ckpt", data["x"], tmp_path)
+    (key,) = TF1[name]
+    close(ours[f"{key}/output"], data["out"], f"tf1 {name}: output")
+    assert ("forget_bias=1.0 (TensorFlow's default" in said) == (name != "gru")
+    if name != "gru":  # forget_bias is stored nowhere: another value must not reproduce TensorFlow
+        wrong = forward(ckpts / f"{name}.ckpt", data["x"], forget_bias=0.0)[f"{key}/output"]
+        assert not np.allclose(wrong, data["out"], atol=ATOL)
+
+
+def test_tf1_bidirectional_pair(ckpts):  # noqa: F811
+    data = oracle(ckpts, "bidi_lstm")
+    ours = forward(ckpts / "bidi_lstm.ckpt", data["x"])
+    close(ours["bidirectional_rnn/fw/lstm_cell/output"], data["fw"], "tf1 bidi: fw")
+    close(ours["bidirectional_rnn/bw/lstm_cell/output"], data["bw"], "tf1 bidi: bw")
+
+
+def test_refusals_name_the_file_and_reason(tmp_path):
+    module = test_torch_read.build("gru_2l_bidi")
+    path = tmp_path / "g.safetensors"
+    test_torch_read.save(module, "safetensors", path)
+    x = np.zeros((1, 3, 3))
+    for kwargs, words in [({"inputs": np.zeros((1, 3, 5))}, "5 features"), ({"inputs": x, "layers": ["nope"]}, "nope"),
+                          ({"inputs": x, "trace": True}, "--trace"), ({"inputs": np.zeros((3, 3))}, "(batch, time")]:
+        with pytest.raises(InspectError, match=words.replace("(", r"\(")) as info:
+            forward(path, **kwargs)
+        assert str(path) in str(info.value) or "nope" in str(info.value)
+    result = run_cli("forward", path, "--input", tmp_path / "missing.npy", "-o", tmp_path / "o.npz")
+    assert result.exit_code == 2
+
+
+def test_zz_report_worst():
+    print("\nworst |numpy - framework|:", {k: f"{v:.1e}" for k, v in sorted(WORST.items())})
