@@ -32,16 +32,19 @@ def inspect(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = 
         return _report.inspect(model, layers, with_stats=stats)
 
 
-def export_arrays(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = (), fused: bool = False) -> dict[str, np.ndarray]:
-    """Every weight as ``{"<layer path>/<block>": array}``, the keys `lstm-inspect export` writes."""
+def export_arrays(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = (), fused: bool = False,
+                  forget_bias: float | None = None) -> dict[str, np.ndarray]:
+    """Every weight as ``{"<layer path>/<block>": array}``, the keys `lstm-inspect export` writes. With `fused`:
+    Keras's fused ``kernel`` / ``recurrent_kernel`` / ``bias`` per recurrent layer, converted for torch / ONNX /
+    TF1 files (`forget_bias` required for TF1 LSTM cells)."""
     with open_model(path) as model:
-        return _export.export_arrays(model, layers, fused)
+        return _export.export_arrays(model, layers, fused, forget_bias)
 
 
 def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = (),
-           fused: bool = False) -> list[str]:
+           fused: bool = False, forget_bias: float | None = None) -> list[str]:
     """Write the arrays of `export_arrays` to an .npz (or .safetensors) file; returns the keys written."""
-    arrays = export_arrays(path, layers, fused)
+    arrays = export_arrays(path, layers, fused, forget_bias)
     if not arrays:
         what = "no layer matched --layer" if layers else "the model stores no weights"
         raise InspectError(f"nothing to export: {what}", os.fspath(path))
@@ -67,12 +70,22 @@ def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] |
 
 def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], layout: str = "keras",
                   layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None,
-                  merge_stacked: bool = False) -> "Any":
-    """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`
-    (None for the ``keras`` layout, which is `export`)."""
-    if layout == "keras":
+                  merge_stacked: bool = False, fused: bool = False) -> "Any":
+    """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`.
+    ``keras``: `export` (gate blocks; None is returned), or with `fused` Keras's fused arrays for every layer,
+    returning the conversion of the torch / ONNX / TF1 layers (how to build each Keras layer)."""
+    if layout == "keras" and not fused:
         export(path, output, layers)
         return None
+    if layout == "keras":
+        with open_model(path) as model:
+            arrays, converted = _export.fused_keras_arrays(model, layers, forget_bias)
+        if not arrays:
+            raise InspectError("nothing to export: " + ("no layer matched --layer" if layers else
+                                                        "the model stores no weights"), os.fspath(path))
+        _export.write_arrays(arrays, output)
+        converted.arrays = arrays
+        return converted
     converted = convert(path, layout, layers, forget_bias=forget_bias, merge_stacked=merge_stacked)
     _export.write_arrays(converted.arrays, output, converted.metadata())
     return converted

@@ -30,6 +30,7 @@ TARGETS = ("keras", "torch", "onnx")
 
 #: Gate order of each target along its fused axis, in Keras's gate letters (c = PyTorch g, h = PyTorch n).
 GATE_ORDER = {
+    "keras": {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h"), "SimpleRNN": ("",)},
     "torch": {"LSTM": ("i", "f", "c", "o"), "GRU": ("r", "z", "h"), "SimpleRNN": ("",)},
     "onnx": {"LSTM": ("i", "o", "f", "c"), "GRU": ("z", "r", "h"), "SimpleRNN": ("",)},
 }
@@ -127,7 +128,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
     `forget_bias`: what a TF1 LSTMCell / BasicLSTMCell adds to f at run time (stored nowhere); required to convert
     one, and added to b_f in the converted arrays. `merge_stacked` (torch): consecutive recurrent layers that one
     multi-layer torch module computes become that module (``_l1``, ``_l2`` keys, ``num_layers``)."""
-    if target not in ("torch", "onnx"):
+    if target not in TARGETS:
         raise InspectError(f"unknown layout {target!r}; choose one of {', '.join(TARGETS)}")
     if merge_stacked and target != "torch":
         raise InspectError(f"merge_stacked applies to the torch layout only (an ONNX {target} node is one layer)")
@@ -140,11 +141,17 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         if id(layer) in done:
             continue
         directions = _directions(layer, chosen)
+        if target == "keras" and (directions is None or gates.NATIVE_LAYOUTS.get(directions[0].class_name) is None
+                                  and directions[0].class_name not in gates.TF1_LAYOUTS):
+            continue  # Keras's own layers (and non-recurrent ones) already hold Keras's arrays
         if directions is not None:
             done.update(id(d) for d in directions)
             own: dict[str, np.ndarray] = {}
             run = _run_config(_sequence_layer(layer, parents))
-            module = _convert_recurrent(model, target, layer, directions, own, forget_bias, run)
+            parent = parents.get(id(layer))
+            paired = parent is not None and bool(parent.config.get("bidirectional")
+                                                 or parent.config.get("direction") == "bidirectional")
+            module = _convert_recurrent(model, target, layer, directions, own, forget_bias, run, paired)
             out.modules.append(module)
             recurrent.append(_Unit(layer, module, own))
         elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
@@ -159,7 +166,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
                 out.modules.append(module)
     for group in _stacks(model, recurrent) if merge_stacked else [[unit] for unit in recurrent]:
         _place(out, group)
-    if not out.arrays:
+    if not out.arrays and target != "keras":
         raise InspectError(f"no layer converts to the {target} layout (no LSTM, GRU or SimpleRNN selected)")
     return out
 
@@ -346,8 +353,9 @@ def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
 
 def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: list[Layer],
                        arrays: dict[str, np.ndarray], forget_bias: float | None = None,
-                       run: dict[str, Any] | None = None) -> Module:
-    """`run`: the config of the layer that runs `owner` over time (the RNN around a cell), for go_backwards."""
+                       run: dict[str, Any] | None = None, paired: bool = False) -> Module:
+    """`run`: the config of the layer that runs `owner` over time (the RNN around a cell), for go_backwards;
+    `paired`: `owner` is one direction of a bidirectional torch module / ONNX node (for the keras target)."""
     splits = [_split(layer, target) for layer in directions]
     family = splits[0].layout.family
     notes: list[str] = []
@@ -384,6 +392,8 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
     bidirectional = len(directions) == 2
     backwards = not bidirectional and bool((run or directions[0].config).get("go_backwards")
                                            or directions[0].config.get("direction") == "reverse")
+    if target == "keras":
+        return _to_keras(owner, splits[0], blocks[0], act, rec, backwards and not paired, paired, notes, arrays)
     if target == "torch":
         return _to_torch(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
     return _to_onnx(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
@@ -549,3 +559,68 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], bloc
         mode = owner.config.get("merge_mode", "concat") if owner.config else "concat"
         notes.append(f"Y has both directions on axis 1 [seq, 2, batch, H]; Keras's merge_mode={mode} combines them")
     return Module(key, owner.key, f"onnx:{ONNX_OPERATOR[family]}", args, notes)
+
+
+def _to_keras(layer: Layer, split: gates.GateSplit, blocks: dict[str, np.ndarray], act: str | None, rec: str | None,
+              backwards: bool, paired: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
+    """A torch / ONNX / TF1 recurrent leaf as the arrays of a Keras layer's `set_weights`: kernel (in, gates·u),
+    recurrent_kernel (u, gates·u), bias, in Keras's gate order."""
+    family = split.layout.family
+    if "proj" in blocks:
+        raise _refuse(layer, "keras", "an LSTM with a projection (proj_size / weight_hr) has no Keras layer")
+    if "p_i" in blocks:
+        raise _refuse(layer, "keras", "Keras's LSTM has no peepholes")
+    for name in (act, rec):
+        if name is not None and name.startswith("onnx "):
+            raise _refuse(layer, "keras", f"activation {name} has no Keras name")
+    order = GATE_ORDER["keras"][family]
+    key, direction = _keras_key(layer, paired)
+    arrays[f"{key}/kernel"] = _stack(blocks, "W", order)
+    arrays[f"{key}/recurrent_kernel"] = _stack(blocks, "U", order)
+    args: dict[str, Any] = {"units": split.units}
+    if act not in (None, "tanh"):
+        args["activation"] = act
+    if rec not in (None, "sigmoid") and family != "SimpleRNN":
+        args["recurrent_activation"] = rec
+    if act is None and family == "SimpleRNN":
+        notes.append("torch.nn.RNN's nonlinearity is not in the state dict: assumed tanh (use activation='relu' "
+                     "if the module was built with nonlinearity='relu')")
+    if "b" + _suffix(order[0]) in blocks:
+        b = _stack(blocks, "b", order)
+        second = "rb" + _suffix(order[0]) in blocks
+        if family == "GRU" and split.reset_after:
+            # torch GRU / ONNX linear_before_reset=1 apply r to (U h + b_hh): Keras's reset_after=True, bias rows
+            # [input; recurrent]
+            arrays[f"{key}/bias"] = np.stack([b, _recurrent_bias(blocks, order, b)])
+        else:
+            # the recurrent bias is added outside every nonlinearity's argument split, so the sum is exact
+            arrays[f"{key}/bias"] = b + _stack(blocks, "rb", order) if second else b
+    else:
+        args["use_bias"] = False
+    if family == "GRU":
+        args["reset_after"] = bool(split.reset_after)
+    args["return_sequences"] = True
+    if direction == "backward":
+        notes.append("the backward direction: Bidirectional(...).set_weights takes the forward layer's kernel, "
+                     "recurrent_kernel, bias, then the backward layer's")
+    elif backwards:
+        args["go_backwards"] = True
+        notes.append("direction=reverse alone: Keras's go_backwards returns the outputs in reversed time order")
+    return Module(key, layer.key, f"keras.layers.{family}", args, notes)
+
+
+def _keras_key(layer: Layer, paired: bool) -> tuple[str, str | None]:
+    """Where a leaf's Keras arrays go: an ONNX node's path (its leaves are named by direction); for the two
+    directions of a bidirectional torch layer (``l0``, ``l0_reverse``) or ONNX node, ``<path>/forward`` and
+    ``<path>/backward``; else the leaf's path."""
+    direction = layer.config.get("direction")
+    path = list(layer.path)
+    if layer.class_name in gates.NATIVE_LAYOUTS and gates.NATIVE_LAYOUTS[layer.class_name].framework == "ONNX" \
+            and path[-1] in ("forward", "reverse"):
+        path = path[:-1]
+    elif paired and path[-1].endswith("_reverse"):
+        path[-1] = path[-1][:-len("_reverse")]
+    if not paired:
+        return "/".join(path), None
+    side = "backward" if direction == "reverse" else "forward"
+    return "/".join([*path, side]), side

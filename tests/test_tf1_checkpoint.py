@@ -283,6 +283,30 @@ def test_forget_bias_export_to_onnx_reproduces_tensorflow(ckpts, tmp_path, name)
     close(seq, data["out"], f"{name} as ONNX node(s) in onnxruntime")
 
 
+@pytest.mark.parametrize("name", ["lstm_plain", "basic_lstm", "gru"])
+def test_forget_bias_export_to_keras_fused_reproduces_tensorflow(ckpts, tmp_path, name):
+    """`export --fused --forget-bias 1.0`: Keras 3 LSTM / GRU(reset_after=False) given the arrays with set_weights
+    computes dynamic_rnn's outputs; without the flag an LSTM cell is refused."""
+    keras = pytest.importorskip("keras")
+    data = oracle(ckpts, name)
+    out = tmp_path / "k.npz"
+    if name != "gru":
+        refused = run_cli("export", ckpts / f"{name}.ckpt", "--fused", "-o", out)
+        assert refused.exit_code == 2 and "--forget-bias" in refused.output and not out.exists(), refused.output
+    result = run_cli("export", ckpts / f"{name}.ckpt", "--fused", "--forget-bias", "1.0", "-o", out)
+    assert result.exit_code == 0, result.output
+    key, _ = SINGLE[name]
+    with np.load(out) as arrays:
+        weights = [arrays[f"{key}/{n}"] for n in ("kernel", "recurrent_kernel", "bias")]
+    units = weights[1].shape[0]
+    layer = keras.layers.GRU(units, return_sequences=True, reset_after=False) if name == "gru" else \
+        keras.layers.LSTM(units, return_sequences=True)
+    assert ("reset_after=False" in result.output) == (name == "gru")
+    layer.build((None, None, weights[0].shape[0]))
+    layer.set_weights(weights)
+    close(np.asarray(layer(data["x"])), data["out"], f"{name} as a Keras layer")
+
+
 @pytest.mark.parametrize("name,reason", [("gru", "reset_after=False"), ("lstm_peep_proj", "peepholes")])
 def test_tf1_cells_torch_cannot_hold_are_refused(ckpts, tmp_path, name, reason):
     result = run_cli("export", ckpts / f"{name}.ckpt", "--layout", "torch", "--forget-bias", "1", "-o",

@@ -27,33 +27,36 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="The file to write: .npz, or .safetensors (needs the safetensors package).")
 @layer_option
-@click.option("--fused", is_flag=True, help="Write the original fused kernel/recurrent_kernel/bias arrays.")
+@click.option("--fused", is_flag=True,
+              help="With --layout keras: Keras's fused kernel/recurrent_kernel/bias per recurrent layer, ready for "
+                   "layer.set_weights (the originals for Keras files; converted from torch / ONNX / TF1 files).")
 @click.option("--layout", type=click.Choice(["keras", "torch", "onnx"]), default="keras", show_default=True,
               help="keras: gate blocks <layer path>/<block>; torch: torch.nn.LSTM/GRU/RNN state dicts; "
                    "onnx: W, R, B of the ONNX LSTM/GRU/RNN operators (docs/npz-keys.md).")
 @click.option("--forget-bias", type=float, default=None, metavar="F",
               help="TF1 checkpoints: the forget_bias the LSTM cells added to f at run time (not stored; TF1's "
-                   "default is 1.0). Required to convert them to torch / onnx; added to b_f.")
+                   "default is 1.0). Required to convert them (torch, onnx, keras --fused); added to b_f.")
 @click.option("--merge-stacked", is_flag=True,
               help="torch: consecutive compatible recurrent layers become one torch module with num_layers=N "
                    "(keys _l0, _l1, ...); stderr says why a neighbour was not merged.")
 def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool, layout: str,
                    forget_bias: float | None, merge_stacked: bool) -> None:
-    """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, or the recurrent layers
-    converted to the torch or ONNX layout."""
+    """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, Keras's fused arrays
+    (--fused, converted from torch / ONNX / TF1 files), or the recurrent layers converted to the torch or ONNX
+    layout."""
     from ..api import export, export_layout
 
     if merge_stacked and layout != "torch":
         raise click.UsageError("--merge-stacked only applies to --layout torch (one torch module, several layers)")
-    if layout == "keras":
-        keys = isolated(export, model, output, layers, fused, label=model)
+    if layout == "keras" and not fused:
+        keys = isolated(export, model, output, layers, label=model)
         click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
         return
-    if fused:
+    if fused and layout != "keras":
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
     def convert() -> dict[str, Any]:
         converted = export_layout(model, output, layout=layout, layers=layers, forget_bias=forget_bias,
-                                  merge_stacked=merge_stacked)
+                                  merge_stacked=merge_stacked, fused=fused)
         return {"messages": converted.messages(), "count": len(converted.arrays)}
 
     done = isolated(convert, label=model)
