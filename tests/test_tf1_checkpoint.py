@@ -307,6 +307,13 @@ def test_forget_bias_export_to_keras_fused_reproduces_tensorflow(ckpts, tmp_path
     close(np.asarray(layer(data["x"])), data["out"], f"{name} as a Keras layer")
 
 
+@pytest.mark.parametrize("name,reason", [("lstm_peep_proj", "projection"), ("multi", "peepholes")])
+def test_tf1_cells_keras_cannot_hold_are_refused(ckpts, tmp_path, name, reason):
+    result = run_cli("export", ckpts / f"{name}.ckpt", "--fused", "--forget-bias", "1", "-o", tmp_path / "o.npz")
+    assert result.exit_code == 2 and reason in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "o.npz").exists()
+
+
 @pytest.mark.parametrize("name,reason", [("gru", "reset_after=False"), ("lstm_peep_proj", "peepholes")])
 def test_tf1_cells_torch_cannot_hold_are_refused(ckpts, tmp_path, name, reason):
     result = run_cli("export", ckpts / f"{name}.ckpt", "--layout", "torch", "--forget-bias", "1", "-o",
