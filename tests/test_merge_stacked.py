@@ -111,5 +111,27 @@ def test_merge_stacked_is_torch_only(tmp_path):
     assert result.exit_code == 2 and "--merge-stacked only applies to --layout torch" in result.output
 
 
+def test_tf_keras_functional_stack_merges(tmp_path):
+    """Keras 2's inbound-node format ([[name, node, tensor, kwargs]]) is followed too: a tf-keras .h5."""
+    tf_keras = pytest.importorskip("tf_keras")
+    x_in = tf_keras.Input((5, 3))
+    a = tf_keras.layers.GRU(4, return_sequences=True, name="gru_a")(x_in)
+    b = tf_keras.layers.GRU(4, return_sequences=True, name="gru_b")(a)
+    model = perturbed(tf_keras.Model(x_in, b))
+    model.save(tmp_path / "m.h5")
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    converted = convert(tmp_path / "m.h5", "torch", merge_stacked=True)
+    (module,) = converted.modules
+    assert module.stacked == ["gru_a", "gru_b"] and module.args["num_layers"] == 2
+    net = torch.nn.GRU(**module.args)
+    net.load_state_dict({k[len(module.key) + 1:]: torch.from_numpy(v) for k, v in converted.arrays.items()},
+                        strict=True)
+    with torch.no_grad():
+        ours = net(torch.from_numpy(x))[0].numpy()
+    WORST[0] = max(WORST[0], float(np.max(np.abs(ours - expected))))
+    np.testing.assert_allclose(ours, expected, atol=ATOL, rtol=1e-5)
+
+
 def test_zz_report_worst():
     print(f"\nmerge-stacked: largest |torch - Keras| {WORST[0]:.2e}")
