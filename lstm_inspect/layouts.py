@@ -222,6 +222,9 @@ def _stacks(model: ModelFile, units: list[_Unit]) -> list[list[_Unit]]:
 def _why_not_stacked(model: ModelFile, parents: dict[int, Layer], below: _Unit, unit: _Unit) -> str | None:
     """None when `unit` can be torch layer n+1 on top of `below`, else the reason it cannot."""
     low, high = below.module, unit.module
+    native = gates.NATIVE_LAYOUTS.get(unit.owner.class_name) or gates.TF1_LAYOUTS.get(unit.owner.class_name)
+    if native is not None:
+        return f"only Keras layers are merged; a {native.framework} file's layers stay as read"
     if low.target != high.target:
         return f"{low.target} and {high.target} are different modules"
     for arg in ("hidden_size", "bias", "bidirectional", "nonlinearity"):
