@@ -68,8 +68,13 @@ def layer_arrays(layer: Layer, fused: bool = False) -> dict[str, np.ndarray]:
 def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike[str],
                  metadata: dict[str, str] | None = None) -> None:
     """Write to ``.safetensors`` (needs the optional ``safetensors`` package; `metadata` goes into its header)
-    or, for any other name, ``.npz``."""
+    or, for any other name, ``.npz`` (`metadata` as its ``__metadata__`` entry, except in the torch layout, whose
+    keys must be exactly a state dict's)."""
     if not os.fspath(path).endswith(".safetensors"):
+        if metadata and metadata.get("layout") != "torch":
+            from .readers.npz_file import METADATA_KEY, metadata_array
+
+            arrays = {**arrays, METADATA_KEY: metadata_array(metadata)}
         return write_npz(arrays, path)
     if not arrays:
         raise InspectError("nothing to export (no layer with weights matched)", os.fspath(path))

@@ -16,7 +16,7 @@ from lstm_inspect.cli import cli
 from lstm_inspect.diff import diff_models
 
 CONFIG_KINDS = {"h5-full", "keras-zip"}
-LAYOUTS = [("torch", ".npz"), ("torch", ".safetensors"), ("onnx", ".safetensors")]
+LAYOUTS = [("torch", ".npz"), ("torch", ".safetensors"), ("onnx", ".npz"), ("onnx", ".safetensors")]
 
 
 def recurrent_files():
@@ -55,8 +55,28 @@ def test_export_reads_back_identical(file, layout, suffix, tmp_path):
         assert result["identical"], result["summary"]
 
 
+def test_onnx_layout_npz_keeps_node_attributes(tmp_path):
+    """reset_after=True survives the round trip as linear_before_reset=1 (read from the __metadata__ entry)."""
+    out = tmp_path / "gru.npz"
+    api.export_layout(FIXTURES / "k3_gru_ra.keras", out, layout="onnx")
+    assert "__metadata__" in np.load(out).files
+    with open_model(out) as back:
+        node = back.root.children[0]
+        assert node.class_name == "onnx.GRU" and node.children[0].config["linear_before_reset"] == 1
+        assert not back.warnings
+
+
+def test_torch_layout_npz_is_exactly_a_state_dict(tmp_path):
+    import torch
+    out = tmp_path / "t.npz"
+    api.export_layout(FIXTURES / "k3_gru_ra.keras", out, layout="torch")
+    state = {k: torch.from_numpy(v) for k, v in np.load(out).items() if k.startswith("gru.")}
+    assert set(np.load(out).files) == set(state) | {"dense.weight", "dense.bias"}
+    torch.nn.GRU(3, 5, batch_first=True).load_state_dict({k[4:]: v for k, v in state.items()}, strict=True)
+
+
 def test_plain_savez_of_a_torch_state_dict_reads_as_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     torch.manual_seed(0)
     module = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
     np.savez(tmp_path / "sd.npz", **{f"enc.{k}": v.detach().numpy() for k, v in module.state_dict().items()})
