@@ -135,9 +135,12 @@ class _Array:
 def _module_key(layer: Layer, parents: dict[int, Layer]) -> str:
     """The key a layer's conversion is found under: torch ``enc.lstm`` and ONNX node ``enc/lstm`` both give
     ``enc/lstm``; a Keras Bidirectional's directions share their wrapper's key."""
-    if layer.class_name in gates.NATIVE_LAYOUTS:  # a torch / ONNX leaf: (module, l0 | l0_reverse | forward ...)
-        return "/".join(layer.path[:-1]).replace(".", "/")
     parent = parents.get(id(layer))
+    if layer.class_name in gates.NATIVE_LAYOUTS:  # a torch / ONNX leaf: (module, l0 | l0_reverse | forward ...)
+        module = "/".join(layer.path[:-1]).replace(".", "/")
+        layers = parent.config.get("num_layers", 1) if parent is not None else 1
+        # a multi-layer torch module holds one Keras layer per torch layer (enc/l0, enc/l1 in a Keras export)
+        return f"{module}/l{layer.config['layer']}" if layers > 1 and "layer" in layer.config else module
     if parent is not None and parent.class_name == "Bidirectional":
         return parent.key
     return layer.key.replace(".", "/")

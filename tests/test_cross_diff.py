@@ -119,7 +119,7 @@ def _onnx_file(file, layers, tmp_path):
     assert result.exit_code == 0, result.output
     nodes, inits = [], []
     with np.load(npz) as data:
-        keys = sorted({k.rsplit("/", 1)[0] for k in data.files})
+        keys = sorted({k.rsplit("/", 1)[0] for k in data.files if k != "__metadata__"})
         for key in keys:
             w, r = data[f"{key}/W"], data[f"{key}/R"]
             names = [f"{key}/X", f"{key}/W", f"{key}/R"]

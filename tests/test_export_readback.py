@@ -131,3 +131,21 @@ def test_compressed_npz_reads(tmp_path):
         layer = model.root.children[0]
         assert layer.class_name == "LSTM" and layer.inferred
         np.testing.assert_array_equal(layer.weight("kernel").read(), kernel)
+
+
+def test_torch_file_and_its_keras_arrays_diff_identical(tmp_path):
+    """A 2-layer bidirectional torch LSTM and a GRU, exported as Keras set_weights arrays (--fused): each torch
+    layer is one Keras Bidirectional (enc/l0, enc/l1), matched block by block after reordering."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    lstm, gru = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True), torch.nn.GRU(3, 5)
+    state = {f"enc.{k}": v for k, v in lstm.state_dict().items()} | {f"dec.{k}": v for k, v in gru.state_dict().items()}
+    save_file(state, tmp_path / "m.safetensors")
+    result = run("export", tmp_path / "m.safetensors", "--fused", "-o", tmp_path / "k.npz")
+    assert result.exit_code == 0, result.output
+    with open_model(tmp_path / "m.safetensors") as source, open_model(tmp_path / "k.npz") as back:
+        assert [c.class_name for c in back.root.children[1].children] == ["Bidirectional", "Bidirectional"]
+        result = diff_models(source, back)
+    assert result["identical"] and result["summary"]["blocks_compared"] == 60, result["summary"]

@@ -72,7 +72,8 @@ def build(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[str, st
     for layer in root.walk():
         if layer.class_name == "" and layer.children:
             names = [c.name for c in layer.children]
-            bidirectional = len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_")
+            bidirectional = names == ["forward", "backward"] or (
+                len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_"))
             layer.class_name = "Bidirectional" if bidirectional else "Container"
     return model
 
