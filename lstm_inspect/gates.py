@@ -171,8 +171,8 @@ def split(layer: Layer) -> GateSplit | None:
     if layer.class_name in TF1_LAYOUTS:
         return _split_tf1(layer, TF1_LAYOUTS[layer.class_name])
     fam = family(layer)
-    if fam in ("LSTM", "GRU") and layer.weight("kernel") is None and layer.weight("W_" + LAYOUTS[fam].gates[0]):
-        return _split_keras1(layer, LAYOUTS[fam])
+    if fam is not None and layer.weight("kernel") is None and layer.weight("W" + _suffix(LAYOUTS[fam].gates[0])):
+        return _split_stored_blocks(layer, LAYOUTS[fam])
     kernel, recurrent, bias = (layer.weight(n) for n in ("kernel", "recurrent_kernel", "bias"))
     if fam is None or kernel is None or recurrent is None or len(recurrent.shape) < 2:
         return None
@@ -207,23 +207,49 @@ def split(layer: Layer) -> GateSplit | None:
     return result
 
 
-def _split_keras1(layer: Layer, layout: GateLayout) -> GateSplit | None:
-    """A Keras 1 LSTM / GRU: every block is stored whole as its own array (``lstm_1_W_i``); GRU is the
-    reset_after=False form (one bias per gate)."""
-    arrays = {f"{kind}_{gate}": layer.weight(f"{kind}_{gate}") for gate in layout.gates for kind in ("W", "U", "b")}
-    if any(t is None for t in arrays.values()):
+def _suffix(gate: str) -> str:
+    return f"_{gate}" if gate else ""
+
+
+def _split_stored_blocks(layer: Layer, layout: GateLayout) -> GateSplit | None:
+    """A layer whose every block is stored whole as its own array: Keras 1 (``lstm_1_W_i``; its GRU is the
+    reset_after=False form) and the gate blocks ``lstm-inspect export`` writes (``W_i`` ... ``b_o``, GRU ``rb_*`` for
+    reset_after=True, SimpleRNN ``W``, ``U``, ``b``, peepholes ``p_i``, ``p_f``, ``p_o``, projection ``proj``)."""
+    def named(kind: str) -> dict[str, Tensor | None]:
+        return {kind + _suffix(g): layer.weight(kind + _suffix(g)) for g in layout.gates}
+
+    kernels = {**named("W"), **named("U")}
+    if any(t is None for t in kernels.values()):
         return None
-    units = arrays["U_" + layout.gates[0]].shape[-1]
-    in_dim = arrays["W_" + layout.gates[0]].shape[0]
-    result = GateSplit(layer, layout, units, in_dim, False if layout.family == "GRU" else None, [])
-    bad = [k for k, t in arrays.items()
-           if t.shape != ((in_dim, units) if k[0] == "W" else (units, units) if k[0] == "U" else (units,))]
-    if bad:
-        result.warnings.append(f"{layer.key}: Keras 1 arrays {', '.join(bad)} do not fit {units} units; not split")
+    first = layout.gates[0]
+    units = kernels["U" + _suffix(first)].shape[-1]
+    in_dim = kernels["W" + _suffix(first)].shape[0]
+    optional = {kind: named(kind) for kind in ("b", "rb")}
+    present = {k: v for kind in optional.values() for k, v in kind.items() if v is not None}
+    recurrent_bias = bool(optional["rb"]) and all(v is not None for v in optional["rb"].values())
+    reset_after = recurrent_bias if layout.family == "GRU" else None
+    result = GateSplit(layer, layout, units, in_dim, reset_after, [])
+    peepholes = {f"p_{g}": layer.weight(f"p_{g}") for g in ONNX_PEEPHOLE_ORDER} if layout.family == "LSTM" else {}
+    arrays = {**kernels, **present, **{k: t for k, t in peepholes.items() if t is not None}}
+    proj = layer.weight("proj")
+    if proj is not None and layout.family == "LSTM":
+        arrays["proj"] = proj
+    incomplete = [kind for kind, blocks in optional.items()
+                  if any(v is not None for v in blocks.values()) and not all(v is not None for v in blocks.values())]
+    out = proj.shape[-1] if "proj" in arrays else units
+    expected = {"W": (in_dim, units), "U": (out, units), "b": (units,), "rb": (units,), "p": (units,),
+                "proj": (units, out)}
+    bad = [k for k, t in arrays.items() if t.shape != expected[k.split("_")[0]]]
+    if bad or incomplete:
+        what = ", ".join(bad) + (f"; {' and '.join(incomplete)} not stored for every gate" if incomplete else "")
+        result.warnings.append(f"{layer.key}: stored blocks {what} do not fit {units} units; not split")
         return result
     kinds = list(BLOCK_KINDS)
-    for key, tensor in sorted(arrays.items(), key=lambda kv: (kinds.index(kv[0][0]), layout.gates.index(kv[0][2]))):
-        result.blocks.append(Block(key, key[0], key[2], tensor, (Ellipsis,), tensor.source.rsplit("/", 1)[-1]))
+    order = {g: i for i, g in enumerate(layout.gates)}
+    for key, tensor in sorted(arrays.items(), key=lambda kv: (kinds.index(kv[0].split("_")[0]),
+                                                              order.get(kv[0].partition("_")[2], 0))):
+        kind, _, gate = key.partition("_")
+        result.blocks.append(Block(key, kind, gate, tensor, (Ellipsis,), tensor.source.rsplit("/", 1)[-1]))
     return result
 
 

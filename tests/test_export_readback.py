@@ -16,7 +16,8 @@ from lstm_inspect.cli import cli
 from lstm_inspect.diff import diff_models
 
 CONFIG_KINDS = {"h5-full", "keras-zip"}
-LAYOUTS = [("torch", ".npz"), ("torch", ".safetensors"), ("onnx", ".npz"), ("onnx", ".safetensors")]
+LAYOUTS = [("keras", ".npz"), ("keras", ".safetensors"), ("torch", ".npz"), ("torch", ".safetensors"),
+           ("onnx", ".npz"), ("onnx", ".safetensors")]
 
 
 def recurrent_files():

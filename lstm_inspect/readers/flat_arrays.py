@@ -71,11 +71,20 @@ def build(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[str, st
         _attach(root, owner, layer)
     for layer in root.walk():
         if layer.class_name == "" and layer.children:
-            names = [c.name for c in layer.children]
-            bidirectional = names == ["forward", "backward"] or (
-                len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_"))
-            layer.class_name = "Bidirectional" if bidirectional else "Container"
+            _class_container(layer)
     return model
+
+
+def _class_container(layer: Layer) -> None:
+    """A Bidirectional when its two children are a forward and a backward layer (in either stored order: a
+    .safetensors header sorts its keys), else a plain container."""
+    pair = sorted(layer.children, key=lambda c: not c.name.startswith("forward"))
+    names = [c.name for c in pair]
+    bidirectional = names == ["forward", "backward"] or (
+        len(names) == 2 and names[0].startswith("forward_") and names[1].startswith("backward_"))
+    if bidirectional:
+        layer.children = pair
+    layer.class_name = "Bidirectional" if bidirectional else "Container"
 
 
 def _attach(root: Layer, owner: tuple[str, ...], layer: Layer) -> None:
