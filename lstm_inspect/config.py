@@ -29,6 +29,7 @@ def _layer(entry: Any, parent: tuple[str, ...], label: str) -> Layer:
         config = {"layers": config}
     if not isinstance(config, dict):
         config = {}
+    config = keras2_config(class_name, config)
     name = entry.get("name") or config.get("name") or class_name.lower()
     layer = Layer(name=str(name), class_name=class_name, path=(), config=config, entry=entry)
     sub_layers = config.get("layers")
@@ -46,6 +47,33 @@ def _layer(entry: Any, parent: tuple[str, ...], label: str) -> Layer:
     elif class_name == "StackedRNNCells" and isinstance(config.get("cells"), list):
         layer.children = [_layer(sub, parent + (layer.name,), label) for sub in config["cells"]]
     return layer
+
+
+#: Keras 1 spelled these config keys differently; each maps to the Keras 2 key that means the same, per class.
+#: A Keras 2 key already present wins, so a config is never rewritten twice.
+_KERAS1_RECURRENT = {"output_dim": "units", "inner_activation": "recurrent_activation", "init": "kernel_initializer",
+                     "inner_init": "recurrent_initializer", "W_regularizer": "kernel_regularizer",
+                     "U_regularizer": "recurrent_regularizer", "b_regularizer": "bias_regularizer",
+                     "dropout_W": "dropout", "dropout_U": "recurrent_dropout"}
+KERAS1_CONFIG_KEYS: dict[str, dict[str, str]] = {
+    "LSTM": _KERAS1_RECURRENT, "GRU": _KERAS1_RECURRENT, "SimpleRNN": _KERAS1_RECURRENT,
+    "Dense": {"output_dim": "units", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
+              "b_regularizer": "bias_regularizer", "bias": "use_bias"},
+}
+
+
+def keras2_config(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 1 layer config with its keys renamed to Keras 2's (`output_dim` -> `units`, `inner_activation` ->
+    `recurrent_activation`, ...), so everything downstream reads one form. Other configs come back as they are."""
+    renames = KERAS1_CONFIG_KEYS.get(class_name, {})
+    if not any(old in config for old in renames):
+        return config
+    out = dict(config)
+    for old, new in renames.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
 
 
 def _bidirectional_children(config: dict[str, Any], parent: tuple[str, ...], label: str) -> list[Layer]:

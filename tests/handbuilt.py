@@ -85,11 +85,22 @@ def _bytes_array(names: list[str]) -> np.ndarray:
     return np.array([n.encode() for n in names], dtype=f"S{max(len(n) for n in names)}")
 
 
-def keras1_layout(dest: Path, source: str = "k2_classic.h5") -> Path:
+#: Keras 2 config key -> the Keras 1 key that meant the same (Keras 1.2 `recurrent.py` / `core.py`).
+KERAS1_KEYS = {"units": "output_dim", "recurrent_activation": "inner_activation", "kernel_initializer": "init",
+               "recurrent_initializer": "inner_init", "kernel_regularizer": "W_regularizer",
+               "recurrent_regularizer": "U_regularizer", "bias_regularizer": "b_regularizer", "dropout": "dropout_W",
+               "recurrent_dropout": "dropout_U", "use_bias": "bias"}
+
+
+def keras1_layout(dest: Path, source: str = "k2_classic.h5", keras1_config: bool = False) -> Path:
     """Keras 1 wrote an LSTM as 12 arrays `<layer>_W_i, _U_i, _b_i, _W_c, ..., _b_o` (gate order i, c, f, o) and a GRU
-    as 9 (`z, r, h`, one bias each), with no keras_version attribute: the same weights rewritten that way."""
+    as 9 (`z, r, h`, one bias each), with no keras_version attribute: the same weights rewritten that way.
+    With `keras1_config` the model config is Keras 1's too: Sequential's config the plain list of layers (no
+    InputLayer), `output_dim`, `inner_activation`, `init`, ... and Dense arrays named `<layer>_W`, `<layer>_b`."""
     path = copy(source, dest)
     with h5py.File(path, "r+") as f:
+        if keras1_config:
+            _keras1_config(f)
         config = json.loads(f.attrs["model_config"])
         layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
         recurrent = {l["config"]["name"]: l["class_name"] for l in layers if l["class_name"] in ("LSTM", "GRU")}
@@ -114,6 +125,24 @@ def keras1_layout(dest: Path, source: str = "k2_classic.h5") -> Path:
                     group.create_dataset(names[-1], data=value)
             group.attrs["weight_names"] = _bytes_array(names)
     return path
+
+
+def _keras1_config(f: h5py.File) -> None:
+    config = json.loads(f.attrs["model_config"])
+    layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
+    layers = [layer for layer in layers if layer["class_name"] != "InputLayer"]
+    for layer in layers:
+        layer["config"] = {KERAS1_KEYS.get(k, k): v for k, v in layer["config"].items()}
+        if layer["class_name"] == "Dense":
+            group = f["model_weights"][layer["config"]["name"]]
+            names = []
+            for stored in (_text(n) for n in group.attrs["weight_names"]):
+                value = group[stored][()]
+                del group[stored]
+                names.append(f"{layer['config']['name']}_{'W' if 'kernel' in stored else 'b'}")
+                group.create_dataset(names[-1], data=value)
+            group.attrs["weight_names"] = _bytes_array(names)
+    f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": layers})
 
 
 def units_mismatch(dest: Path) -> Path:

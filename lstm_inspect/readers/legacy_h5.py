@@ -80,6 +80,7 @@ def _attach(model: ModelFile, groups: dict[str, list[tuple[str, Tensor]]]) -> No
             continue
         if _keras1_recurrent(layer, named):
             continue
+        _keras1_roles(layer, named)
         problem = assign_in_order(layer, [t for _, t in named])
         if problem:
             model.warnings.append(f"{name}: {problem}; weights placed by their stored names")
@@ -152,3 +153,19 @@ def _keras1_recurrent(layer: Layer, named: list[tuple[str, Tensor]]) -> bool:
         tensor.name = want
     layer.weights = [t for _, t in named]
     return True
+
+
+#: Keras 1 named a layer's arrays `<layer>_W`, `<layer>_U`, `<layer>_b`; the Keras 2 role each one is.
+KERAS1_ROLES = {"Dense": {"W": "kernel", "b": "bias"}, "Embedding": {"W": "embeddings"},
+                "SimpleRNN": {"W": "kernel", "U": "recurrent_kernel", "b": "bias"}}
+
+
+def _keras1_roles(layer: Layer, named: list[tuple[str, Tensor]]) -> None:
+    """Give Keras 1 arrays their Keras 2 roles; the stored name stays visible as the tensor's source."""
+    roles = KERAS1_ROLES.get(layer.class_name)
+    if roles is None or layer.children:
+        return
+    for stored, tensor in named:
+        short = role_of(stored).removeprefix(f"{layer.name}_")
+        if short in roles and tensor.name != roles[short]:
+            tensor.name = roles[short]
