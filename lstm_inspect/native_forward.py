@@ -213,6 +213,12 @@ def _run_direction(d: Direction, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return outputs, h, (c if d.family == "LSTM" else None)
 
 
+def _run_layer(directions: list[Direction], seq: np.ndarray) -> tuple[list, list, list]:
+    """Every direction of one layer on the same input: outputs, final h, final c, in direction order."""
+    runs = [_run_direction(direction, seq) for direction in directions]
+    return [run[0] for run in runs], [run[1] for run in runs], [run[2] for run in runs]
+
+
 # ------------------------------------------------------------------------------------------------- per framework
 
 
@@ -227,14 +233,11 @@ def _run_torch(module: Layer, x: np.ndarray, dtype: Any, nonlinearity: str) -> d
     finals_h, finals_c = [], []
     layers = sorted({leaf.config.get("layer", 0) for leaf in module.children})
     for k in layers:
-        outs = []
-        for leaf in (leaf for leaf in module.children if leaf.config.get("layer", 0) == k):
-            direction = Direction(leaf, _blocks(leaf, dtype), family, acts, linear_before_reset=True,
-                                  reverse=leaf.config.get("direction") == "reverse")
-            y, h, c = _run_direction(direction, seq)
-            outs.append(y)
-            finals_h.append(h)
-            finals_c.append(c)
+        outs, hs, cs = _run_layer([Direction(leaf, _blocks(leaf, dtype), family, acts, linear_before_reset=True,
+                                             reverse=leaf.config.get("direction") == "reverse")
+                                   for leaf in module.children if leaf.config.get("layer", 0) == k], seq)
+        finals_h += hs
+        finals_c += cs
         seq = np.concatenate(outs, axis=-1)
     key = module.key
     result = {f"{key}/output": seq.transpose(1, 0, 2), f"{key}/h_n": np.stack(finals_h)}
@@ -250,50 +253,62 @@ def _bound(name: str, alpha: float | None, beta: float | None) -> Activation:
     return lambda v: func(v, a, b).astype(v.dtype)
 
 
-def _onnx_activations(node: Layer, family: str) -> list[tuple[Activation, ...]]:
+def _onnx_activations(node: dict[str, Any], family: str, directions: int) -> list[tuple[Activation, ...]]:
     """Each direction's activations. activation_alpha / activation_beta are consumed in activation order across
     the directions, by the functions that take them (as onnxruntime reads them)."""
     per_direction = len(_DEFAULT_ACTIVATIONS[family])
-    names = list(node.config.get("activations") or _DEFAULT_ACTIVATIONS[family] * len(node.children))
-    alphas = list(node.config.get("activation_alpha") or [])
-    betas = list(node.config.get("activation_beta") or [])
+    names = list(node.get("activations") or _DEFAULT_ACTIVATIONS[family] * directions)
+    alphas = list(node.get("activation_alpha") or [])
+    betas = list(node.get("activation_beta") or [])
     bound = []
     for name in names:
         key = str(name).lower()
         if key not in _ONNX_ACTIVATIONS:
-            raise InspectError(f"layer {node.key!r}: ONNX activation {name!r} is not one lstm-inspect runs")
+            raise InspectError(f"ONNX node {node['node']!r}: activation {name!r} is not one lstm-inspect runs")
         _, takes_alpha, takes_beta = _ONNX_ACTIVATIONS[key]
         alpha = alphas.pop(0) if takes_alpha is not None and alphas else None
         beta = betas.pop(0) if takes_beta is not None and betas else None
         bound.append(_bound(key, alpha, beta))
-    return [tuple(bound[d * per_direction:(d + 1) * per_direction]) for d in range(len(node.children))]
+    return [tuple(bound[d * per_direction:(d + 1) * per_direction]) for d in range(directions)]
 
 
-def _run_onnx(node: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
-    """An ONNX LSTM/GRU/RNN node: Y (seq, D, batch, H), Y_h / Y_c (D, batch, H); with layout=1 the batch-major forms."""
-    family = gates.NATIVE_LAYOUTS[node.children[0].class_name].family
-    if node.config.get("input_forget"):
-        raise InspectError(f"layer {node.key!r}: ONNX LSTM input_forget=1 (coupled gates) is not run")
-    batch_major = bool(node.config.get("layout", 0))
+def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
+    """ONNX LSTM/GRU/RNN nodes: per node Y (seq, D, batch, H), Y_h / Y_c (D, batch, H) (batch-major with layout=1).
+    A torch.onnx.export module (several nodes, see readers.onnx_file) chains them as the file does: each node's X is
+    the previous Y as (seq, batch, D·H)."""
+    family = gates.NATIVE_LAYOUTS[module.children[0].class_name].family
+    nodes: dict[str, list[Layer]] = {}
+    for leaf in module.children:
+        nodes.setdefault(leaf.config.get("node", module.key), []).append(leaf)
     seq = x.transpose(1, 0, 2)
-    clip = node.config.get("clip")
-    ys, hs, cs = [], [], []
-    for leaf, activations in zip(node.children, _onnx_activations(node, family)):
-        direction = Direction(leaf, _blocks(leaf, dtype), family, activations,
-                              linear_before_reset=bool(leaf.config.get("linear_before_reset")),
-                              clip=float(clip) if clip is not None else None,
-                              reverse=leaf.config.get("direction") == "reverse")
-        y, h, c = _run_direction(direction, seq)
-        ys.append(y)
-        hs.append(h)
-        cs.append(c)
-    y, y_h = np.stack(ys, axis=1), np.stack(hs)
-    if batch_major:
-        y, y_h = y.transpose(2, 0, 1, 3), y_h.transpose(1, 0, 2)
-    result = {f"{node.key}/Y": y, f"{node.key}/Y_h": y_h}
-    if family == "LSTM":
-        y_c = np.stack(cs)
-        result[f"{node.key}/Y_c"] = y_c.transpose(1, 0, 2) if batch_major else y_c
+    result: dict[str, np.ndarray] = {}
+    for name, leaves in nodes.items():
+        # a leaf holds its own direction's slice of the node's activations: the node's list is theirs joined
+        config = {**module.config, **leaves[0].config, "node": name,
+                  "activations": [a for leaf in leaves for a in leaf.config.get("activations") or []]}
+        for flag, why in (("input_forget", "input_forget=1 (coupled gates)"),
+                          ("sequence_lens", "a sequence_lens input (per-example lengths)")):
+            if config.get(flag):
+                raise InspectError(f"ONNX node {name!r} has {why}, which forward does not run", module.key)
+        if config.get("initial_state", "zeros") != "zeros":
+            raise InspectError(f"ONNX node {name!r} takes initial_h / initial_c that are not constant zeros (a graph "
+                               "input or computed); forward starts from zeros and cannot run it", module.key)
+        clip = config.get("clip")
+        ys, hs, cs = _run_layer([Direction(leaf, _blocks(leaf, dtype), family, activations,
+                                           linear_before_reset=bool(config.get("linear_before_reset")),
+                                           clip=float(clip) if clip is not None else None,
+                                           reverse=leaf.config.get("direction") == "reverse")
+                                 for leaf, activations in zip(leaves, _onnx_activations(config, family, len(leaves)))],
+                                seq)
+        seq = np.concatenate(ys, axis=-1)
+        y, y_h = np.stack(ys, axis=1), np.stack(hs)
+        key = module.key if len(nodes) == 1 else f"{module.key}/{name.rsplit('/', 1)[-1]}"
+        batch_major = bool(config.get("layout", 0))
+        result[f"{key}/Y"] = y.transpose(2, 0, 1, 3) if batch_major else y
+        result[f"{key}/Y_h"] = y_h.transpose(1, 0, 2) if batch_major else y_h
+        if family == "LSTM":
+            y_c = np.stack(cs)
+            result[f"{key}/Y_c"] = y_c.transpose(1, 0, 2) if batch_major else y_c
     return result
 
 

@@ -8,12 +8,20 @@ file (external data) are never followed.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
 from ..model import Layer, ModelFile, Tensor
 
 RECURRENT_OPS = {"LSTM": ("OnnxLSTM", 3), "GRU": ("OnnxGRU", 2), "RNN": ("OnnxRNN", 1)}
+#: TensorProto data types of integer and boolean tensors.
+_INDEX_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})
+#: How torch.onnx.export names the nodes of one torch.nn.LSTM / GRU / RNN module: one node per layer,
+#: ``/<module scope>/LSTM``, ``/<module scope>/LSTM_1``...
+_TORCH_EXPORT_NODE = re.compile(r"^/(?P<scope>.+)/(?P<op>LSTM|GRU|RNN)(?:_(?P<k>\d+))?$")
+#: The ops torch.onnx.export puts between two layers' nodes: Y (seq, D, batch, H) -> (seq, batch, D·H).
+_RESHAPING_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Identity"})
 #: Attribute defaults of the ONNX operators (opset 14+).
 DEFAULTS = {"direction": "forward", "linear_before_reset": 0, "input_forget": 0, "layout": 0}
 
@@ -53,6 +61,8 @@ def read(path: str, label: str) -> ModelFile:
     model = ModelFile(path=label, kind="onnx", root=root, has_config=False, backend="onnx")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     used: set[str] = set()
+    producers = {output: node for node in graph.node for output in node.output}
+    recurrent: list[tuple[Any, Layer]] = []
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant":
             continue
@@ -60,13 +70,19 @@ def read(path: str, label: str) -> ModelFile:
         if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
             layer = _recurrent(node, name, sources, loader, model.warnings, onnx)
             if layer is not None:
+                for leaf in layer.children:
+                    leaf.config["initial_state"] = _initial_state(node, sources, producers, numpy_helper)
                 root.children.append(layer)
+                recurrent.append((node, layer))
                 used.update(node.input)
                 continue
-        weights = [_tensor(i, sources[i], loader(i)) for i in node.input if i in sources and i not in used]
+        # integer tensors (shapes, axes, indices: torch.onnx.export's shape plumbing) are not weights
+        weights = [_tensor(i, sources[i], loader(i)) for i in node.input if i in sources and i not in used
+                   and sources[i].data_type not in _INDEX_TYPES]
         if weights:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
+    _group_torch_exports(root, recurrent, producers, sources, numpy_helper)
     if opset is not None:
         model.keras_version = None
         model.backend = f"onnx (opset {opset})"
@@ -110,12 +126,14 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
             dtype = onnx.helper.tensor_dtype_to_np_dtype(sources[source].data_type).name
             weights.append(Tensor(name=role, shape=dims[1:], dtype=dtype, source=f"{source}[{d}]",
                                   _load=_row(loader(source), d)))
-        config = {"units": attrs.get("hidden_size"), "direction": direction,
-                  "linear_before_reset": attrs["linear_before_reset"], "input_forget": attrs["input_forget"]}
+        config = {"units": attrs.get("hidden_size"), "direction": direction, "node": name, "layer": 0,
+                  "linear_before_reset": attrs["linear_before_reset"], "input_forget": attrs["input_forget"],
+                  "layout": attrs["layout"], "sequence_lens": bool(inputs[4])}
         if activations:
             config["activations"] = activations[d * per_direction:(d + 1) * per_direction]
-        if "clip" in attrs:
-            config["clip"] = attrs["clip"]
+        for key in ("clip", "activation_alpha", "activation_beta"):  # alpha / beta: the node's whole lists
+            if key in attrs:
+                config[key] = attrs[key]
         container.children.append(Layer(name=direction, class_name=leaf_class, path=(name, direction),
                                         weights=weights, config=config))
     return container
@@ -123,3 +141,88 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
 
 def _row(load: Any, d: int):
     return lambda: load()[d]
+
+
+def _constant_value(name: str, sources: dict[str, Any], numpy_helper: Any) -> Any:
+    """The value of an initializer or Constant output; None otherwise."""
+    return numpy_helper.to_array(sources[name]) if name in sources else None
+
+
+#: Ops whose output holds only values of their first input: zeros in, zeros out.
+_VALUE_KEEPING_OPS = frozenset({"Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Tile", "Transpose"})
+
+
+def _all_zeros(name: str, sources: dict[str, Any], producers: dict[str, Any], numpy_helper: Any) -> bool:
+    """True for a constant zero tensor, or one cut / broadcast from one (torch.onnx.export writes
+    Slice(ConstantOfShape(0)) or Expand(zeros) for the default initial states)."""
+    for _ in range(8):
+        value = _constant_value(name, sources, numpy_helper)
+        if value is not None:
+            return not bool((value != 0).any())
+        node = producers.get(name)
+        if node is not None and node.op_type == "ConstantOfShape":
+            fill = next((a.t for a in node.attribute if a.name == "value"), None)
+            return fill is None or not bool((numpy_helper.to_array(fill) != 0).any())
+        if node is None or node.op_type not in _VALUE_KEEPING_OPS:
+            return False
+        name = node.input[0]
+    return False
+
+
+def _initial_state(node: Any, sources: dict[str, Any], producers: dict[str, Any], numpy_helper: Any) -> str:
+    """``zeros`` when the node has no initial_h / initial_c or they are constant zeros; ``given`` otherwise (a graph
+    input or computed: forward cannot know it)."""
+    names = [n for n in list(node.input)[5:7 if node.op_type == "LSTM" else 6] if n]
+    return "zeros" if all(_all_zeros(n, sources, producers, numpy_helper) for n in names) else "given"
+
+
+def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[str, Any], numpy_helper: Any) -> bool:
+    """True when `later`'s X is `earlier`'s Y through torch's stacking only: Transpose [0, 2, 1, 3] or Squeeze
+    (one direction), then Reshape to (seq, batch, D·H)."""
+    name = later.input[0]
+    for _ in range(4):
+        if name == earlier.output[0]:
+            return True
+        node = producers.get(name)
+        if node is None or node.op_type not in _RESHAPING_OPS:
+            return False
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            if perm != [0, 2, 1, 3]:
+                return False
+        if node.op_type == "Reshape":
+            shape = _constant_value(node.input[1], sources, numpy_helper)
+            if shape is None or len(shape) != 3 or int(shape[-1]) != -1 and list(shape[:2]) != [0, 0]:
+                return False
+        name = node.input[0]
+    return False
+
+
+def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], producers: dict[str, Any],
+                         sources: dict[str, Any], numpy_helper: Any) -> None:
+    """The per-layer nodes torch.onnx.export writes for one multi-layer module become one container named by the
+    module scope (``/enc/lstm/LSTM``, ``/enc/lstm/LSTM_1`` -> ``enc/lstm``) with torch's leaf names ``l0``,
+    ``l0_reverse``, ``l1``..., when each node's X is the previous node's Y through torch's stacking alone."""
+    scopes: dict[tuple[str, str], list[tuple[int, Any, Layer]]] = {}
+    for node, layer in recurrent:
+        match = _TORCH_EXPORT_NODE.match(layer.name)
+        if match and match["op"] == node.op_type:
+            scopes.setdefault((match["scope"], node.op_type), []).append((int(match["k"] or 0), node, layer))
+    for (scope, _), members in scopes.items():
+        members.sort(key=lambda m: m[0])
+        if [k for k, _, _ in members] != list(range(len(members))) or not all(
+                _feeds(a[1], b[1], producers, sources, numpy_helper) for a, b in zip(members, members[1:])):
+            continue
+        first = members[0][2]
+        container = Layer(name=scope, class_name=first.class_name, path=(scope,),
+                          config={**first.config, "num_layers": len(members)})
+        for k, _, layer in members:
+            for leaf in layer.children:
+                leaf.name = f"l{k}" + ("_reverse" if leaf.config["direction"] == "reverse" else "")
+                leaf.path = (scope, leaf.name)
+                leaf.config["layer"] = k
+                container.children.append(leaf)
+        position = root.children.index(first)
+        root.children[position] = container
+        for _, _, layer in members[1:]:
+            root.children.remove(layer)
