@@ -104,10 +104,10 @@ def keras1_layout(dest: Path, source: str = "k2_classic.h5", keras1_config: bool
         config = json.loads(f.attrs["model_config"])
         layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
         recurrent = {l["config"]["name"]: l["class_name"] for l in layers if l["class_name"] in ("LSTM", "GRU")}
-        for attr in ("keras_version",):
-            if attr in f.attrs:
-                del f.attrs[attr]
         root = f["model_weights"]
+        for attrs in (f.attrs, root.attrs):  # Keras 1 wrote no keras_version, neither on the file nor its weights
+            if "keras_version" in attrs:
+                del attrs["keras_version"]
         for name, cls in recurrent.items():
             group = root[name]
             stored = [_text(n) for n in group.attrs["weight_names"]]

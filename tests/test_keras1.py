@@ -38,3 +38,19 @@ def test_keras1_config_reads_as_keras2(tmp_path, source, layer):
     assert got.keys() == want.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.mark.parametrize("source", ["k2_classic", "k2_gru_nora"],
+                         ids=["hand-built:keras1:lstm-dense", "hand-built:keras1:gru-dense"])
+def test_keras1_file_matches_keras_own_converter(tmp_path, source):
+    """The strongest oracle: tf-keras's own Keras 1 -> 2 converter (`load_weights` on a file with no keras_version
+    runs `preprocess_weights_for_loading` with original_keras_version "1": concat(W_i, W_f, W_c, W_o) for LSTM,
+    concat(W_z, W_r, W_h) for GRU) loads the hand-built file into the Keras 2 model; its predict is our forward."""
+    keras = pytest.importorskip("tf_keras")
+    path = handbuilt.keras1_layout(tmp_path, source + ".h5", keras1_config=True)
+    model = keras.models.load_model(FIXTURES / f"{source}.h5", compile=False)
+    for weight in model.weights:  # nothing of the original weights may survive: all must come from the Keras 1 file
+        weight.assign(np.zeros(weight.shape))
+    model.load_weights(str(path))
+    x = np.load(FIXTURES / f"{source}.oracle.npz")["input"]
+    np.testing.assert_allclose(forward(path, x)["__output__"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
