@@ -282,6 +282,8 @@ def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None, owner: Laye
         parts = [f"x_t {op} {src['W' + suffix]}", f"h_(t-1) {op} {src['U' + suffix]}"]
         if has_bias:
             parts.append(src["b" + suffix])
+        if "p" + suffix in src:  # a peephole: i and f look at the old cell state, o at the new one
+            parts.append(f"{src['p' + suffix]} ⊙ {'c_t' if gate == 'o' else 'c_(t-1)'}")
         return " + ".join(parts)
 
     if fam == "LSTM":
@@ -369,6 +371,9 @@ def _recurrent(layer: Layer, model: ModelFile, parent: Layer | None, owner: Laye
     if parent is not None and parent.class_name == "Bidirectional":
         mode = parent.config.get("merge_mode", "concat")
         entry.pitfalls.append(f"Inside Bidirectional {parent.key!r} (merge_mode={mode}).")
+    if any(b.kind == "p" for b in split.blocks):
+        entry.pitfalls.append("Peepholes: i_t and f_t add p ⊙ c_(t-1), o_t adds p ⊙ c_t (the new cell state). "
+                              "torch.nn.LSTM has none; ONNX's LSTM holds them as P (order i, o, f).")
     if cudnn:
         entry.pitfalls.append(f"{cls} (legacy, GPU only): tanh and sigmoid are fixed; each gate's slice of the stored "
                               "kernels is the cuDNN matrix in row-major memory order (the .reshape(...).T above)"

@@ -35,6 +35,7 @@ FAMILY_OF = {
     "LSTM": "LSTM", "CuDNNLSTM": "LSTM", "ConvLSTM1D": "LSTM", "ConvLSTM2D": "LSTM", "ConvLSTM3D": "LSTM",
     "GRU": "GRU", "CuDNNGRU": "GRU", "SimpleRNN": "SimpleRNN",
     "LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN",  # the cells of RNN(cell) wrappers
+    "PeepholeLSTMCell": "LSTM",
     "TorchLSTM": "LSTM", "TorchGRU": "GRU", "TorchRNN": "SimpleRNN",
     "OnnxLSTM": "LSTM", "OnnxGRU": "GRU", "OnnxRNN": "SimpleRNN",
     "TF1LSTMCell": "LSTM", "TF1BasicLSTMCell": "LSTM", "TF1GRUCell": "GRU",
@@ -102,6 +103,10 @@ TF1_LAYOUTS = {
 TF1_LAYOUTS["TF1BasicLSTMCell"] = TF1_LAYOUTS["TF1LSTMCell"]
 #: ONNX LSTM peepholes P [3u] are stored in gate order i, o, f.
 ONNX_PEEPHOLE_ORDER = ("i", "o", "f")
+#: tf.keras's PeepholeLSTMCell stores its diagonal peephole vectors (u,) as weights of their own: i and f look at
+#: c_(t-1), o at the new c_t.
+KERAS_PEEPHOLES = {"i": "input_gate_peephole_weights", "f": "forget_gate_peephole_weights",
+                   "o": "output_gate_peephole_weights"}
 
 
 @dataclass(eq=False)
@@ -203,8 +208,21 @@ def split(layer: Layer) -> GateSplit | None:
                                    f"recurrent_kernel[{':, ' * (len(recurrent.shape) - 1)}{span}]"))
     if bias is not None:
         _split_bias(result, bias)
+    _split_keras_peepholes(result)
     result.blocks.sort(key=lambda b: (list(BLOCK_KINDS).index(b.kind), layout.gates.index(b.gate)))
     return result
+
+
+def _split_keras_peepholes(result: GateSplit) -> None:
+    layer, units = result.layer, result.units
+    for gate, name in KERAS_PEEPHOLES.items():
+        tensor = layer.weight(name)
+        if tensor is None:
+            continue
+        if tensor.shape != (units,):
+            result.warnings.append(f"{layer.key}: {name} {tensor.shape} does not fit {units} units; not split")
+            continue
+        result.blocks.append(Block(f"p_{gate}", "p", gate, tensor, (slice(None),), name))
 
 
 def _suffix(gate: str) -> str:

@@ -41,7 +41,7 @@ IDENTITY_CLASSES = frozenset(
 CONV_LSTM_CLASSES = frozenset({"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
 RECURRENT_CLASSES = frozenset({"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "RNN"}) | CONV_LSTM_CLASSES
 #: What can be a cell of the loop: a recurrent layer itself, or a cell inside RNN / StackedRNNCells.
-CELL_CLASSES = (RECURRENT_CLASSES - {"RNN"}) | frozenset({"LSTMCell", "GRUCell", "SimpleRNNCell"})
+CELL_CLASSES = (RECURRENT_CLASSES - {"RNN"}) | frozenset({"LSTMCell", "GRUCell", "SimpleRNNCell", "PeepholeLSTMCell"})
 MERGE_CLASSES = frozenset({"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"})
 #: Layers whose output keeps the input's time mask (Keras's ``supports_masking`` with the default compute_mask).
 MASK_PASSING = IDENTITY_CLASSES | frozenset(
@@ -135,6 +135,8 @@ class RecurrentCell:
     rec_act: Callable[[np.ndarray], np.ndarray]
     reset_after: bool = False
     conv: ConvSpec | None = None
+    peepholes: dict[str, np.ndarray] | None = None
+    """A peephole LSTM's diagonal weights by gate: i and f add p·c_(t-1), o adds p·c_t."""
 
     @property
     def n_states(self) -> int:
@@ -166,9 +168,13 @@ class RecurrentCell:
         act, rec_act = self.act, self.rec_act
         if self.family == "LSTM":
             z = p + self.recur(h_prev)
-            i, f = rec_act(z[..., :u]), rec_act(z[..., u:2 * u])
-            g, o = act(z[..., 2 * u:3 * u]), rec_act(z[..., 3 * u:])
-            c = f * states[1] + i * g
+            peep = self.peepholes or {}
+            c_prev = states[1]
+            i = rec_act(z[..., :u] + peep["i"] * c_prev if "i" in peep else z[..., :u])
+            f = rec_act(z[..., u:2 * u] + peep["f"] * c_prev if "f" in peep else z[..., u:2 * u])
+            g = act(z[..., 2 * u:3 * u])
+            c = f * c_prev + i * g
+            o = rec_act(z[..., 3 * u:] + peep["o"] * c if "o" in peep else z[..., 3 * u:])
             return [o * act(c), c], {"i": i, "f": f, "c": g, "o": o}
         if self.family == "GRU":
             if self.reset_after:
@@ -456,10 +462,11 @@ class _Run:
         if layer.class_name.startswith("ConvLSTM"):
             rank = int(layer.class_name[-2])
             conv = ConvSpec.from_config(layer, rank)
+        peepholes = {b.gate: b.read().astype(self.dtype, copy=False) for b in split.blocks if b.kind == "p"}
         return RecurrentCell(fam, split.units, fused("W"), fused("U"), fused("b"), fused("rb"),
                              self.activation(layer, cfg.get("activation", "tanh")),
                              self.activation(layer, cfg.get("recurrent_activation", "sigmoid")),
-                             bool(split.reset_after), conv)
+                             bool(split.reset_after), conv, peepholes or None)
 
     def bidirectional(self, layer: Layer, x: np.ndarray, mask: np.ndarray | None,
                       initial_state: Any = None) -> tuple[Value, np.ndarray | None]:

@@ -18,6 +18,10 @@ WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
     "LSTMCell": _RECURRENT,
     "GRUCell": _RECURRENT,
     "SimpleRNNCell": _RECURRENT,
+    # tf.keras 2.x `tf.keras.experimental.PeepholeLSTMCell`: an LSTMCell, then one diagonal peephole vector per gate
+    "PeepholeLSTMCell": _RECURRENT + [("input_gate_peephole_weights", True, None),
+                                      ("forget_gate_peephole_weights", True, None),
+                                      ("output_gate_peephole_weights", True, None)],
     # legacy Keras 2 / tf.keras cuDNN layers: always a bias, (8u,) / (6u,), input biases then recurrent biases
     "CuDNNLSTM": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],
     "CuDNNGRU": [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, None)],

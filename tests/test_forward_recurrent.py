@@ -204,7 +204,7 @@ def test_explain_cudnn_writes_the_standard_equations_with_cudnn_slices(cudnn_dir
 
 
 @pytest.mark.parametrize("file,layer_name,change,reason", [
-    ("k3_cell_wrappers.keras", "cell_low", {"class_name": "PeepholeLSTMCell"}, "does not support this recurrent cell"),
+    ("k3_cell_wrappers.keras", "cell_low", {"class_name": "MinimalRNNCell"}, "does not support this recurrent cell"),
     ("k3_cell_wrappers.keras", "stacked_cells", {"config": {"reverse_state_order": True}}, "reverse_state_order"),
     ("k2_convlstm3d.h5", "conv_lstm", {"config": {"padding": "causal"}}, "padding 'causal'"),
 ])
