@@ -88,14 +88,9 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
         for key in extra:
             entry["blocks"].append({"key": key, "status": "added"})
         out_layers.append(entry)
-    identical = not (removed or added or renamed or shape_changes or changed_blocks
-                     or any(b["status"] in ("removed", "added") for e in out_layers for b in e["blocks"])
-                     or any("class_change" in e for e in out_layers))
+    identical = not (removed or added or renamed or shape_changes or changed_blocks) and _layers_identical(out_layers)
     return {
-        "diff_version": DIFF_VERSION,
-        "a": {"file": a.path, "kind": a.kind, "keras_version": a.keras_version, "total_params": a.total_params},
-        "b": {"file": b.path, "kind": b.kind, "keras_version": b.keras_version, "total_params": b.total_params},
-        "atol": atol,
+        **_header(a, b, atol),
         "identical": identical,
         "summary": {"layers_compared": len(pairs), "blocks_compared": compared_blocks,
                     "blocks_changed": changed_blocks, "layers_added": len(added), "layers_removed": len(removed),
@@ -106,6 +101,20 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
         "shape_changes": shape_changes,
         "layers": out_layers,
     }
+
+
+def _header(a: ModelFile, b: ModelFile, atol: float) -> dict[str, Any]:
+    """The diff record's version, the two files and the tolerance."""
+    return {"diff_version": DIFF_VERSION,
+            "a": {"file": a.path, "kind": a.kind, "keras_version": a.keras_version, "total_params": a.total_params},
+            "b": {"file": b.path, "kind": b.kind, "keras_version": b.keras_version, "total_params": b.total_params},
+            "atol": atol}
+
+
+def _layers_identical(out_layers: list[dict[str, Any]]) -> bool:
+    """No block added or removed and no class change inside the paired layers."""
+    return not (any(b["status"] in ("removed", "added") for e in out_layers for b in e["blocks"])
+                or any("class_change" in e for e in out_layers))
 
 
 # ---------------------------------------------------------------------------------------------- across frameworks
@@ -255,14 +264,9 @@ def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers
 
     gone_layers = [listed(leaf) for u in removed for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "removed"]
     new_layers = [listed(leaf) for u in added for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "added"]
-    identical = not (gone_layers or new_layers or changed
-                     or any(b["status"] in ("removed", "added") for e in out_layers for b in e["blocks"])
-                     or any("class_change" in e for e in out_layers))
+    identical = not (gone_layers or new_layers or changed) and _layers_identical(out_layers)
     return {
-        "diff_version": DIFF_VERSION,
-        "a": {"file": a.path, "kind": a.kind, "keras_version": a.keras_version, "total_params": a.total_params},
-        "b": {"file": b.path, "kind": b.kind, "keras_version": b.keras_version, "total_params": b.total_params},
-        "atol": atol,
+        **_header(a, b, atol),
         "identical": identical,
         "across_frameworks": [framework(a), framework(b)],
         "summary": {"layers_compared": len(out_layers), "blocks_compared": compared, "blocks_changed": changed,
