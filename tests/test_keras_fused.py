@@ -14,7 +14,8 @@ import onnxruntime as ort
 from lstm_inspect import export_arrays
 from lstm_inspect.cli import cli
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (the test extra installs Keras 3: these proofs must run)
+
 L = keras.layers
 ATOL = 1e-5
 WORST = [0.0]
@@ -127,6 +128,27 @@ def test_onnx_clip_is_refused(tmp_path):
     (tmp_path / "c.onnx").write_bytes(proto.SerializeToString())
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "c.onnx"), "--fused", "-o", str(tmp_path / "k.npz")])
     assert result.exit_code == 2 and "clip" in result.output, result.output
+
+
+@pytest.mark.parametrize("op,attrs", [("LSTM", {}), ("GRU", {"linear_before_reset": 1})])
+def test_onnx_reverse_node_is_keras_go_backwards(op, attrs, tmp_path):
+    """direction=reverse becomes go_backwards=True; Keras returns those outputs in reversed time order (output[:, 0]
+    after reading x_T), ONNX in input order, so Keras's output is ONNX's Y flipped in time."""
+    rng = np.random.default_rng(4)
+    x_bt = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    x = np.ascontiguousarray(x_bt.transpose(1, 0, 2))
+    path = tmp_path / "r.onnx"
+    path.write_bytes(onnx_node(op, x, 4, "reverse", rng, **attrs).SerializeToString())
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    result = CliRunner().invoke(cli, ["export", str(path), "--fused", "-o", str(tmp_path / "k.npz")])
+    assert result.exit_code == 0 and "go_backwards=True" in result.output, result.output
+    arrays = export_arrays(path, fused=True)
+    node = next(k.split("/")[0] for k in arrays)
+    cls = {"LSTM": L.LSTM, "GRU": L.GRU}[op]
+    layer = cls(4, return_sequences=True, go_backwards=True, **({"reset_after": True} if op == "GRU" else {}))
+    layer.build((None, None, 3))
+    layer.set_weights([arrays[f"{node}/kernel"], arrays[f"{node}/recurrent_kernel"], arrays[f"{node}/bias"]])
+    close(np.asarray(layer(x_bt)), y[:, 0].transpose(1, 0, 2)[:, ::-1], f"ONNX reverse {op} as go_backwards")
 
 
 def test_zz_report_worst():
