@@ -46,7 +46,7 @@ def test_keras1_file_matches_keras_own_converter(tmp_path, source):
     """The strongest oracle: tf-keras's own Keras 1 -> 2 converter (`load_weights` on a file with no keras_version
     runs `preprocess_weights_for_loading` with original_keras_version "1": concat(W_i, W_f, W_c, W_o) for LSTM,
     concat(W_z, W_r, W_h) for GRU) loads the hand-built file into the Keras 2 model; its predict is our forward."""
-    keras = pytest.importorskip("tf_keras")
+    import tf_keras as keras
     path = handbuilt.keras1_layout(tmp_path, source + ".h5", keras1_config=True)
     model = keras.models.load_model(FIXTURES / f"{source}.h5", compile=False)
     for weight in model.weights:  # nothing of the original weights may survive: all must come from the Keras 1 file

@@ -15,7 +15,7 @@ from conftest import FIXTURES
 from lstm_inspect import convert
 from lstm_inspect.cli import cli
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (in the test extra: these proofs must run, not skip)
 L = keras.layers
 ATOL = 1e-5
 WORST = [0.0]
@@ -113,7 +113,7 @@ def test_merge_stacked_is_torch_only(tmp_path):
 
 def test_tf_keras_functional_stack_merges(tmp_path):
     """Keras 2's inbound-node format ([[name, node, tensor, kwargs]]) is followed too: a tf-keras .h5."""
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
     x_in = tf_keras.Input((5, 3))
     a = tf_keras.layers.GRU(4, return_sequences=True, name="gru_a")(x_in)
     b = tf_keras.layers.GRU(4, return_sequences=True, name="gru_b")(a)
