@@ -3,7 +3,7 @@
 Each recurrent module is run on its own with the source framework's semantics, from the gate blocks `gates.split`
 returns (so running it proves the split): torch ``nn.LSTM`` / ``GRU`` / ``RNN`` (every layer and direction, proj_size,
 both biases), ONNX ``LSTM`` / ``GRU`` / ``RNN`` nodes (peepholes, directions, activations with alpha/beta, clip,
-linear_before_reset, layout), TF1 ``LSTMCell`` / ``BasicLSTMCell`` / ``GRUCell`` (peepholes, projection,
+linear_before_reset), TF1 ``LSTMCell`` / ``BasicLSTMCell`` / ``GRUCell`` (peepholes, projection,
 ``MultiRNNCell`` stacks, the ``bw`` cell of a bidirectional pair run backwards). The input is always
 X (batch, time, features); the initial states are zeros, as each framework's default. What a file cannot tell
 (torch RNN's nonlinearity, TF1's forget_bias) comes from the caller, with the frameworks' defaults.
@@ -273,7 +273,7 @@ def _onnx_activations(node: dict[str, Any], family: str, directions: int) -> lis
 
 
 def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
-    """ONNX LSTM/GRU/RNN nodes: per node Y (seq, D, batch, H), Y_h / Y_c (D, batch, H) (batch-major with layout=1).
+    """ONNX LSTM/GRU/RNN nodes: per node Y (seq, D, batch, H), Y_h / Y_c (D, batch, H).
     A torch.onnx.export module (several nodes, see readers.onnx_file) chains them as the file does: each node's X is
     the previous Y as (seq, batch, D·H)."""
     family = gates.NATIVE_LAYOUTS[module.children[0].class_name].family
@@ -287,7 +287,9 @@ def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]
         config = {**module.config, **leaves[0].config, "node": name,
                   "activations": [a for leaf in leaves for a in leaf.config.get("activations") or []]}
         for flag, why in (("input_forget", "input_forget=1 (coupled gates)"),
-                          ("sequence_lens", "a sequence_lens input (per-example lengths)")):
+                          ("sequence_lens", "a sequence_lens input (per-example lengths)"),
+                          # onnxruntime refuses layout=1 for recurrent ops: no oracle to prove a run against
+                          ("layout", "layout=1 (batch-major), which onnxruntime does not run either")):
             if config.get(flag):
                 raise InspectError(f"ONNX node {name!r} has {why}, which forward does not run", module.key)
         if config.get("initial_state", "zeros") != "zeros":
@@ -303,12 +305,9 @@ def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]
         seq = np.concatenate(ys, axis=-1)
         y, y_h = np.stack(ys, axis=1), np.stack(hs)
         key = module.key if len(nodes) == 1 else f"{module.key}/{name.rsplit('/', 1)[-1]}"
-        batch_major = bool(config.get("layout", 0))
-        result[f"{key}/Y"] = y.transpose(2, 0, 1, 3) if batch_major else y
-        result[f"{key}/Y_h"] = y_h.transpose(1, 0, 2) if batch_major else y_h
+        result[f"{key}/Y"], result[f"{key}/Y_h"] = y, y_h
         if family == "LSTM":
-            y_c = np.stack(cs)
-            result[f"{key}/Y_c"] = y_c.transpose(1, 0, 2) if batch_major else y_c
+            result[f"{key}/Y_c"] = np.stack(cs)
     return result
 
 

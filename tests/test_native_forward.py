@@ -155,3 +155,35 @@ def test_refusals_name_the_file_and_reason(tmp_path):
 
 def test_zz_report_worst():
     print("\nworst |numpy - framework|:", {k: f"{v:.1e}" for k, v in sorted(WORST.items())})
+
+
+def test_onnx_clip_and_layout_matter(tmp_path):
+    """clip changes the result (so its run is tested); layout=1 is refused."""
+    path = tmp_path / "clip.onnx"
+    proto = test_onnx_read.build("clipped", "LSTM", "forward", {"clip": 0.3}, True, False, path)
+    x = np.random.default_rng(8).normal(size=(2, 6, 3))
+    y = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["Y"], {"X": x.transpose(1, 0, 2).astype(np.float32)})[0]
+    close(forward(path, x)["clipped_node/Y"], y, "onnx clip: Y")
+    unclipped = tmp_path / "unclipped.onnx"
+    test_onnx_read.build("clipped", "LSTM", "forward", {}, True, False, unclipped)  # same seed, no clip
+    assert not np.allclose(forward(unclipped, x)["clipped_node/Y"], y, atol=ATOL)
+    test_onnx_read.build("batch_major", "GRU", "forward", {"layout": 1}, True, False, tmp_path / "layout.onnx")
+    with pytest.raises(InspectError, match="layout=1"):  # onnxruntime refuses it too: nothing to prove a run against
+        forward(tmp_path / "layout.onnx", x)
+
+
+def test_onnx_initial_state_from_the_graph_is_refused(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("W", (1, 12, 3)), ("R", (1, 12, 4)))]
+    node = helper.make_node("GRU", ["X", "W", "R", "", "", "H0"], ["Y"], name="g", hidden_size=4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None),
+                                            helper.make_tensor_value_info("H0", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    import onnx
+    onnx.save(helper.make_model(graph), tmp_path / "h0.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 3)))
+    result = run_cli("forward", tmp_path / "h0.onnx", "--input", tmp_path / "x.npy", "-o", tmp_path / "o.npz")
+    assert result.exit_code == 2 and "initial_h" in result.output and "'g'" in result.output, result.output
