@@ -141,6 +141,9 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         if id(layer) in done:
             continue
         directions = _directions(layer, chosen)
+        owner = layer
+        if target != "keras" and directions == [layer]:  # torch / ONNX: a native bidirectional pair stays a pair
+            directions, owner = _native_unit(layer, parents, chosen) or (directions, layer)
         if target == "keras" and (directions is None or gates.NATIVE_LAYOUTS.get(directions[0].class_name) is None
                                   and directions[0].class_name not in gates.TF1_LAYOUTS):
             continue  # Keras's own layers (and non-recurrent ones) already hold Keras's arrays
@@ -151,7 +154,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
             parent = parents.get(id(layer))
             paired = parent is not None and bool(parent.config.get("bidirectional")
                                                  or parent.config.get("direction") == "bidirectional")
-            module = _convert_recurrent(model, target, layer, directions, own, forget_bias, run, paired)
+            module = _convert_recurrent(model, target, owner, directions, own, forget_bias, run, paired)
             out.modules.append(module)
             recurrent.append(_Unit(layer, module, own))
         elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
@@ -312,6 +315,19 @@ def _directions(layer: Layer, chosen: set[int]) -> list[Layer] | None:
             return inner
         return None
     return [layer] if _is_plain_recurrent(layer) else None
+
+
+def _native_unit(layer: Layer, parents: dict[int, Layer], chosen: set[int]) -> tuple[list[Layer], Layer] | None:
+    """A torch / ONNX leaf with its reverse sibling when both are selected (``l0`` + ``l0_reverse``, ``forward`` +
+    ``reverse``: one bidirectional unit), and the layer naming the unit: the module / node itself when it holds one
+    layer (``enc``), else the leaf (``enc/l1``)."""
+    container = parents.get(id(layer))
+    if gates.NATIVE_LAYOUTS.get(layer.class_name) is None or container is None:
+        return None
+    partner_name = "reverse" if layer.name == "forward" else layer.name + "_reverse"
+    partner = next((c for c in container.children if c.name == partner_name and id(c) in chosen), None)
+    owner = container if container.config.get("num_layers", 1) == 1 else layer
+    return ([layer, partner] if partner is not None else [layer]), owner
 
 
 def _is_plain_recurrent(layer: Layer) -> bool:
