@@ -17,7 +17,7 @@ import numpy as np
 from .numpy_forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 from .errors import InspectError
 from .gates import CUDNN_CLASSES
-from .model import ModelFile
+from .model import FILE_KINDS, KERAS_KINDS, ModelFile
 from .readers import open_model
 
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
@@ -111,6 +111,10 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     """Run the file with lstm-inspect's numpy pass and with Keras on the same inputs and compare every layer."""
     label = os.fspath(path)
     with open_model(label) as model:
+        if model.kind not in KERAS_KINDS:
+            raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}; "
+                               "`lstm-inspect forward` runs it with its own framework's semantics (proven against "
+                               "torch, onnxruntime and TensorFlow in the tests)", label)
         if not model.has_config:
             raise InspectError("weights-only file: it holds no architecture, so Keras cannot rebuild the model "
                                "to compare against; verify the full model file (.keras or model.save('x.h5'))",

@@ -143,6 +143,9 @@ class ModelFile:
         self.close()
 
 
+#: The kinds Keras itself writes (and `verify` can hand to Keras).
+KERAS_KINDS = frozenset({"keras2-h5", "keras2-weights-h5", "keras3-h5", "keras3-weights-h5", "keras-zip", "keras-dir"})
+
 FILE_KINDS = {
     "keras2-h5": "Keras 2 / tf.keras full model (HDF5)",
     "keras2-weights-h5": "Keras 2 / tf.keras weights only (HDF5)",

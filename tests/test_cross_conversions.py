@@ -107,3 +107,9 @@ def test_torch_to_torch_rebuilds_the_module_layer_by_layer(tmp_path):
 
 def test_zz_report_worst():
     print(f"\ntorch <-> ONNX conversions: largest difference {WORST[0]:.2e}")
+
+
+def test_verify_on_a_torch_file_points_to_forward(tmp_path):
+    _, path = torch_file(tmp_path, torch.nn.GRU, "enc")
+    result = CliRunner().invoke(cli, ["verify", str(path)])
+    assert result.exit_code == 2 and "cannot load a PyTorch state dict" in result.output and "forward" in result.output
