@@ -341,7 +341,7 @@ def rule_block_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         values = piece.read()
         if not values.size or not _finite(values):
             continue
-        norm = float(np.linalg.norm(values.astype(np.float64).ravel()))
+        norm = float(np.linalg.norm(values.ravel().astype(np.float64)))
         rms = norm / math.sqrt(values.size)
         if max_rms is not None and rms > max_rms:
             yield _finding(o, "block-norm", piece.layer, piece.name, f"RMS {_g(rms)} > {_g(max_rms)}")

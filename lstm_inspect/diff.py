@@ -23,8 +23,9 @@ DIFF_VERSION = 1
 
 def block_delta(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """max |b - a|, ||b - a|| / ||a|| (Frobenius), and the cosine between a and b, over float64 copies."""
-    x = np.asarray(a, dtype=np.float64).ravel()
-    y = np.asarray(b, dtype=np.float64).ravel()
+    # ravel first: a float64 copy of an empty array shaped (0, 10**6, 10**6, ...) would not fit in memory's index
+    x = np.asarray(a).ravel().astype(np.float64)
+    y = np.asarray(b).ravel().astype(np.float64)
     both_finite = bool(np.isfinite(x).all() and np.isfinite(y).all())
     if not both_finite:
         same = bool(np.array_equal(x, y, equal_nan=True))

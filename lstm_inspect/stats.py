@@ -30,7 +30,10 @@ class Stats:
 
 
 def compute(values: np.ndarray) -> Stats:
-    array = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    if values.size == 0:  # no values; a float64 copy of a shape like (0, 10**6, 10**6, ...) would not even fit
+        return Stats(tuple(int(n) for n in values.shape), 0, None, None, None, None, None, 0.0, 0, 0)
+    array = values.astype(np.float64, copy=False)
     params = int(array.size)
     nan = int(np.isnan(array).sum())
     inf = int(np.isinf(array).sum())

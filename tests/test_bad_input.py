@@ -267,3 +267,16 @@ def test_object_reference_dataset_refused(tmp_path):
     path = copy("k2_classic.h5", tmp_path)
     _replace_kernel(path, lambda g, n, s: g.create_dataset(n, data=np.array([g.ref] * 4), dtype=h5py.ref_dtype))
     assert_refused(path, "not numbers")
+
+
+def test_empty_dataset_with_huge_dimensions_is_read_not_crashed(tmp_path):
+    """A kernel of shape (0, 256, 844, 854, 1144, 2108, 2591) holds no values, but a float64 copy of that shape
+    overflows numpy's size check (found by tests/test_fuzz.py): inspect, diff and check handle it."""
+    path = copy("k2_gru_ra.h5", tmp_path)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/gru/gru/gru_cell"]
+        del group["kernel:0"]
+        group.create_dataset("kernel:0", shape=(0, 256, 844, 854, 1144, 2108, 2591), dtype="f4")
+    for args in (["inspect", path], ["diff", path, path], ["check", path]):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code in (0, 1) and "internal error" not in result.output, (args, result.output)
