@@ -73,13 +73,20 @@ def handles(model: ModelFile) -> bool:
 
 def modules(model: ModelFile) -> list[Layer]:
     """The runnable units: torch modules and ONNX nodes (containers of directions), TF1 cells and MultiRNNCells."""
-    found = []
-    for layer in model.root.children:
+    found: list[Layer] = []
+
+    def visit(layer: Layer) -> None:
         leaves = {c.class_name for c in layer.children}
         if leaves and leaves <= set(gates.NATIVE_LAYOUTS):
             found.append(layer)
         elif layer.class_name in _TF1_CELLS or (layer.class_name == "MultiRNNCell" and leaves <= _TF1_CELLS):
             found.append(layer)
+        else:  # a plain container (an exported .npz groups nodes by path: enc/l0, enc/l1)
+            for child in layer.children:
+                visit(child)
+
+    for top in model.root.children:
+        visit(top)
     return found
 
 

@@ -7,6 +7,13 @@ import pytest
 
 # Keep TensorFlow quiet and deterministic wherever a test imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One thread per native pool in the test process. The CLI under test forks an isolated child per file (as the real
+# CLI does, from a process with no such pools); this test process also runs torch, TensorFlow, onnxruntime and
+# BLAS, and a child forked while one of their worker threads holds a lock can hang on it (seen as a rare
+# 120 s --timeout in a forked reader). Single-threaded pools hold no such locks. Set before numpy is imported.
+for _pool in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+              "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_pool, "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"

@@ -150,3 +150,22 @@ def test_torch_file_and_its_keras_arrays_diff_identical(tmp_path):
         assert [c.class_name for c in back.root.children[1].children] == ["Bidirectional", "Bidirectional"]
         result = diff_models(source, back)
     assert result["identical"] and result["summary"]["blocks_compared"] == 60, result["summary"]
+
+
+def test_forward_runs_an_onnx_layout_export_like_its_torch_source(tmp_path):
+    """torch GRU + 2-layer bidirectional LSTM -> --layout onnx .npz; forward runs the exported nodes (found below
+    their path) with ONNX semantics and gives the torch file's outputs."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lstm_inspect import forward
+
+    torch.manual_seed(1)
+    lstm, gru = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True), torch.nn.GRU(3, 5)
+    state = {f"enc.{k}": v for k, v in lstm.state_dict().items()} | {f"dec.{k}": v for k, v in gru.state_dict().items()}
+    save_file(state, tmp_path / "m.safetensors")
+    assert run("export", tmp_path / "m.safetensors", "--layout", "onnx", "-o", tmp_path / "o.npz").exit_code == 0
+    x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    source = forward(tmp_path / "m.safetensors", x, layers=["dec"])
+    exported = forward(tmp_path / "o.npz", x, layers=["dec"])
+    np.testing.assert_allclose(exported["dec/Y"][:, 0].transpose(1, 0, 2), source["dec/output"], rtol=1e-6, atol=1e-7)
