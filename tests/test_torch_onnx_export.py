@@ -83,8 +83,11 @@ def test_forward_equals_onnxruntime_on_every_node(exported, tmp_path):
     x = np.random.default_rng(11).normal(size=(3, 7, 3))  # another batch and length than the export's
     theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x.astype(np.float32)})))
     np.save(tmp_path / "x.npy", x)
-    result = CliRunner().invoke(cli, ["forward", str(out / "m.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "-o", str(tmp_path / "o.npz")])
+    # In-process: this test proves forward's semantics. Forking this pytest process after the TF1 tests have run
+    # TensorFlow in it hangs the forked reader here (reproducible with test_tf1_checkpoint.py run first; never seen
+    # from the CLI itself, whose process loads no TensorFlow); isolation is tested in test_isolation / test_fuzz.
+    result = CliRunner().invoke(cli, ["--no-isolation", "forward", str(out / "m.onnx"), "--input",
+                                      str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")])
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "o.npz") as data:
         ours = {k: data[k] for k in data.files}
