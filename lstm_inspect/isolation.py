@@ -8,10 +8,12 @@ in-process.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -19,6 +21,7 @@ from .errors import ExitCode, InspectError
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_MEMORY = 4 << 30
+_FORK_LOCK = threading.Lock()
 
 
 class InternalError(Exception):
@@ -40,8 +43,21 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
         return func(*args)
     _preload()
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    # The garbage collector must not run, in the child, the finalizers of objects the parent let go of: a native
+    # runtime's object (an onnxruntime session, a TensorFlow graph) waits in its destructor on threads that do not
+    # exist after fork, and the child hangs. Frozen, the parent's objects are out of the child's collections; the
+    # child then never collects (it is short-lived, and bounded by --max-memory).
+    with _FORK_LOCK:  # check --jobs forks from several threads; freeze / unfreeze are process-wide
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except BaseException:
+            gc.unfreeze()
+            raise
+        if pid != 0:
+            gc.unfreeze()
     if pid == 0:  # the child: never returns
+        gc.disable()
         # Keep only stdio and our own pipe end: pipe ends of sibling children forked by other threads would
         # otherwise stay open here and delay their end of file.
         os.closerange(3, write_end)
