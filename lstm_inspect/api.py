@@ -119,15 +119,19 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
 
 
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
-           rtol: float | None = None, atol: float | None = None, seed: int = 0) -> "Any":
-    """Compare `forward` with Keras on the same inputs (random ones fitting the model when not given).
+           rtol: float | None = None, atol: float | None = None, seed: int = 0,
+           layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None,
+           nonlinearity: str | None = None) -> "Any":
+    """Compare `forward` with Keras on the same inputs (random ones fitting the model when not given); PyTorch,
+    ONNX and TF1 files: each recurrent module with torch, onnxruntime or TensorFlow (`native_parity`).
 
-    Returns a `verify.VerifyResult` (``.ok``, ``.diffs`` per layer with max abs/rel difference). Needs Keras
-    (``pip install 'lstm-inspect[keras]'``); raises `verify.KerasMissing` (an InspectError) without it."""
+    Returns a `keras_parity.VerifyResult` (``.ok``, ``.diffs`` per output with max abs/rel difference). Needs the
+    reference package (``pip install 'lstm-inspect[keras]'``); raises an InspectError without it."""
     from .keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
 
     return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
-                      rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
+                      rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol,
+                      layers=tuple(layers), forget_bias=forget_bias, nonlinearity=nonlinearity)
 
 
 def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = ()) -> "Any":

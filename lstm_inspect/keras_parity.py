@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native_forward
 from .numpy_forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 from .errors import InspectError
 from .gates import CUDNN_CLASSES
@@ -46,13 +47,17 @@ class LayerDiff:
 @dataclass
 class VerifyResult:
     path: str
-    keras_package: str
-    keras_version: str
+    reference: str
+    """The package that ran the file the second time: ``keras``, ``tf_keras``, ``torch``, ``onnxruntime`` or
+    ``tensorflow`` (TF1 checkpoints)."""
+    reference_version: str
     file_keras_version: str | None
     rtol: float
     atol: float
     input_shapes: dict[str, tuple[int, ...]]
     diffs: list[LayerDiff] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the run assumed because the file does not store it (torch RNN nonlinearity, TF1 forget_bias)."""
 
     @property
     def ok(self) -> bool:
@@ -107,14 +112,19 @@ def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: fl
 
 
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
-           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, seed: int = 0) -> VerifyResult:
-    """Run the file with lstm-inspect's numpy pass and with Keras on the same inputs and compare every layer."""
+           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, seed: int = 0, layers: tuple[str, ...] = (),
+           forget_bias: float | None = None, nonlinearity: str | None = None) -> VerifyResult:
+    """Run the file with lstm-inspect's numpy pass and with Keras (or, for PyTorch / ONNX / TF1 files, with torch,
+    onnxruntime or TensorFlow) on the same inputs and compare every layer (or the `layers` whose path contains one
+    of the patterns)."""
     label = os.fspath(path)
     with open_model(label) as model:
+        if native_forward.handles(model):
+            result = _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity)
+            return result
         if model.kind not in KERAS_KINDS:
-            raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}; "
-                               "`lstm-inspect forward` runs it with its own framework's semantics (proven against "
-                               "torch, onnxruntime and TensorFlow in the tests)", label)
+            raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
+                               " with no recurrent layer of another framework either", label)
         if not model.has_config:
             raise InspectError("weights-only file: it holds no architecture, so Keras cannot rebuild the model "
                                "to compare against; verify the full model file (.keras or model.save('x.h5'))",
@@ -139,7 +149,34 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol)
+        result = _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol)
+    if layers:
+        result.diffs = [d for d in result.diffs if any(p in d.key for p in layers)]
+        if not result.diffs:
+            raise InspectError(f"--layer {', '.join(layers)} matches no layer output", label)
+    return result
+
+
+def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: int, rtol: float, atol: float,
+                   layers: tuple[str, ...], forget_bias: float | None, nonlinearity: str | None) -> VerifyResult:
+    """Each recurrent module of a PyTorch / ONNX / TF1 file run by `native_forward` and by its own framework."""
+    from . import native_parity
+
+    package, version = native_parity.oracle_package(model)
+    chosen = native_forward.select(model, layers)
+    xs = native_parity.inputs_per_module(model, chosen, inputs, batch, steps, seed)
+    fb = native_forward.TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
+    nl = nonlinearity or native_forward.TORCH_DEFAULT_NONLINEARITY
+    ours: dict[str, np.ndarray] = {}
+    theirs: dict[str, np.ndarray] = {}
+    for module in chosen:
+        ours.update(native_forward.run_module(module, xs[module.key], np.float64, fb, nl))
+        theirs.update(native_parity.outputs(model, module, xs[module.key], fb, nl))
+    result = VerifyResult(model.path, package, version, None, rtol, atol,
+                          {key: tuple(x.shape) for key, x in xs.items()})
+    result.diffs = compare(ours, theirs, rtol, atol)
+    result.notes = native_forward.stated_defaults(model, layers, forget_bias, nonlinearity)
+    return result
 
 
 def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], specs: list[InputSpec],
@@ -253,11 +290,12 @@ def to_dict(result: VerifyResult) -> dict[str, Any]:
     return {
         "file": result.path,
         "file_keras_version": result.file_keras_version,
-        "keras_package": result.keras_package,
-        "keras_version": result.keras_version,
+        "reference": result.reference,
+        "reference_version": result.reference_version,
         "rtol": result.rtol,
         "atol": result.atol,
         "inputs": {k: list(v) for k, v in result.input_shapes.items()},
+        "notes": result.notes,
         "ok": result.ok,
         "layers": [
             {"key": d.key, "shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel, "ok": d.ok,

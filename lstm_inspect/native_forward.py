@@ -107,22 +107,32 @@ def select(model: ModelFile, patterns: tuple[str, ...] | list[str]) -> list[Laye
 def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (), dtype: Any = np.float64,
         forget_bias: float | None = None, nonlinearity: str | None = None) -> dict[str, np.ndarray]:
     """Every selected module run on X (batch, time, features); keys as docs/forward.md lists them."""
-    x = _single_input(inputs, model.path).astype(dtype)
+    x = single_input(inputs, model.path).astype(dtype)
     chosen = select(model, layers)
-    misfits = [f"{m.key} takes {_input_size(m)}" for m in chosen if _input_size(m) not in (None, x.shape[-1])]
+    check_fits(model, chosen, x)
+    results: dict[str, np.ndarray] = {}
+    for module in chosen:
+        results.update(run_module(module, x, dtype, forget_bias, nonlinearity))
+    return results
+
+
+def run_module(module: Layer, x: np.ndarray, dtype: Any = np.float64, forget_bias: float | None = None,
+               nonlinearity: str | None = None) -> dict[str, np.ndarray]:
+    """One module (from `modules`) on X (batch, time, features) with its framework's semantics."""
+    x = np.asarray(x).astype(dtype)
+    if module.children and module.children[0].class_name in _TORCH_LEAVES:
+        return _run_torch(module, x, dtype, nonlinearity or TORCH_DEFAULT_NONLINEARITY)
+    if module.children and module.children[0].class_name in _ONNX_LEAVES:
+        return _run_onnx(module, x, dtype)
+    return _run_tf1(module, x, dtype, TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias)
+
+
+def check_fits(model: ModelFile, chosen: list[Layer], x: np.ndarray) -> None:
+    """Every chosen module takes X's feature count (else one line naming the ones that do not)."""
+    misfits = [f"{m.key} takes {input_size(m)}" for m in chosen if input_size(m) not in (None, x.shape[-1])]
     if misfits:
         raise InspectError(f"input has {x.shape[-1]} features but {'; '.join(misfits)} (pick modules with --layer)",
                            model.path)
-    results: dict[str, np.ndarray] = {}
-    for module in chosen:
-        if module.children and module.children[0].class_name in _TORCH_LEAVES:
-            results.update(_run_torch(module, x, dtype, nonlinearity or TORCH_DEFAULT_NONLINEARITY))
-        elif module.children and module.children[0].class_name in _ONNX_LEAVES:
-            results.update(_run_onnx(module, x, dtype))
-        else:
-            fb = TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
-            results.update(_run_tf1(module, x, dtype, fb))
-    return results
 
 
 def stated_defaults(model: ModelFile, layers: tuple[str, ...] | list[str], forget_bias: float | None,
@@ -147,7 +157,7 @@ def stated_defaults(model: ModelFile, layers: tuple[str, ...] | list[str], forge
 # ------------------------------------------------------------------------------------------------ the shared step
 
 
-def _single_input(inputs: Any, label: str) -> np.ndarray:
+def single_input(inputs: Any, label: str) -> np.ndarray:
     if isinstance(inputs, dict):
         inputs = list(inputs.values())
     if isinstance(inputs, (list, tuple)):
@@ -163,7 +173,7 @@ def _single_input(inputs: Any, label: str) -> np.ndarray:
     return x
 
 
-def _input_size(module: Layer) -> int | None:
+def input_size(module: Layer) -> int | None:
     first = module.children[0] if module.children else module
     split = gates.split(first)
     return split.input_dim if split is not None and split.blocks else None

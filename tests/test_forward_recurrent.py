@@ -159,7 +159,7 @@ def test_stacked_cells_state_order_and_go_backwards_against_keras(package, tmp_p
         path = tmp_path / (name + suffix)
         build(K, np.random.default_rng(7)).save(str(path))
         result = lstm_inspect.verify(path, batch=3, steps=5)
-        assert result.keras_package == package
+        assert result.reference == package
         assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
         assert wanted <= {d.key for d in result.diffs}
 

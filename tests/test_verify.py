@@ -35,7 +35,7 @@ def run_cli(args, capsys):
 ])
 def test_verify_passes_on_real_models(file, package):
     result = verify_function(FIXTURES / file)
-    assert result.keras_package == package
+    assert result.reference == package
     assert result.ok, [(d.key, d.max_abs, d.note) for d in result.diffs if not d.ok]
     keys = {d.key for d in result.diffs}
     assert any(k.startswith("__output__") for k in keys) and len(keys) >= 3
@@ -102,7 +102,7 @@ def test_verify_json(capsys):
     code, out, err = run_cli(["verify", str(FIXTURES / "k3_gru_nora.keras"), "--json", "--batch", "3"], capsys)
     assert code == 0, err
     data = json.loads(out)
-    assert data["ok"] is True and data["keras_package"] == "keras"
+    assert data["ok"] is True and data["reference"] == "keras"
     assert data["inputs"] and all(shape[0] == 3 for shape in data["inputs"].values())
     assert {"gru", "__output__"} <= {layer["key"] for layer in data["layers"]}
 

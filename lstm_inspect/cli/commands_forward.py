@@ -87,18 +87,26 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 @click.option("--rtol", default=None, type=float, help="Relative tolerance [default: 1e-05].")
 @click.option("--atol", default=None, type=float, help="Absolute tolerance [default: 1e-06].")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@layer_option
+@click.option("--forget-bias", type=float, default=None,
+              help="TF1 checkpoints: the forget_bias of LSTMCell / BasicLSTMCell, given to both runs [default: 1.0].")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
+              help="PyTorch files: torch.nn.RNN's nonlinearity, given to both runs [default: tanh].")
 def verify_command(model: str, input_path: str | None, batch: int, steps: int, seed: int, rtol: float | None,
-                   atol: float | None, as_json: bool) -> None:
+                   atol: float | None, as_json: bool, layers: tuple[str, ...], forget_bias: float | None,
+                   nonlinearity: str | None) -> None:
     """Compare the numpy forward pass with Keras itself, layer by layer (needs the optional Keras extra).
+    PyTorch, ONNX and TF1 files: each recurrent module against torch, onnxruntime or TensorFlow.
 
-    Exit 0 when every layer is within tolerance (|numpy - keras| <= atol + rtol*|keras|), 1 otherwise."""
+    Exit 0 when every output is within tolerance (|numpy - ref| <= atol + rtol*|ref|), 1 otherwise."""
     from ..api import verify
     from ..keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
 
     inputs = _load_inputs(input_path) if input_path else None
     result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
                     rtol=DEFAULT_RTOL if rtol is None else rtol,
-                    atol=DEFAULT_ATOL if atol is None else atol)
+                    atol=DEFAULT_ATOL if atol is None else atol, layers=layers, forget_bias=forget_bias,
+                    nonlinearity=nonlinearity)
     if as_json:
         import json
 

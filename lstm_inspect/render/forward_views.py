@@ -21,10 +21,14 @@ def _sci(value: float) -> str:
 def render_verify(result: "VerifyResult", console: Console) -> None:
     head = Text()
     head.append(result.path, style="bold")
-    head.append(f"\nnumpy forward pass vs {result.keras_package} {result.keras_version}"
-                f" (file written by Keras {result.file_keras_version or '?'})")
+    written = f" (file written by Keras {result.file_keras_version or '?'})" if result.reference in (
+        "keras", "tf_keras") else ""
+    head.append(f"\nnumpy forward pass vs {result.reference} {result.reference_version}{written}")
     inputs = ", ".join(f"{name} {tuple(shape)}" for name, shape in result.input_shapes.items())
-    head.append(f"\ninputs: {inputs} · tolerance |numpy − keras| ≤ {result.atol:g} + {result.rtol:g}·|keras|")
+    head.append(f"\ninputs: {inputs} · tolerance |numpy − {result.reference}| ≤ {result.atol:g} + "
+                f"{result.rtol:g}·|{result.reference}|")
+    for note in result.notes:
+        head.append(f"\n{note}")
     console.print(head)
     table = Table(show_edge=False, pad_edge=False)
     for column, justify in (("layer", "left"), ("shape", "left"), ("max abs diff", "right"),
@@ -37,7 +41,7 @@ def render_verify(result: "VerifyResult", console: Console) -> None:
     console.print(table)
     worst = result.worst
     if result.ok:
-        console.print(Text(f"OK: {len(result.diffs)} outputs match Keras (largest difference "
+        console.print(Text(f"OK: {len(result.diffs)} outputs match {result.reference} (largest difference "
                            f"{_sci(worst.max_abs) if worst else '0'})", style="green"))
     else:
         bad = [d.key for d in result.diffs if not d.ok]
