@@ -71,6 +71,24 @@ def test_diff_against_the_state_dict_is_identical(exported):
     assert report["identical"] and report["summary"]["blocks_compared"] == (48 if kind == "lstm" else 12)
 
 
+def test_a_bare_module_groups_under_its_state_dict_name(tmp_path):
+    """torch.onnx.export of an nn.GRU itself names its nodes /GRU, /GRU_1 (no scope): read as module ``gru``, like the
+    state dict of the same module, so diff pairs them without --layer."""
+    torch.manual_seed(2)
+    gru = torch.nn.GRU(3, 4, num_layers=2, batch_first=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(gru, (torch.randn(2, 5, 3),), str(tmp_path / "g.onnx"), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+    save_file({k: v.contiguous() for k, v in gru.state_dict().items()}, str(tmp_path / "g.safetensors"))
+    with open_model(tmp_path / "g.onnx") as model:
+        assert [(m.key, [leaf.name for leaf in m.children]) for m in model.root.children
+                if m.class_name == "onnx.GRU"] == [("gru", ["l0", "l1"])]
+    result = CliRunner().invoke(cli, ["diff", str(tmp_path / "g.safetensors"), str(tmp_path / "g.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["summary"]["blocks_compared"] == 24
+
+
 def test_forward_equals_onnxruntime_on_every_node(exported, tmp_path):
     kind, out = exported
     proto = onnx.load(str(out / "m.onnx"))

@@ -19,7 +19,9 @@ RECURRENT_OPS = {"LSTM": ("OnnxLSTM", 3), "GRU": ("OnnxGRU", 2), "RNN": ("OnnxRN
 _INDEX_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})
 #: How torch.onnx.export names the nodes of one torch.nn.LSTM / GRU / RNN module: one node per layer,
 #: ``/<module scope>/LSTM``, ``/<module scope>/LSTM_1``...
-_TORCH_EXPORT_NODE = re.compile(r"^/(?P<scope>.+)/(?P<op>LSTM|GRU|RNN)(?:_(?P<k>\d+))?$")
+#: A bare module exported on its own has no scope (``/LSTM``, ``/LSTM_1``): it is named like its state dict's
+#: module, ``lstm`` (see readers.torch_state).
+_TORCH_EXPORT_NODE = re.compile(r"^/(?:(?P<scope>.+)/)?(?P<op>LSTM|GRU|RNN)(?:_(?P<k>\d+))?$")
 #: The ops torch.onnx.export puts between two layers' nodes: Y (seq, D, batch, H) -> (seq, batch, D·H).
 _RESHAPING_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Identity"})
 #: Attribute defaults of the ONNX operators (opset 14+).
@@ -207,7 +209,8 @@ def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], produc
     for node, layer in recurrent:
         match = _TORCH_EXPORT_NODE.match(layer.name)
         if match and match["op"] == node.op_type:
-            scopes.setdefault((match["scope"], node.op_type), []).append((int(match["k"] or 0), node, layer))
+            scope = match["scope"] or node.op_type.lower()
+            scopes.setdefault((scope, node.op_type), []).append((int(match["k"] or 0), node, layer))
     for (scope, _), members in scopes.items():
         members.sort(key=lambda m: m[0])
         if [k for k, _, _ in members] != list(range(len(members))) or not all(
