@@ -615,6 +615,19 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
 MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth")
 
 
+def _walk_picks(name: str, siblings: set[str]) -> bool:
+    """A model file for the directory walk; a Keras 3 sharded-weights index (``x.weights.json``) stands for its
+    shards (``x_00000.weights.h5``...), which are not checked on their own."""
+    if name.endswith(".weights.json"):
+        return True
+    if not name.endswith(MODEL_EXTENSIONS):
+        return False
+    from .readers.keras3 import SHARD_NAME
+
+    shard = SHARD_NAME.match(name)
+    return not (shard and f"{shard['base']}.weights.json" in siblings)
+
+
 def is_model_directory(path: str) -> bool:
     """An unzipped ``.keras`` (``save_model(..., zipped=False)``): config.json plus model.weights.h5/npz."""
     return (os.path.isfile(os.path.join(path, "config.json"))
@@ -644,9 +657,11 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
                     elif not d.startswith("."):
                         keep.append(d)
                 dirs[:] = keep
-                found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(MODEL_EXTENSIONS))
+                names = set(files)
+                found.extend(os.path.join(root, f) for f in sorted(files) if _walk_picks(f, names))
             if len(found) == before:
-                notes.append(f"{path}: no model files ({', '.join(MODEL_EXTENSIONS)}, Keras model directories) below it")
+                notes.append(f"{path}: no model files ({', '.join(MODEL_EXTENSIONS)}, .weights.json, Keras model "
+                             "directories) below it")
         elif not os.path.exists(path) and any(c in path for c in "*?["):
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:

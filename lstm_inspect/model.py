@@ -144,13 +144,15 @@ class ModelFile:
 
 
 #: The kinds Keras itself writes (and `verify` can hand to Keras).
-KERAS_KINDS = frozenset({"keras2-h5", "keras2-weights-h5", "keras3-h5", "keras3-weights-h5", "keras-zip", "keras-dir"})
+KERAS_KINDS = frozenset({"keras2-h5", "keras2-weights-h5", "keras3-h5", "keras3-weights-h5", "keras3-sharded-weights",
+                         "keras-zip", "keras-dir"})
 
 FILE_KINDS = {
     "keras2-h5": "Keras 2 / tf.keras full model (HDF5)",
     "keras2-weights-h5": "Keras 2 / tf.keras weights only (HDF5)",
     "keras3-h5": "Keras 3 full model, legacy HDF5",
     "keras3-weights-h5": "Keras 3 weights only (.weights.h5)",
+    "keras3-sharded-weights": "Keras 3 sharded weights only (.weights.json index + _00000.weights.h5 shards)",
     "keras-zip": "Keras native .keras archive",
     "keras-dir": "Keras native model directory (unzipped .keras)",
     "torch-safetensors": "PyTorch state dict (.safetensors)",

@@ -54,6 +54,8 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
             return torch_state.read_torch_file(label, label)
         raise UnsupportedFile("a Python pickle; lstm-inspect never unpickles files (a PyTorch file named .pt, "
                               ".pth or .bin is read through torch.load(weights_only=True))", label)
+    if label.endswith(".json") or head.lstrip().startswith(b"{"):
+        return _open_json(label)
     if label.endswith(".onnx"):  # ONNX protobuf has no magic number: the extension decides, the parse confirms
         from . import onnx_file
 
@@ -61,6 +63,21 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
     raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
                           label)
+
+
+def _open_json(label: str) -> ModelFile:
+    """A Keras 3 sharded-weights index (``x.weights.json``); no other JSON file is a model."""
+    from . import h5safe, keras3
+
+    if os.path.getsize(label) > h5safe.MAX_ATTRIBUTE_BYTES:
+        raise UnsupportedFile(f"a JSON file larger than {h5safe.MAX_ATTRIBUTE_BYTES:,} bytes: not a sharded-weights "
+                              "index", label)
+    with open(label, "rb") as handle:
+        index = h5safe.parse_json(handle.read(), "the JSON file", label)
+    if not keras3.is_shard_index(index):
+        raise UnsupportedFile("a JSON file, but not a Keras sharded-weights index (no weight_map); a model's "
+                              "config.json is read with its weights: open the .keras file or its directory", label)
+    return keras3.read_sharded(label, index, label)
 
 
 def _zip_names(label: str) -> list[str]:

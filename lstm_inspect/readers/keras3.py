@@ -16,7 +16,7 @@ import h5py
 
 from .. import schema
 from ..config import build_tree
-from ..errors import CorruptFile, UnsupportedFile
+from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
 from ..model import CONTAINER_CLASSES, Layer, ModelFile, Tensor
 from . import h5safe
 from .archive import Archive
@@ -27,8 +27,66 @@ WEIGHTS_MEMBER = "model.weights.h5"
 _CELL, _FORWARD, _BACKWARD, _WRAPPED = "cell", "forward_layer", "backward_layer", "layer"
 
 
+class Node:
+    """One group path of the weights store: a group of the weights file, or of every shard of a sharded store
+    (Keras 3 ``save_weights(..., max_shard_size=...)`` splits the same tree, even one ``vars`` group, across
+    files). Every access goes through `h5safe`."""
+
+    def __init__(self, groups: list[h5py.Group], label: str) -> None:
+        self.groups = groups
+        self.label = label
+
+    @property
+    def name(self) -> str:
+        return self.groups[0].name
+
+    def has(self, name: str) -> bool:
+        return any(h5safe.has(g, name) for g in self.groups)
+
+    def child(self, name: str) -> "Node":
+        found = [h5safe.child(g, name, self.label) for g in self.groups if h5safe.has(g, name)]
+        if not found:
+            raise CorruptFile(f"missing {(self.name.rstrip('/') + '/' + name)!r}", self.label)
+        if not all(isinstance(g, h5py.Group) for g in found):
+            raise CorruptFile(f"{found[0].name} is not a group", self.label)
+        return Node(found, self.label)
+
+    def members(self) -> list[tuple[str, "Node"]]:
+        """Sub-groups by name, in the order the first shard holding each lists them."""
+        found: dict[str, list[h5py.Group]] = {}
+        for g in self.groups:
+            for key, obj in h5safe.members(g, self.label):
+                if isinstance(obj, h5py.Group):
+                    found.setdefault(key, []).append(obj)
+        return [(key, Node(groups, self.label)) for key, groups in found.items()]
+
+    def datasets(self) -> list[tuple[str, h5py.Dataset]]:
+        found: dict[str, h5py.Dataset] = {}
+        for g in self.groups:
+            for key, obj in h5safe.members(g, self.label):
+                if isinstance(obj, h5py.Dataset):
+                    if key in found:
+                        raise CorruptFile(f"{obj.name} is stored in two shards", self.label)
+                    found[key] = obj
+        return list(found.items())
+
+    def attr(self, name: str) -> Any:
+        return next((v for v in (h5safe.attr(g, name, self.label) for g in self.groups) if v is not None), None)
+
+    def has_arrays(self) -> bool:
+        found = False
+
+        def visit(_name: str, obj: Any) -> None:
+            nonlocal found
+            found = found or isinstance(obj, h5py.Dataset)
+
+        for g in self.groups:
+            g.visititems(visit)
+        return found
+
+
 def looks_like_weights(f: h5py.File) -> bool:
-    return h5safe.has(f, "layers") or h5safe.has(f, "vars") or h5safe.has(f, "_layer_checkpoint_dependencies")
+    return any(h5safe.has(f, name) for name in ("layers", "vars", "_layer_checkpoint_dependencies"))
 
 
 def read_archive(path: str, label: str) -> ModelFile:
@@ -49,7 +107,8 @@ def read_archive(path: str, label: str) -> ModelFile:
             raise CorruptFile(f".keras archive has no {WEIGHTS_MEMBER}: the model's weights are missing", label)
         weights = h5safe.open_file(archive.open_member(WEIGHTS_MEMBER), label)
         with h5safe.library_errors_as_corrupt(label):
-            model = _read(read_text("config.json"), read_text("metadata.json"), weights, "keras-zip", label)
+            model = _read(read_text("config.json"), read_text("metadata.json"), Node([weights], label),
+                          "keras-zip", label)
     except BaseException:
         archive.close()
         raise
@@ -77,7 +136,7 @@ def read_directory(path: str, label: str) -> ModelFile:
     weights = h5safe.open_file(weights_path, label)
     try:
         with h5safe.library_errors_as_corrupt(label):
-            model = _read(config, read_text("metadata.json"), weights, "keras-dir", label)
+            model = _read(config, read_text("metadata.json"), Node([weights], label), "keras-dir", label)
     except BaseException:
         weights.close()
         raise
@@ -87,15 +146,68 @@ def read_directory(path: str, label: str) -> ModelFile:
 
 def read_weights(f: h5py.File, label: str) -> ModelFile:
     """A Keras 3 ``save_weights`` file: no config, so the tree is rebuilt from the group structure."""
-    model = ModelFile(path=label, kind="keras3-weights-h5", root=Layer(name="model", class_name="Model", path=()),
-                      has_config=False)
+    return _weights_model(Node([f], label), "keras3-weights-h5", label)
+
+
+#: How Keras names the shards of ``<base>.weights.json``: ``<base>_00000.weights.h5``, ``<base>_00001...``.
+SHARD_NAME = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")
+MAX_SHARDS = 10_000
+
+
+def is_shard_index(text: Any) -> bool:
+    return isinstance(text, dict) and isinstance(text.get("weight_map"), dict)
+
+
+def shards_of(path: str, index: dict[str, Any], label: str) -> list[str]:
+    """The shard files a ``.weights.json`` index names: plain file names beside it, never a path or a link."""
+    names: set[str] = set()
+    for key, value in index["weight_map"].items():
+        for name in value if isinstance(value, list) else [value]:
+            if not isinstance(name, str) or not SHARD_NAME.match(name) or os.path.basename(name) != name \
+                    or name in (".", ".."):
+                raise UnsafeFile(f"weight_map entry {str(key)[:80]!r} names {str(name)[:80]!r}, not a shard file "
+                                 "beside the index (<name>_00000.weights.h5)", label)
+            names.add(name)
+    if not names:
+        raise CorruptFile("the sharded-weights index names no shard", label)
+    if len(names) > MAX_SHARDS:
+        raise UnsafeFile(f"the index names {len(names):,} shards (more than {MAX_SHARDS:,})", label)
+    found = []
+    for name in sorted(names):
+        shard = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+        if os.path.islink(shard):
+            raise UnsafeFile(f"shard {name} is a link; refusing to follow it", label)
+        if not os.path.isfile(shard):
+            raise CorruptFile(f"shard {name}, named by the index, is missing", label)
+        found.append(shard)
+    return found
+
+
+def read_sharded(path: str, index: dict[str, Any], label: str) -> ModelFile:
+    """Keras 3 ``save_weights("x.weights.json", max_shard_size=...)``: the index names shards that each hold part
+    of one ``.weights.h5`` tree; read as one weights file."""
+    files: list[h5py.File] = []
+    try:
+        for shard in shards_of(path, index, label):
+            files.append(h5safe.open_file(shard, f"{label}: {os.path.basename(shard)}"))
+        model = _weights_model(Node(files, label), "keras3-sharded-weights", label)
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+    model._closers += [f.close for f in files]
+    return model
+
+
+def _weights_model(root: Node, kind: str, label: str) -> ModelFile:
+    model = ModelFile(path=label, kind=kind, root=Layer(name="model", class_name="Model", path=()), has_config=False)
     with h5safe.library_errors_as_corrupt(label):
-        model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(f, label)]
+        model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(root, label)]
     model.warnings.append("weights-only file: no model config, so layer classes are inferred from the file's structure")
     return model
 
 
-def _read(config_text: bytes | None, metadata_text: bytes | None, weights: h5py.File, kind: str, label: str) -> ModelFile:
+def _read(config_text: bytes | None, metadata_text: bytes | None, weights: Node, kind: str, label: str) -> ModelFile:
     config = h5safe.parse_json(config_text or b"", "config.json", label)
     metadata = h5safe.parse_json(metadata_text, "metadata.json", label) if metadata_text else {}
     if not isinstance(metadata, dict):
@@ -106,11 +218,11 @@ def _read(config_text: bytes | None, metadata_text: bytes | None, weights: h5py.
     return model
 
 
-def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is_root: bool = False) -> None:
+def _attach(layer: Layer, group: Node, warnings: list[str], label: str, is_root: bool = False) -> None:
     """Give `layer` (and its sub-layers) the arrays stored in `group`."""
     if layer.class_name == "RNN" and len(layer.children) == 1:  # RNN(cell): the cell's arrays are in <rnn>/cell
-        if h5safe.has(group, _CELL):
-            _attach(layer.children[0], h5safe.child(group, _CELL, label), warnings, label)
+        if group.has(_CELL):
+            _attach(layer.children[0], group.child(_CELL), warnings, label)
         elif _stores_weights(layer.children[0]):
             warnings.append(f"{layer.children[0].key}: no weights found for this cell in the file")
         return
@@ -121,12 +233,12 @@ def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is
         layer.weights = _leaf_tensors(layer.class_name, layer.config, group, label)
     if layer.class_name == "Bidirectional" and len(layer.children) == 2:
         for child, attr_name in zip(layer.children, (_FORWARD, _BACKWARD)):
-            if h5safe.has(group, attr_name):
-                _attach(child, h5safe.child(group, attr_name, label), warnings, label)
+            if group.has(attr_name):
+                _attach(child, group.child(attr_name), warnings, label)
         return
     if layer.class_name == "TimeDistributed" and layer.children:
-        if h5safe.has(group, _WRAPPED):
-            _attach(layer.children[0], h5safe.child(group, _WRAPPED, label), warnings, label)
+        if group.has(_WRAPPED):
+            _attach(layer.children[0], group.child(_WRAPPED), warnings, label)
         return
     if not layer.children:
         return
@@ -148,14 +260,13 @@ def _attach(layer: Layer, group: h5py.Group, warnings: list[str], label: str, is
         used.add(target.name)
         _attach(child, target, warnings, label)
     for key, g in groups:
-        if g.name not in used and _has_arrays(g, label):
+        if g.name not in used and g.has_arrays():
             warnings.append(f"{layer.key or 'model'}: weights group {key!r} matches no layer in the config")
 
 
-def _attach_cells(layer: Layer, group: h5py.Group, warnings: list[str], label: str) -> None:
+def _attach_cells(layer: Layer, group: Node, warnings: list[str], label: str) -> None:
     """StackedRNNCells keeps its cells in ``cells/<snake class>[_<n>]``, each with its own ``vars``."""
-    found = [(k, g) for k, g in h5safe.members(h5safe.child(group, "cells", label), label)
-             if isinstance(g, h5py.Group)] if h5safe.has(group, "cells") else []
+    found = group.child("cells").members() if group.has("cells") else []
     by_name = {_vars_name(g, label): g for _, g in found}
     by_key = dict(found)
     counters: dict[str, int] = {}
@@ -168,8 +279,8 @@ def _attach_cells(layer: Layer, group: h5py.Group, warnings: list[str], label: s
         _attach(child, target, warnings, label)
 
 
-def _group_of(child: Layer, by_name: dict[Any, h5py.Group], by_key: dict[str, h5py.Group], counters: dict[str, int],
-              label: str) -> h5py.Group | None:
+def _group_of(child: Layer, by_name: dict[Any, Node], by_key: dict[str, Node], counters: dict[str, int],
+              label: str) -> Node | None:
     """The group holding `child`: the one whose ``vars`` carry its name (Keras >= 3.6), else the one Keras's naming
     scheme gives it (snake-cased class, ``_1``, ``_2`` in order) unless that group names another layer."""
     key = _unique(_snake(child.class_name), counters)
@@ -179,10 +290,10 @@ def _group_of(child: Layer, by_name: dict[Any, h5py.Group], by_key: dict[str, h5
     return target
 
 
-def _leaf_tensors(class_name: str, config: dict[str, Any], group: h5py.Group, label: str) -> list[Tensor]:
+def _leaf_tensors(class_name: str, config: dict[str, Any], group: Node, label: str) -> list[Tensor]:
     stored = _vars(group, label)
-    if h5safe.has(group, _CELL):
-        stored += _vars(h5safe.child(group, _CELL, label), label)
+    if group.has(_CELL):
+        stored += _vars(group.child(_CELL), label)
     if config:
         roles = schema.weight_roles(class_name, config)
         names = [r for r, _ in roles] if roles is not None and len(roles) == len(stored) else None
@@ -196,40 +307,32 @@ def _leaf_tensors(class_name: str, config: dict[str, Any], group: h5py.Group, la
     return tensors
 
 
-def _vars(group: h5py.Group, label: str) -> list[h5py.Dataset]:
-    if not h5safe.has(group, "vars"):
+def _vars(group: Node, label: str) -> list[h5py.Dataset]:
+    if not group.has("vars"):
         return []
-    vars_group = h5safe.child(group, "vars", label)
-    items = [(name, obj) for name, obj in h5safe.members(vars_group, label) if isinstance(obj, h5py.Dataset)]
+    vars_group = group.child("vars")
+    items = vars_group.datasets()
     if not all(name.isdigit() for name, _ in items):
         raise CorruptFile(f"{vars_group.name} holds arrays not named by their index", label)
+    if sorted(int(name) for name, _ in items) != list(range(len(items))):  # e.g. a shard left out
+        raise CorruptFile(f"{vars_group.name} holds arrays {sorted(int(n) for n, _ in items)}: some are missing",
+                          label)
     return [obj for _, obj in sorted(items, key=lambda item: int(item[0]))]
 
 
-def _vars_name(group: h5py.Group, label: str) -> str | None:
-    if not h5safe.has(group, "vars"):
+def _vars_name(group: Node, label: str) -> str | None:
+    if not group.has("vars"):
         return None
-    name = h5safe.attr(h5safe.child(group, "vars", label), "name", label)
+    name = group.child("vars").attr("name")
     return name if isinstance(name, str) else None
 
 
-def _sub_layers(group: h5py.Group, label: str) -> list[tuple[str, h5py.Group]]:
+def _sub_layers(group: Node, label: str) -> list[tuple[str, Node]]:
     for container in ("layers", "_layer_checkpoint_dependencies"):
-        if h5safe.has(group, container):
-            found = h5safe.child(group, container, label)
-            return [(k, g) for k, g in h5safe.members(found, label) if isinstance(g, h5py.Group)]
+        if group.has(container):
+            found = group.child(container)
+            return found.members()
     return []
-
-
-def _has_arrays(group: h5py.Group, label: str) -> bool:
-    found = False
-
-    def visit(_name: str, obj: Any) -> None:
-        nonlocal found
-        found = found or isinstance(obj, h5py.Dataset)
-
-    group.visititems(visit)
-    return found
 
 
 def _stores_weights(layer: Layer) -> bool:
@@ -245,25 +348,24 @@ _KNOWN_CLASSES = {
 }
 
 
-def _layer_from_group(group: h5py.Group, key: str, parent: tuple[str, ...], label: str) -> Layer:
+def _layer_from_group(group: Node, key: str, parent: tuple[str, ...], label: str) -> Layer:
     name = _vars_name(group, label) or key
     class_name = _class_from_key(key)
     layer = Layer(name=name, class_name=class_name, path=parent + (name,), inferred=True)
-    if h5safe.has(group, _FORWARD) and h5safe.has(group, _BACKWARD):
+    if group.has(_FORWARD) and group.has(_BACKWARD):
         layer.class_name = "Bidirectional"
-        layer.children = [_layer_from_group(h5safe.child(group, a, label), a, layer.path, label)
+        layer.children = [_layer_from_group(group.child(a), a, layer.path, label)
                           for a in (_FORWARD, _BACKWARD)]
-    elif class_name == "RNN" and h5safe.has(group, _CELL):  # RNN(cell), keyed rnn[_n]: the arrays are the cell's
+    elif class_name == "RNN" and group.has(_CELL):  # RNN(cell), keyed rnn[_n]: the arrays are the cell's
         layer.class_name = "RNN"
-        layer.children = [_layer_from_group(h5safe.child(group, _CELL, label), _CELL, layer.path, label)]
-    elif h5safe.has(group, "cells"):  # StackedRNNCells: cells/lstm_cell, cells/lstm_cell_1, ...
+        layer.children = [_layer_from_group(group.child(_CELL), _CELL, layer.path, label)]
+    elif group.has("cells"):  # StackedRNNCells: cells/lstm_cell, cells/lstm_cell_1, ...
         layer.class_name = "StackedRNNCells"
-        cells = h5safe.child(group, "cells", label)
-        layer.children = [_layer_from_group(g, k, layer.path, label) for k, g in h5safe.members(cells, label)
-                          if isinstance(g, h5py.Group)]
-    elif h5safe.has(group, _WRAPPED) and not h5safe.has(group, "layers"):
+        cells = group.child("cells")
+        layer.children = [_layer_from_group(g, k, layer.path, label) for k, g in cells.members()]
+    elif group.has(_WRAPPED) and not group.has("layers"):
         layer.class_name = "TimeDistributed" if class_name == "Unknown" else class_name
-        layer.children = [_layer_from_group(h5safe.child(group, _WRAPPED, label), _WRAPPED, layer.path, label)]
+        layer.children = [_layer_from_group(group.child(_WRAPPED), _WRAPPED, layer.path, label)]
     elif _sub_layers(group, label):
         if layer.class_name not in CONTAINER_CLASSES:
             layer.class_name = "Functional" if class_name == "Unknown" else class_name
