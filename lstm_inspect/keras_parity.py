@@ -124,7 +124,8 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
             return result
         if model.kind not in KERAS_KINDS:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
-                               " with no recurrent layer of another framework either", label)
+                               "; nor does it hold a PyTorch / ONNX / TF1 recurrent module to run with its own "
+                               "framework", label)
         if not model.has_config:
             raise InspectError("weights-only file: it holds no architecture, so Keras cannot rebuild the model "
                                "to compare against; verify the full model file (.keras or model.save('x.h5'))",

@@ -109,7 +109,11 @@ def test_zz_report_worst():
     print(f"\ntorch <-> ONNX conversions: largest difference {WORST[0]:.2e}")
 
 
-def test_verify_on_a_torch_file_points_to_forward(tmp_path):
+def test_verify_on_a_torch_file_runs_torch_and_keras_arrays_are_refused(tmp_path):
     _, path = torch_file(tmp_path, torch.nn.GRU, "enc")
     result = CliRunner().invoke(cli, ["verify", str(path)])
-    assert result.exit_code == 2 and "cannot load a PyTorch state dict" in result.output and "forward" in result.output
+    assert result.exit_code == 0 and "vs torch" in result.output, result.output
+    out = tmp_path / "keras.npz"
+    assert CliRunner().invoke(cli, ["export", str(path), "--fused", "-o", str(out)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["verify", str(out)])  # Keras arrays: no architecture, no other framework
+    assert result.exit_code == 2 and "verify compares with Keras" in result.output
