@@ -22,10 +22,11 @@ from . import gates, native_forward
 from .errors import InspectError
 from .model import Layer, ModelFile
 
-#: The package each source framework's oracle needs, and how to install it.
-_ORACLE_PACKAGES = {"torch": ("torch", "pip install 'lstm-inspect[torch]'"),
-                    "onnx": ("onnxruntime", "pip install onnxruntime"),
-                    "tf1": ("tensorflow", "pip install 'lstm-inspect[keras]'")}  # tf.compat.v1's rnn_cell needs tf-keras
+#: The packages each source framework's reference run needs (the first names it), and how to install them.
+_ORACLE_PACKAGES = {"torch": (("torch",), "pip install 'lstm-inspect[torch]'"),
+                    "onnx": (("onnxruntime",), "pip install onnxruntime"),
+                    # tf.compat.v1.nn.rnn_cell lives in tf-keras since TensorFlow 2.16
+                    "tf1": (("tensorflow", "tf_keras"), "pip install 'lstm-inspect[keras]'")}
 
 
 def framework(module: Layer) -> str:
@@ -39,10 +40,12 @@ def oracle_package(model: ModelFile) -> tuple[str, str]:
     kinds = {framework(m) for m in native_forward.select(model, ())}
     if len(kinds) != 1:
         raise InspectError(f"modules of several frameworks ({', '.join(sorted(kinds))}) in one file", model.path)
-    package, hint = _ORACLE_PACKAGES[kinds.pop()]
-    if importlib.util.find_spec(package) is None:
-        raise InspectError(f"verify runs this file's modules with {package}, which is not installed; install it "
-                           f"with: {hint}", model.path)
+    packages, hint = _ORACLE_PACKAGES[kinds.pop()]
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise InspectError(f"verify runs this file's modules with {' and '.join(packages)}; not installed: "
+                           f"{', '.join(missing)}; install with: {hint}", model.path)
+    package = packages[0]
     module = importlib.import_module(package)
     return package, str(getattr(module, "__version__", "?"))
 
@@ -108,7 +111,6 @@ _ONNX_ATTRIBUTES = ("hidden_size", "direction", "activations", "activation_alpha
 
 
 def _onnx_outputs(model: ModelFile, module: Layer, x: np.ndarray) -> dict[str, np.ndarray]:
-    import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
@@ -150,7 +152,6 @@ def _onnx_outputs(model: ModelFile, module: Layer, x: np.ndarray) -> dict[str, n
     proto.ir_version = 8
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32)})
-    del onnx
     return {keys[out.name]: value for out, value in zip(graph_outputs, got)}
 
 
