@@ -54,7 +54,7 @@ Value = Any  # an ndarray or a list of ndarrays
 
 def supported_classes() -> list[str]:
     return sorted(IDENTITY_CLASSES | RECURRENT_CLASSES | CELL_CLASSES | MERGE_CLASSES | set(_LAYER_FUNCS) | {
-        "StackedRNNCells", "Bidirectional", "TimeDistributed", "Sequential", "Functional", "Model", "Masking", "Embedding", "NotEqual"})
+        "StackedRNNCells", "Bidirectional", "TimeDistributed", "Sequential", "Functional", "Model", "Masking", "Embedding", "NotEqual", "Any"})
 
 
 @dataclass
@@ -254,6 +254,12 @@ class _Run:
             if other is None:
                 raise InspectError(f"layer {layer.key or layer.name!r} (NotEqual) needs two operands")
             out, out_mask = np.not_equal(np.asarray(x), np.asarray(other)), None
+        elif cls == "Any":
+            # ... and the mask of a Masking layer with several consumers as any(not_equal(x, mask_value), axis=-1)
+            axis = layer.config.get("axis")
+            out = np.any(np.asarray(x), axis=tuple(axis) if isinstance(axis, list) else axis,
+                         keepdims=bool(layer.config.get("keepdims", False)))
+            out_mask = None
         elif cls == "Masking":
             value = float(layer.config.get("mask_value", 0.0))
             out_mask = np.any(x != value, axis=-1)

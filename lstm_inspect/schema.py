@@ -53,8 +53,9 @@ WEIGHTLESS = frozenset(
     AveragePooling1D AveragePooling2D AveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D
     GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D UpSampling1D UpSampling2D ZeroPadding1D
     ZeroPadding2D Cropping1D Cropping2D Lambda ActivityRegularization Identity""".split()
-    # Keras 3 functional graphs record the mask of Embedding(mask_zero=True) as the op not_equal(ids, 0)
-    + ["NotEqual"]
+    # Keras 3 functional graphs record the mask of Embedding(mask_zero=True) as the op not_equal(ids, 0), and a
+    # Masking layer's mask as any(not_equal(x, mask_value), axis=-1)
+    + ["NotEqual", "Any"]
 )
 
 WRAPPER_CLASSES = frozenset({"Bidirectional", "TimeDistributed", "RNN", "StackedRNNCells"})

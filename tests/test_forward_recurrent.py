@@ -164,6 +164,60 @@ def test_stacked_cells_state_order_and_go_backwards_against_keras(package, tmp_p
         assert wanted <= {d.key for d in result.diffs}
 
 
+def _conv_options_model(K, np_rng):
+    """ConvLSTM2D / ConvLSTM3D with use_bias=False, and a ConvLSTM2D started from given states."""
+    L = K.layers
+    frames, ctx, vol = K.Input((3, 4, 5, 2), name="frames"), K.Input((2,), name="ctx"), K.Input((2, 3, 4, 3, 1),
+                                                                                                  name="vol")
+    nobias = L.ConvLSTM2D(3, (2, 2), padding="same", use_bias=False, return_sequences=True, name="nobias2d")(frames)
+    states = [L.Reshape((4, 5, 2), name=f"grid_{n}")(L.Dense(40, name=f"state_{n}")(ctx)) for n in ("h", "c")]
+    init = L.ConvLSTM2D(2, (3, 2), padding="same", name="init2d")(frames, initial_state=states)
+    nobias3 = L.ConvLSTM3D(2, (2, 2, 2), use_bias=False, name="nobias3d")(vol)
+    model = K.Model([frames, ctx, vol], [nobias, init, nobias3])
+    model.set_weights([np_rng.uniform(-0.8, 0.8, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def _masked_cells_model(K, np_rng):
+    """A Masking layer feeding RNN(LSTMCell) and RNN(StackedRNNCells): Keras 3 records its mask as the ops
+    any(not_equal(x, 0), axis=-1) and passes it as mask=."""
+    L = K.layers
+    seq = K.Input((6, 3), name="seq")
+    masked = L.Masking(0.0, name="mask")(seq)
+    cell = L.RNN(L.LSTMCell(4, name="c1"), return_sequences=True, name="rnn_cell")(masked)
+    stack = L.RNN(L.StackedRNNCells([L.GRUCell(3, name="g"), L.SimpleRNNCell(2, name="s")], name="st"),
+                  name="rnn_stack")(masked)
+    model = K.Model(seq, [cell, stack])
+    model.set_weights([np_rng.uniform(-0.8, 0.8, size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_conv_lstm_options_and_masked_cells_against_keras(package, tmp_path):
+    import importlib
+
+    K = importlib.import_module(package)
+    suffix = ".keras" if package == "keras" else ".h5"
+    path = tmp_path / ("conv" + suffix)
+    _conv_options_model(K, np.random.default_rng(7)).save(str(path))
+    result = lstm_inspect.verify(path, batch=2, steps=3)
+    assert result.reference == package
+    assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
+    assert {"nobias2d", "init2d", "nobias3d", "grid_h"} <= {d.key for d in result.diffs}
+
+    path = tmp_path / ("mask" + suffix)
+    _masked_cells_model(K, np.random.default_rng(7)).save(str(path))
+    x = np.random.default_rng(1).normal(size=(3, 6, 3)).astype("float32")
+    x[0, 4:], x[1, :2], x[2, 2:4] = 0, 0, 0  # padded at the end, at the start, and in the middle
+    result = lstm_inspect.verify(path, inputs=x)
+    assert result.ok, [(d.key, d.max_abs) for d in result.diffs if not d.ok]
+    assert {"rnn_cell", "rnn_stack"} <= {d.key for d in result.diffs}
+    out = lstm_inspect.forward(path, x)["rnn_cell"]
+    # the mask is honoured: a masked step repeats the previous output (an unmasked zero step would not)
+    np.testing.assert_array_equal(out[2, 2], out[2, 1])
+    assert not np.allclose(out[2, 4], out[2, 3])
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Legacy CuDNN layers (files written by tf-keras itself, tests/cudnn_files.py)
 

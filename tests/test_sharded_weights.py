@@ -53,8 +53,9 @@ def test_read_as_one_weights_file_equal_to_keras(saved):
             ["bidi", "gru", "stack", "dense"]
         layers = {layer.key: layer for layer in opened.layers}
         # every array equals the one Keras holds for that layer, in Keras's order
-        for keras_layer, key in [(model.get_layer("bidi").forward_layer, "bidi/forward_lstm"),
-                                 (model.get_layer("bidi").backward_layer, "bidi/backward_lstm"),
+        bidi = model.get_layer("bidi")  # its halves are named forward_lstm[_n] by Keras's name counter
+        for keras_layer, key in [(bidi.forward_layer, f"bidi/{bidi.forward_layer.name}"),
+                                 (bidi.backward_layer, f"bidi/{bidi.backward_layer.name}"),
                                  (model.get_layer("gru"), "gru"), (model.get_layer("dense"), "dense")]:
             ours = [t.read() for t in layers[key].weights]
             theirs = keras_layer.get_weights()
