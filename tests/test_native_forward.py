@@ -187,3 +187,56 @@ def test_onnx_initial_state_from_the_graph_is_refused(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 3)))
     result = run_cli("forward", tmp_path / "h0.onnx", "--input", tmp_path / "x.npy", "-o", tmp_path / "o.npz")
     assert result.exit_code == 2 and "initial_h" in result.output and "'g'" in result.output, result.output
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# explain: each framework's equations, with the file's slices (the ones run above)
+
+
+def explained(path):
+    """explain's layers by key, and its warnings."""
+    from lstm_inspect import explain
+
+    result = explain(path)
+    return {layer.key: layer for layer in result.layers}, result.warnings
+
+
+def test_explain_torch_modules(tmp_path):
+    for name in ("lstm_proj", "gru_2l_bidi", "rnn_tanh"):
+        path = tmp_path / f"{name}.safetensors"
+        test_torch_read.save(test_torch_read.build(name), "safetensors", path)
+        layers, warnings = explained(path)
+        assert all(layer.supported and "cannot run" not in " ".join(layer.pitfalls) for layer in layers.values())
+        leaf = layers["rnn/l0"]
+        text = "\n".join(leaf.equations)
+        if name == "lstm_proj":
+            assert "weight_hr_l0" in text and text.count("bias_hh_l0[") == 4  # both biases in every gate
+        if name == "gru_2l_bidi":
+            assert "r_t ⊙ (h_(t-1) · weight_hh_l0[" in text  # torch's n: reset after the matmul, b_hn inside
+            assert "runs t = T … 1" in "\n".join(layers["rnn/l1_reverse"].equations)
+            assert layers["rnn"].equations[1].startswith("y_1 = concat([rnn/l1(y_0), rnn/l1_reverse(y_0)]")
+        if name == "rnn_tanh":
+            assert text.startswith("h_t = tanh(") and any("nonlinearity" in w for w in warnings)
+
+
+def test_explain_onnx_nodes_take_their_attributes(tmp_path):
+    path = tmp_path / "clip.onnx"
+    case = next(c for c in ONNX if c[0] == "lstm_clip_hardsigmoid")
+    test_onnx_read.build(*case[:6], path)
+    layers, _ = explained(path)
+    forward_text = "\n".join(layers["lstm_clip_hardsigmoid_node/forward"].equations)
+    assert forward_text.startswith("i_t = hardsigmoid(clip(") and "P[0][" in forward_text
+    assert "h_t = o_t ⊙ scaledtanh(c_t)" in forward_text  # the node's third activation, not tanh
+    path = tmp_path / "gru.onnx"
+    test_onnx_read.build("gru_lbr0", "GRU", "forward", {"linear_before_reset": 0}, True, False, path)
+    assert "(r_t ⊙ h_(t-1)) · R[0][" in "\n".join(explained(path)[0]["gru_lbr0_node/forward"].equations)
+
+
+def test_explain_tf1_cells_show_forget_bias(ckpts):  # noqa: F811
+    layers, warnings = explained(ckpts / "multi.ckpt")
+    lstm = "\n".join(layers["rnn/multi_rnn_cell/cell_0/lstm_cell"].equations)
+    assert "+ forget_bias)" in lstm.splitlines()[1] and "w_f_diag ⊙ c_(t-1)" in lstm
+    gru = "\n".join(layers["rnn/multi_rnn_cell/cell_1/gru_cell"].equations)
+    assert "(r_t ⊙ h_(t-1)) · candidate/kernel[" in gru
+    assert layers["rnn/multi_rnn_cell"].summary == "TF1 MultiRNNCell of 3 cells"
+    assert any("forget_bias=1.0" in w for w in warnings)
