@@ -429,6 +429,19 @@ def _native_module(module: Layer) -> LayerExplanation:
 _NATIVE_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "SimpleRNN": ("tanh",)}
 
 
+def _native_activations(layer: Layer, model: ModelFile, family: str) -> list[str]:
+    """The activations of one layer-direction, in the order gates, candidate, cell output: fixed for torch and TF1,
+    the node's own for ONNX, with the alpha / beta they take (``hardsigmoid[α=0.3, β=0.4]``)."""
+    if not layer.class_name.startswith("Onnx"):
+        return list(_NATIVE_ACTIVATIONS[family])
+    module = _parent(model, layer)
+    leaves = native_forward.onnx_nodes(module)[layer.config.get("node", module.key)] if module else [layer]
+    specs = native_forward.onnx_activation_specs(native_forward.onnx_node_config(module or layer, leaves),
+                                                 family, len(leaves))[leaves.index(layer)]
+    return [name + (f"[{', '.join(f'{g}={v:g}' for g, v in (('α', alpha), ('β', beta)) if v is not None)}]"
+                    if alpha is not None or beta is not None else "") for name, alpha, beta in specs]
+
+
 def _native_recurrent(layer: Layer, model: ModelFile) -> LayerExplanation:
     """One layer-direction of a torch module or ONNX node, or a TF1 cell, in its framework's own equations (the ones
     `native_forward` runs), with this file's slices."""
@@ -442,13 +455,8 @@ def _native_recurrent(layer: Layer, model: ModelFile) -> LayerExplanation:
     native = split.native
     fam, u = split.layout.family, split.units
     src = {b.key: b.source for b in split.blocks}
-    acts = list(_NATIVE_ACTIVATIONS[fam])
-    onnx_acts = [str(a).lower() for a in cfg.get("activations") or []]
-    if onnx_acts:
-        acts = onnx_acts
-    rec, act, out_act = acts[0], acts[-1] if fam == "SimpleRNN" else acts[1], acts[-1]
-    if fam == "SimpleRNN":
-        rec = act = acts[0]
+    acts = _native_activations(layer, model, fam)
+    rec, act, out_act = acts[0], acts[1 % len(acts)], acts[-1]  # SimpleRNN: its one activation for all three
     clip = cfg.get("clip")
     tf1 = native is not None and native.framework == "TF1"
 

@@ -271,22 +271,42 @@ def _bound(name: str, alpha: float | None, beta: float | None) -> Activation:
 
 
 def _onnx_activations(node: dict[str, Any], family: str, directions: int) -> list[tuple[Activation, ...]]:
-    """Each direction's activations. activation_alpha / activation_beta are consumed in activation order across
-    the directions, by the functions that take them (as onnxruntime reads them)."""
+    return [tuple(_bound(*spec) for spec in specs) for specs in onnx_activation_specs(node, family, directions)]
+
+
+def onnx_activation_specs(node: dict[str, Any], family: str, directions: int
+                          ) -> list[tuple[tuple[str, float | None, float | None], ...]]:
+    """Each direction's activations as (name, alpha, beta), alpha / beta resolved (None where the function takes
+    none). activation_alpha / activation_beta are consumed in activation order across the directions, by the
+    functions that take them (as onnxruntime reads them)."""
     per_direction = len(_DEFAULT_ACTIVATIONS[family])
     names = list(node.get("activations") or _DEFAULT_ACTIVATIONS[family] * directions)
     alphas = list(node.get("activation_alpha") or [])
     betas = list(node.get("activation_beta") or [])
-    bound = []
+    specs = []
     for name in names:
         key = str(name).lower()
         if key not in _ONNX_ACTIVATIONS:
             raise InspectError(f"ONNX node {node['node']!r}: activation {name!r} is not one lstm-inspect runs")
-        _, takes_alpha, takes_beta = _ONNX_ACTIVATIONS[key]
-        alpha = alphas.pop(0) if takes_alpha is not None and alphas else None
-        beta = betas.pop(0) if takes_beta is not None and betas else None
-        bound.append(_bound(key, alpha, beta))
-    return [tuple(bound[d * per_direction:(d + 1) * per_direction]) for d in range(directions)]
+        _, default_alpha, default_beta = _ONNX_ACTIVATIONS[key]
+        alpha = alphas.pop(0) if default_alpha is not None and alphas else default_alpha
+        beta = betas.pop(0) if default_beta is not None and betas else default_beta
+        specs.append((key, alpha, beta))
+    return [tuple(specs[d * per_direction:(d + 1) * per_direction]) for d in range(directions)]
+
+
+def onnx_node_config(module: Layer, leaves: list[Layer]) -> dict[str, Any]:
+    """One ONNX node's attributes from its direction leaves: each leaf holds its own slice of the activations."""
+    return {**module.config, **leaves[0].config, "node": leaves[0].config.get("node", module.key),
+            "activations": [a for leaf in leaves for a in leaf.config.get("activations") or []]}
+
+
+def onnx_nodes(module: Layer) -> dict[str, list[Layer]]:
+    """The module's ONNX nodes (one, or a torch.onnx.export chain), each with its direction leaves in order."""
+    nodes: dict[str, list[Layer]] = {}
+    for leaf in module.children:
+        nodes.setdefault(leaf.config.get("node", module.key), []).append(leaf)
+    return nodes
 
 
 def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
@@ -294,15 +314,11 @@ def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]
     A torch.onnx.export module (several nodes, see readers.onnx_file) chains them as the file does: each node's X is
     the previous Y as (seq, batch, D·H)."""
     family = gates.NATIVE_LAYOUTS[module.children[0].class_name].family
-    nodes: dict[str, list[Layer]] = {}
-    for leaf in module.children:
-        nodes.setdefault(leaf.config.get("node", module.key), []).append(leaf)
     seq = x.transpose(1, 0, 2)
     result: dict[str, np.ndarray] = {}
+    nodes = onnx_nodes(module)
     for name, leaves in nodes.items():
-        # a leaf holds its own direction's slice of the node's activations: the node's list is theirs joined
-        config = {**module.config, **leaves[0].config, "node": name,
-                  "activations": [a for leaf in leaves for a in leaf.config.get("activations") or []]}
+        config = onnx_node_config(module, leaves)
         for flag, why in (("input_forget", "input_forget=1 (coupled gates)"),
                           ("sequence_lens", "a sequence_lens input (per-example lengths)"),
                           # onnxruntime refuses layout=1 for recurrent ops: no oracle to prove a run against

@@ -115,9 +115,7 @@ def _onnx_outputs(model: ModelFile, module: Layer, x: np.ndarray) -> dict[str, n
     from onnx import TensorProto, helper, numpy_helper
 
     op = module.children[0].class_name[len("Onnx"):].replace("SimpleRNN", "RNN")
-    nodes: dict[str, list[Layer]] = {}
-    for leaf in module.children:
-        nodes.setdefault(leaf.config.get("node", module.key), []).append(leaf)
+    nodes = native_forward.onnx_nodes(module)
     originals = _onnx_node_attributes(model.path) if model.kind == "onnx" else {}
     graph_nodes, initializers, graph_outputs, keys = [], [], [], {}
     x_name = "X"

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 import test_onnx_read
 import test_torch_read
-from lstm_inspect import forward, open_model
+from lstm_inspect import forward, open_model, split_gates
 from lstm_inspect.cli import cli
 from lstm_inspect.errors import InspectError
 from test_tf1_checkpoint import ckpts, oracle  # noqa: F401  (the module fixture: TensorFlow writes the checkpoints)
@@ -225,8 +225,12 @@ def test_explain_onnx_nodes_take_their_attributes(tmp_path):
     test_onnx_read.build(*case[:6], path)
     layers, _ = explained(path)
     forward_text = "\n".join(layers["lstm_clip_hardsigmoid_node/forward"].equations)
-    assert forward_text.startswith("i_t = hardsigmoid(clip(") and "P[0][" in forward_text
-    assert "h_t = o_t ⊙ scaledtanh(c_t)" in forward_text  # the node's third activation, not tanh
+    # the node's activations with the alpha / beta each takes, consumed in order as onnxruntime does
+    assert forward_text.startswith("i_t = hardsigmoid[α=0.3, β=0.4](clip(") and "P[0][" in forward_text
+    assert "h_t = o_t ⊙ scaledtanh[α=0.9, β=1.1](c_t)" in forward_text
+    reverse_text = "\n".join(layers["lstm_clip_hardsigmoid_node/reverse"].equations)
+    assert reverse_text.startswith("i_t = sigmoid(clip(") and "c̃_t = leakyrelu[α=0.05](" in reverse_text
+    assert "h_t = o_t ⊙ tanh(c_t)" in reverse_text
     path = tmp_path / "gru.onnx"
     test_onnx_read.build("gru_lbr0", "GRU", "forward", {"linear_before_reset": 0}, True, False, path)
     assert "(r_t ⊙ h_(t-1)) · R[0][" in "\n".join(explained(path)[0]["gru_lbr0_node/forward"].equations)
@@ -240,3 +244,115 @@ def test_explain_tf1_cells_show_forget_bias(ckpts):  # noqa: F811
     assert "(r_t ⊙ h_(t-1)) · candidate/kernel[" in gru
     assert layers["rnn/multi_rnn_cell"].summary == "TF1 MultiRNNCell of 3 cells"
     assert any("forget_bias=1.0" in w for w in warnings)
+
+
+def _split_top(body, sep=" + "):
+    """Split at `sep` outside parentheses."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(body):
+        depth += {"(": 1, ")": -1}.get(body[i], 0)
+        if depth == 0 and body.startswith(sep, i):
+            parts.append(body[start:i])
+            start = i = i + len(sep)
+            continue
+        i += 1
+    return parts + [body[start:]]
+
+
+def _quoted(arrays, text):
+    """A quoted slice: `weight_ih_l0[0:5, :].T`, `W[0][8:12, :].T`, `gates/kernel[0:4, 3:6]`, `candidate/bias`."""
+    import re
+
+    name, index, transposed = re.fullmatch(r"([\w/]+)((?:\[[^\]]*\])*)(\.T)?", text).groups()
+    value = arrays[name]
+    for group in re.findall(r"\[([^\]]*)\]", index):
+        value = value[tuple(slice(*map(int, p.split(":"))) if ":" in p and p.strip() != ":" else
+                            slice(None) if p.strip() == ":" else int(p) for p in group.split(","))]
+    return value.T if transposed else value
+
+
+def _first_step(equations, arrays, x):
+    """Evaluate the written equations at t = 1 (h_0 = c_0 = 0): every gate, then h_1."""
+    from lstm_inspect.native_forward import _ONNX_ACTIVATIONS
+
+    values = {}
+
+    def evaluate(body):
+        clip = None
+        if body.startswith("clip("):
+            body, clip = body[len("clip("):-1].rsplit(", ±", 1)
+        total = 0.0
+        for term in _split_top(body):
+            if term.startswith("x_t · "):
+                total = total + x @ _quoted(arrays, term[len("x_t · "):])
+            elif term.startswith("h_(t-1) · ") or term.endswith("⊙ c_(t-1)") or term.startswith("(r_t ⊙ h_(t-1))"):
+                continue  # zero at the first step
+            elif term.startswith("r_t ⊙ (h_(t-1) · "):  # reset after the matmul: r ⊙ (0 + rb)
+                inner = _split_top(term[len("r_t ⊙ ("):-1])
+                total = total + values["r"] * sum(_quoted(arrays, t) for t in inner[1:])
+            elif term.endswith(" ⊙ c_t"):
+                total = total + _quoted(arrays, term[:-len(" ⊙ c_t")]) * values["c"]
+            elif term == "forget_bias":
+                total = total + 1.0
+            else:
+                total = total + _quoted(arrays, term)
+        return np.clip(total, -float(clip), float(clip)) if clip else total
+
+    def act(label, v):  # sigmoid, or hardsigmoid[α=0.3, β=0.4]
+        name, _, params = label.partition("[")
+        given = dict(p.split("=") for p in params.rstrip("]").split(", ")) if params else {}
+        func, alpha, beta = _ONNX_ACTIVATIONS[name]
+        return func(v, float(given.get("α", alpha or 0)), float(given.get("β", beta or 0)))
+
+    import re
+
+    for eq in equations:
+        m = re.fullmatch(r"(\w|c̃|h̃)_t = (\w+(?:\[[^\]]*\])?)\((.*)\)", eq)
+        if m and m.group(1) in ("i", "f", "o", "z", "r", "c̃", "h̃", "h"):
+            gate, name, body = m.groups()
+            if gate == "o" and "c" not in values:
+                values["c"] = values["i"] * values["c̃"]  # c_1 = f ⊙ 0 + i ⊙ c̃ (o may read c_t)
+            values[gate] = act(name, evaluate(body))
+    if "o" in values:
+        out = re.fullmatch(r"h_t = \(?o_t ⊙ (\w+(?:\[[^\]]*\])?)\(c_t\)\)?(?: · (.*))?",
+                           next(e for e in equations if e.startswith("h_t")))
+        h = values["o"] * act(out.group(1), values["c"])
+        return h @ _quoted(arrays, out.group(2)) if out.group(2) else h
+    if "z" in values:
+        return (1 - values["z"]) * values["h̃"]
+    return values["h"]
+
+
+def test_explained_equations_reproduce_the_first_step(tmp_path, ckpts):  # noqa: F811
+    """Each written-out equation, evaluated with its quoted slices at t = 1, gives forward's first output."""
+    import onnx
+    from onnx import numpy_helper
+
+    cases = []
+    torch.manual_seed(3)
+    for name, module in (("lstm_proj", torch.nn.LSTM(3, 5, proj_size=2, batch_first=True)),
+                         ("gru", torch.nn.GRU(3, 4, batch_first=True)), ("rnn", torch.nn.RNN(3, 4, batch_first=True))):
+        with torch.no_grad():  # one layer, one direction: the module's output is this layer's
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        path = tmp_path / f"{name}.safetensors"
+        test_torch_read.save(module, "safetensors", path)
+        cases.append((path, "rnn/l0", "rnn/output", None))
+    for case in [c for c in ONNX if c[0] in ("lstm_bidi_peephole", "lstm_clip_hardsigmoid", "gru_lbr0",
+                                                "gru_affine", "rnn_relu")]:
+        path = tmp_path / f"{case[0]}.onnx"
+        proto = test_onnx_read.build(*case[:6], path)
+        arrays = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in proto.graph.initializer}
+        cases.append((path, f"{case[0]}_node/forward", f"{case[0]}_node/Y", arrays))
+    for name, key in (("lstm_peep_proj", "rnn/lstm_cell"), ("gru", "rnn/gru_cell"), ("basic_lstm", "rnn/basic_lstm_cell")):
+        cases.append((ckpts / f"{name}.ckpt", key, f"{key}/output", None))
+    for path, key, output, arrays in cases:
+        layers, _ = explained(path)
+        with open_model(path) as model:
+            leaf = next(layer for layer in model.layers if layer.key == key)
+            arrays = arrays or {t.name: np.asarray(t.read(), dtype=np.float64) for t in leaf.weights}
+            x = np.random.default_rng(5).normal(size=(2, 4, split_gates(leaf).input_dim))
+        h1 = _first_step(layers[key].equations, arrays, x[:, 0])
+        ran = forward(path, x, layers=[key.split("/")[0]])[output]
+        first = ran[0, 0] if output.endswith("/Y") else ran[:, 0, :h1.shape[-1]]
+        np.testing.assert_allclose(h1, first, rtol=1e-6, atol=1e-7, err_msg=f"{path.name} {key}")
