@@ -43,8 +43,8 @@ def oracle_package(model: ModelFile) -> tuple[str, str]:
     packages, hint = _ORACLE_PACKAGES[kinds.pop()]
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        raise InspectError(f"verify runs this file's modules with {' and '.join(packages)}; not installed: "
-                           f"{', '.join(missing)}; install with: {hint}", model.path)
+        raise InspectError(f"verify runs this file's modules with {' + '.join(packages)}; {', '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} not installed ({hint})", model.path)
     package = packages[0]
     module = importlib.import_module(package)
     return package, str(getattr(module, "__version__", "?"))
