@@ -63,12 +63,42 @@ def test_nodes_group_into_the_torch_module(exported):
 
 
 def test_diff_against_the_state_dict_is_identical(exported):
+    """Every array pairs up: the LSTM's 48 gate blocks and the Linear's weight and bias (MatMul + Add in the file)."""
     kind, out = exported
-    result = CliRunner().invoke(cli, ["diff", str(out / "m.safetensors"), str(out / "m.onnx"), "--layer", kind,
-                                      "--json"])
+    result = CliRunner().invoke(cli, ["diff", str(out / "m.safetensors"), str(out / "m.onnx"), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["identical"] and report["summary"]["blocks_compared"] == (48 if kind == "lstm" else 12)
+    assert report["identical"] and report["summary"]["blocks_compared"] == (50 if kind == "lstm" else 12)
+    assert not report["added"] and not report["removed"]
+
+
+class LastStep(torch.nn.Module):
+    """An nn.Linear on the last step: a 2-D input, exported as Gemm(x, weight, bias, transB=1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.LSTM(3, 4, batch_first=True)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_exported_linear_reads_as_the_module(tmp_path):
+    torch.manual_seed(4)
+    model = LastStep().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 5, 3),), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    with open_model(tmp_path / "m.onnx") as opened:
+        (head,) = [layer for layer in opened.root.children if layer.name == "head"]
+        assert head.class_name == "onnx.Linear" and [t.name for t in head.weights] == ["weight", "bias"]
+        np.testing.assert_array_equal(head.weights[0].read(), model.head.weight.detach().numpy())
+    result = CliRunner().invoke(cli, ["diff", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx"), "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["identical"] and report["summary"]["blocks_compared"] == 14, result.output
 
 
 def test_a_bare_module_groups_under_its_state_dict_name(tmp_path):

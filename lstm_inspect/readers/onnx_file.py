@@ -85,6 +85,7 @@ def read(path: str, label: str) -> ModelFile:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
     _group_torch_exports(root, recurrent, producers, sources, numpy_helper)
+    _group_torch_linears(root, graph, sources, loader, onnx)
     if opset is not None:
         model.keras_version = None
         model.backend = f"onnx (opset {opset})"
@@ -139,6 +140,54 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
         container.children.append(Layer(name=direction, class_name=leaf_class, path=(name, direction),
                                         weights=weights, config=config))
     return container
+
+
+#: How torch.onnx.export writes an nn.Linear under its module scope: MatMul(x, weight.T) then Add(bias) on a
+#: sequence, Gemm(x, weight, bias, transB=1) on a matrix.
+_TORCH_LINEAR_NODE = re.compile(r"^/(?P<scope>.+)/(?P<op>MatMul|Gemm)$")
+
+
+def _group_torch_linears(root: Layer, graph: Any, sources: dict[str, Any], loader: Any, onnx: Any) -> None:
+    """The nodes of an exported nn.Linear become one layer named by the module scope (class ``onnx.Linear``) with
+    torch's ``weight`` (out, in) and ``bias``, so that it reads, and diffs against the state dict, as the module."""
+    nodes = {node.name: node for node in graph.node if node.name}
+    layers = {layer.name: layer for layer in root.children}
+    for name, node in nodes.items():
+        match = _TORCH_LINEAR_NODE.match(name)
+        if not match or node.op_type != match["op"] or name not in layers:
+            continue
+        scope = match["scope"]
+        if node.op_type == "MatMul":
+            add = nodes.get(f"/{scope}/Add")
+            if add is None or add.op_type != "Add" or node.output[0] not in add.input or add.name not in layers:
+                continue
+            weight_name, bias_name, transposed = node.input[1], next((i for i in add.input if i in sources), ""), True
+            parts = [layers[name], layers[add.name]]
+        else:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if len(node.input) < 3 or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 \
+                    or attrs.get("beta", 1.0) != 1.0:
+                continue
+            weight_name, bias_name, transposed = node.input[1], node.input[2], not attrs.get("transB", 0)
+            parts = [layers[name]]
+        if weight_name not in sources or bias_name not in sources:
+            continue
+        w_dims = tuple(int(d) for d in sources[weight_name].dims)
+        b_dims = tuple(int(d) for d in sources[bias_name].dims)
+        out_features = w_dims[-1] if transposed else w_dims[0]
+        if len(w_dims) != 2 or b_dims != (out_features,):
+            continue
+        weight, bias = _tensor(weight_name, sources[weight_name], loader(weight_name)), \
+            _tensor(bias_name, sources[bias_name], loader(bias_name))
+        weight.name, bias.name = "weight", "bias"
+        if transposed:  # MatMul multiplies by weight.T: stored (in, out)
+            weight.shape, weight.source = w_dims[::-1], f"{weight_name}.T"
+            weight._load = (lambda load: lambda: load().T)(loader(weight_name))
+        linear = Layer(name=scope, class_name="onnx.Linear", path=(scope,), weights=[weight, bias],
+                       config={"in_features": weight.shape[1], "out_features": out_features})
+        root.children[root.children.index(parts[0])] = linear
+        for extra in parts[1:]:
+            root.children.remove(extra)
 
 
 def _row(load: Any, d: int):
