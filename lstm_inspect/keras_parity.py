@@ -3,7 +3,8 @@
 Keras is optional: it is imported here only, lazily, and only by `verify`. The Keras that can read the file is
 chosen by the version that wrote it: Keras 3 (``import keras``) for Keras 3 files, tf-keras (``import tf_keras``)
 for Keras 2 / tf.keras files. The numpy pass runs first, so a model lstm-inspect cannot run (a Lambda, a custom
-class) is refused before Keras ever deserializes it.
+class) is refused before Keras ever deserializes it. PyTorch, ONNX and TF1 files are compared with their own
+framework instead (`native_parity`), with the same records.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: fl
         ref = np.asarray(ref, dtype=np.float64)
         if got.shape != ref.shape:
             diffs.append(LayerDiff(key, tuple(ref.shape), float("inf"), float("inf"), False,
-                                   f"shape {got.shape} vs Keras {ref.shape}"))
+                                   f"shape {got.shape} vs {ref.shape}"))
             continue
         delta = np.abs(got - ref)
         finite = np.isfinite(got).all() and np.isfinite(ref).all()
@@ -120,8 +121,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     label = os.fspath(path)
     with open_model(label) as model:
         if native_forward.handles(model):
-            result = _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity)
-            return result
+            return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity)
         if model.kind not in KERAS_KINDS:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
                                "; nor does it hold a PyTorch / ONNX / TF1 recurrent module to run with its own "
