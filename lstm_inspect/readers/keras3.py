@@ -154,8 +154,9 @@ SHARD_NAME = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")
 MAX_SHARDS = 10_000
 
 
-def is_shard_index(text: Any) -> bool:
-    return isinstance(text, dict) and isinstance(text.get("weight_map"), dict)
+def is_shard_index(parsed: Any) -> bool:
+    """A parsed ``.weights.json``: Keras's sharding config, ``{"metadata": ..., "weight_map": {path: shard(s)}}``."""
+    return isinstance(parsed, dict) and isinstance(parsed.get("weight_map"), dict)
 
 
 def shards_of(path: str, index: dict[str, Any], label: str) -> list[str]:
