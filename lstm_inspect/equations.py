@@ -462,10 +462,10 @@ def _native_recurrent(layer: Layer, model: ModelFile) -> LayerExplanation:
 
     def pre(gate: str, extra: str = "") -> str:
         suffix = f"_{gate}" if gate else ""
-        parts = [f"x_t · {src['W' + suffix]}"]
-        parts += [src[k + suffix] for k in ("b",) if k + suffix in src]
-        parts.append(f"h_(t-1) · {src['U' + suffix]}")
-        parts += [src[k + suffix] for k in ("rb",) if k + suffix in src]
+        # the order the framework adds them in: input term and its bias, recurrent term and its bias
+        parts = [f"x_t · {src['W' + suffix]}", src.get("b" + suffix), f"h_(t-1) · {src['U' + suffix]}",
+                 src.get("rb" + suffix)]
+        parts = [part for part in parts if part]
         if "p" + suffix in src:
             parts.append(f"{src['p' + suffix]} ⊙ {'c_t' if gate == 'o' else 'c_(t-1)'}")
         if extra:
@@ -494,7 +494,7 @@ def _native_recurrent(layer: Layer, model: ModelFile) -> LayerExplanation:
     else:
         entry.equations.append(f"h_t = {act}({pre('')})")
     entry.equations.append("h_0 = 0" + (", c_0 = 0" if fam == "LSTM" else ""))
-    reverse = cfg.get("direction") == "reverse" or (tf1 and "bw" in layer.path)
+    reverse = cfg.get("direction") == "reverse" or (tf1 and "bw" in layer.key.split("/"))
     entry.equations.append("runs t = T … 1 (last step first); outputs are kept in input time order" if reverse
                            else "runs t = 1 … T")
     h_units = split.block("proj").shape[1] if "proj" in src else u

@@ -244,6 +244,9 @@ def test_explain_tf1_cells_show_forget_bias(ckpts):  # noqa: F811
     assert "(r_t ⊙ h_(t-1)) · candidate/kernel[" in gru
     assert layers["rnn/multi_rnn_cell"].summary == "TF1 MultiRNNCell of 3 cells"
     assert any("forget_bias=1.0" in w for w in warnings)
+    pair, _ = explained(ckpts / "bidi_lstm.ckpt")  # bidirectional_dynamic_rnn's bw cell reads the sequence backwards
+    assert "runs t = T … 1 (last step first); outputs are kept in input time order" in \
+        pair["bidirectional_rnn/bw/lstm_cell"].equations and "runs t = 1 … T" in pair["bidirectional_rnn/fw/lstm_cell"].equations
 
 
 def _split_top(body, sep=" + "):
