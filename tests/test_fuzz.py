@@ -145,3 +145,28 @@ def test_hostile_dataset_shapes(work, shape, dtype, which):
         chunks = tuple(max(1, min(n, 4)) for n in shape) if shape and all(shape) else None
         group.create_dataset(which, shape=tuple(shape), dtype=dtype, chunks=chunks)
     outcome(path, work)
+
+
+SHARDED = Path(__file__).parent / "fixtures" / "sharded"
+shard_names = st.sampled_from(["model_00000.weights.h5", "model_00001.weights.h5", "model_00002.weights.h5",
+                               "model_00009.weights.h5", "../model_00000.weights.h5", "/etc/model_00000.weights.h5",
+                               "sub/model_00000.weights.h5", "model.weights.json", "", ".", "model_0.weights.h5"])
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))
+@given(entries=st.dictionaries(
+    st.sampled_from(["/layers/gru/cell/vars", "/layers/dense/vars", "/layers/bidirectional/forward_layer/cell/vars",
+                     "/vars", "x"]),
+    shard_names | st.lists(shard_names, max_size=3) | json_values, max_size=5),
+    keep=st.booleans(), metadata=json_values)
+def test_hostile_shard_index(work, entries, keep, metadata):
+    """A Keras 3 sharded-weights index (made by Keras, tests/fixtures/sharded) with hostile weight_map entries and
+    metadata: shards named outside the folder, missing, twice, the index itself, not strings."""
+    folder = work / "sharded"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(SHARDED, folder, ignore=shutil.ignore_patterns("*.py"))
+    index = json.loads((folder / "model.weights.json").read_text())
+    index["weight_map"] = {**(index["weight_map"] if keep else {}), **entries}
+    index["metadata"] = metadata
+    (folder / "model.weights.json").write_text(json.dumps(index))
+    outcome(folder / "model.weights.json", folder)
