@@ -43,12 +43,17 @@ def exported(request, tmp_path_factory):
     torch.manual_seed(5)
     model = Tagger(request.param).eval()
     out = tmp_path_factory.mktemp(request.param)
+    export_both(model, out / "m")
+    return request.param, out
+
+
+def export_both(model, stem):
+    """`stem`.onnx written by torch.onnx.export (input x: batch, time, 3) and `stem`.safetensors, the state dict."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's batch-size advice for GRU
-        torch.onnx.export(model, (torch.randn(2, 5, 3),), str(out / "m.onnx"), dynamo=False, input_names=["x"],
+        torch.onnx.export(model, (torch.randn(2, 5, 3),), f"{stem}.onnx", dynamo=False, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "batch", 1: "time"}})
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "m.safetensors"))
-    return request.param, out
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{stem}.safetensors")
 
 
 def test_nodes_group_into_the_torch_module(exported):
@@ -87,11 +92,7 @@ class LastStep(torch.nn.Module):
 def test_exported_linear_reads_as_the_module(tmp_path):
     torch.manual_seed(4)
     model = LastStep().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(2, 5, 3),), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch", 1: "time"}})
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    export_both(model, tmp_path / "m")
     with open_model(tmp_path / "m.onnx") as opened:
         (head,) = [layer for layer in opened.root.children if layer.name == "head"]
         assert head.class_name == "onnx.Linear" and [t.name for t in head.weights] == ["weight", "bias"]
@@ -105,12 +106,7 @@ def test_a_bare_module_groups_under_its_state_dict_name(tmp_path):
     """torch.onnx.export of an nn.GRU itself names its nodes /GRU, /GRU_1 (no scope): read as module ``gru``, like the
     state dict of the same module, so diff pairs them without --layer."""
     torch.manual_seed(2)
-    gru = torch.nn.GRU(3, 4, num_layers=2, batch_first=True).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(gru, (torch.randn(2, 5, 3),), str(tmp_path / "g.onnx"), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch", 1: "time"}})
-    save_file({k: v.contiguous() for k, v in gru.state_dict().items()}, str(tmp_path / "g.safetensors"))
+    export_both(torch.nn.GRU(3, 4, num_layers=2, batch_first=True).eval(), tmp_path / "g")
     with open_model(tmp_path / "g.onnx") as model:
         assert [(m.key, [leaf.name for leaf in m.children]) for m in model.root.children
                 if m.class_name == "onnx.GRU"] == [("gru", ["l0", "l1"])]
