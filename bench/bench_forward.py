@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import lstm_inspect  # noqa: E402
-from lstm_inspect.numpy_forward import OUTPUT_KEY, run  # noqa: E402
+from lstm_inspect.run.forward import OUTPUT_KEY, run  # noqa: E402
 
 
 def best_of(func, repeat: int) -> float:

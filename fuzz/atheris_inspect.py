@@ -22,7 +22,9 @@ with atheris.instrument_imports(include=["lstm_inspect"]):
     from lstm_inspect import InspectError, export_arrays, inspect
     from lstm_inspect.readers import (  # noqa: F401  (imported lazily by the package)
         archive, h5safe, infer, keras3, legacy_h5, safetensors_file, torch_state)
-    from lstm_inspect import config, gates, notes, report, stats  # noqa: F401
+    from lstm_inspect import gates, report  # noqa: F401
+    from lstm_inspect.analysis import notes, stats  # noqa: F401
+    from lstm_inspect.readers import keras_config  # noqa: F401
 
 SUFFIXES = (".h5", ".keras", ".weights.h5", ".safetensors")
 WORK = Path(tempfile.mkdtemp(prefix="lstm-inspect-fuzz-"))

@@ -18,6 +18,7 @@ import numpy as np
 from . import exporter as _export
 from . import report as _report
 from .errors import InspectError
+from .model import select_layers
 from .readers import open_model
 
 
@@ -55,16 +56,16 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
 def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = (),
             forget_bias: float | None = None, merge_stacked: bool = False) -> "Any":
     """The recurrent layers of a model in another framework's layout (``"torch"`` or ``"onnx"``), as a
-    `layouts.Converted`: ``.arrays`` (torch state-dict keys ``bidi.weight_ih_l0``, ONNX ``bidi/W``), ``.modules``
+    `conversion.Converted`: ``.arrays`` (torch state-dict keys ``bidi.weight_ih_l0``, ONNX ``bidi/W``), ``.modules``
     (how to build each torch module / ONNX node) and ``.skipped``. Raises `InspectError` for a layer the target
     cannot express (relu LSTM for torch, GRU reset_after=False for torch, ConvLSTM, ...). `forget_bias` is required
     for TF1 LSTM cells (which add it to f at run time and store it nowhere) and is added to b_f. `merge_stacked`
     (torch): consecutive recurrent layers one multi-layer torch module computes become that module (``_l1`` keys,
     ``num_layers``; `Module.stacked` lists its Keras layers; notes say why a neighbour was not merged)."""
-    from . import layouts
+    from .gates import conversion
 
     with open_model(path) as model:
-        return layouts.convert(model, layout, _report.select_layers(model, layers), forget_bias=forget_bias,
+        return conversion.convert(model, layout, select_layers(model, layers), forget_bias=forget_bias,
                                merge_stacked=merge_stacked)
 
 
@@ -103,10 +104,10 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units).
 
     PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
-    framework's semantics (`native_forward`; keys in docs/forward.md) on one X (batch, time, features);
+    framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features);
     `forget_bias` is TF1 LSTM cells' (default 1.0), `nonlinearity` torch.nn.RNN's (default ``"tanh"``)."""
-    from . import native_forward
-    from .numpy_forward import run
+    from .run import native_forward
+    from .run.forward import run
 
     with open_model(path) as model:
         if native_forward.handles(model):
@@ -123,11 +124,11 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
            layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None,
            nonlinearity: str | None = None) -> "Any":
     """Compare `forward` with Keras on the same inputs (random ones fitting the model when not given); PyTorch,
-    ONNX and TF1 files: each recurrent module with torch, onnxruntime or TensorFlow (`native_parity`).
+    ONNX and TF1 files: each recurrent module with torch, onnxruntime or TensorFlow (`run.verify_native`).
 
-    Returns a `keras_parity.VerifyResult` (``.ok``, ``.diffs`` per output with max abs/rel difference). Needs the
+    Returns a `run.verify_keras.VerifyResult` (``.ok``, ``.diffs`` per output with max abs/rel difference). Needs the
     reference package (``pip install 'lstm-inspect[keras]'``); raises an InspectError without it."""
-    from .keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
+    from .run.verify_keras import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
 
     return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
                       rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol,
@@ -135,9 +136,9 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
 
 
 def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = ()) -> "Any":
-    """The equations every layer computes with this file's slices, shapes and pitfalls (`explain.Explanation`);
+    """The equations every layer computes with this file's slices, shapes and pitfalls (`run.explain.Explanation`);
     `explain.to_markdown(result)` renders it as Markdown."""
-    from .equations import explain as run_explain
+    from .run.explain import explain as run_explain
 
     with open_model(path) as model:
         return run_explain(model, layers)

@@ -5,29 +5,29 @@ import os
 
 import numpy as np
 
-from . import gates, layouts
+from . import gates
 from .errors import InspectError
-from .model import Layer, ModelFile
-from .report import select_layers
+from .gates import conversion
+from .model import Layer, ModelFile, select_layers
 
 
 def export_arrays(model: ModelFile, layers: tuple[str, ...] | list[str] = (), fused: bool = False,
                   forget_bias: float | None = None) -> dict[str, np.ndarray]:
     """``lstm/W_i``, ``bidi/forward_lstm/U_f``, ``dense/kernel``...; with ``fused`` Keras's recurrent layers keep
     their original ``kernel``, ``recurrent_kernel`` and ``bias``, and those of torch / ONNX / TF1 files are
-    converted to them (`layouts.convert` to ``keras``)."""
+    converted to them (`conversion.convert` to ``keras``)."""
     return fused_keras_arrays(model, layers, forget_bias)[0] if fused else _arrays(model, layers, False, None)
 
 
 def fused_keras_arrays(model: ModelFile, layers: tuple[str, ...] | list[str] = (),
-                       forget_bias: float | None = None) -> tuple[dict[str, np.ndarray], layouts.Converted]:
+                       forget_bias: float | None = None) -> tuple[dict[str, np.ndarray], conversion.Converted]:
     """Every layer's fused arrays as Keras's `set_weights` takes them, and the conversion of the non-Keras ones."""
-    converted = layouts.convert(model, "keras", select_layers(model, layers), forget_bias=forget_bias)
+    converted = conversion.convert(model, "keras", select_layers(model, layers), forget_bias=forget_bias)
     return _arrays(model, layers, True, converted), converted
 
 
 def _arrays(model: ModelFile, layers: tuple[str, ...] | list[str], fused: bool,
-            converted: layouts.Converted | None) -> dict[str, np.ndarray]:
+            converted: conversion.Converted | None) -> dict[str, np.ndarray]:
     by_layer = {m.layer: m.key for m in converted.modules} if converted is not None else {}
     out: dict[str, np.ndarray] = {}
     for layer in select_layers(model, layers):

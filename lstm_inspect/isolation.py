@@ -97,7 +97,9 @@ def _preload() -> None:
     """Import what reading and checking use before forking: every child then starts with it loaded instead of
     importing it again (tens of milliseconds per file), and under its memory limit a child may not be able to map
     new shared libraries."""
-    from . import config, gates, notes, report, stats  # noqa: F401  (check's CLI has loaded `checks` already)
+    from . import gates, report  # noqa: F401  (check's CLI has loaded `analysis.check` already)
+    from .analysis import notes, stats  # noqa: F401
+    from .readers import keras_config  # noqa: F401
     from .readers import archive, h5safe, infer, keras3, legacy_h5  # noqa: F401
 
 

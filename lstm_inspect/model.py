@@ -162,3 +162,15 @@ FILE_KINDS = {
     "onnx": "ONNX model",
     "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read with tf.train.load_checkpoint",
 }
+
+
+def select_layers(model: ModelFile, patterns: tuple[str, ...] | list[str] = ()) -> list[Layer]:
+    """Layers whose path contains any of `patterns` (all layers when none), with their sub-layers."""
+    if not patterns:
+        return model.layers
+    chosen: dict[int, Layer] = {}
+    for layer in model.layers:
+        if any(p in layer.key for p in patterns):
+            for sub in layer.walk():
+                chosen.setdefault(id(sub), sub)
+    return [layer for layer in model.layers if id(layer) in chosen]

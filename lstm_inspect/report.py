@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import gates, stats
-from .activations import activation_name
-from .model import FILE_KINDS, Layer, ModelFile
-from .notes import recurrent_notes
+from . import gates
+from .analysis import stats
+from .analysis.notes import recurrent_notes
+from .gates.activations import activation_name
+from .model import FILE_KINDS, Layer, ModelFile, select_layers
 
 SCHEMA_VERSION = 1
 
@@ -16,18 +17,6 @@ CONFIG_FIELDS = (
     "unit_forget_bias", "go_backwards", "return_sequences", "return_state", "stateful", "merge_mode",
     "mask_value", "dropout", "recurrent_dropout", "trainable",
 )
-
-
-def select_layers(model: ModelFile, patterns: tuple[str, ...] | list[str] = ()) -> list[Layer]:
-    """Layers whose path contains any of `patterns` (all layers when none), with their sub-layers."""
-    if not patterns:
-        return model.layers
-    chosen: dict[int, Layer] = {}
-    for layer in model.layers:
-        if any(p in layer.key for p in patterns):
-            for sub in layer.walk():
-                chosen.setdefault(id(sub), sub)
-    return [layer for layer in model.layers if id(layer) in chosen]
 
 
 def inspect(model: ModelFile, layers: tuple[str, ...] | list[str] = (), with_stats: bool = True) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES
-from lstm_inspect import checks
+from lstm_inspect.analysis import check as checks
 from lstm_inspect.cli import cli
 from test_check_rules import gate, hostile, set_block
 

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.numpy import save_file
 
-from lstm_inspect import checks
+from lstm_inspect.analysis import check as checks
 from lstm_inspect.cli import cli
 from test_onnx_read import build as build_onnx
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, manifest
-from lstm_inspect import checks
+from lstm_inspect.analysis import check as checks
 from lstm_inspect.readers import open_model
 
 BASE = "k3_classic.h5"

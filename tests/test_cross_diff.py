@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model
 from lstm_inspect.cli import cli
-from lstm_inspect.diff import diff_models
+from lstm_inspect.analysis.diff import diff_models
 
 #: Models whose every weighted layer has a torch equivalent (recurrent with tanh / sigmoid, Dense, Embedding).
 TORCH_MODELS = {"stacked", "nested", "bidi_concat", "bidi_sum", "bidi_mul", "bidi_ave", "bidi_none", "bidi_gru",

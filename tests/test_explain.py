@@ -10,10 +10,10 @@ import pytest
 import lstm_inspect
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model
-from lstm_inspect.activations import get as get_activation
+from lstm_inspect.gates.activations import get as get_activation
 from lstm_inspect.cli import main
-from lstm_inspect.equations import explain, to_markdown
-from lstm_inspect.numpy_forward import CELL_CLASSES
+from lstm_inspect.run.explain import explain, to_markdown
+from lstm_inspect.run.forward import CELL_CLASSES
 
 
 def full_model_files():

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES, manifest
 from lstm_inspect import InspectError, api, open_model
 from lstm_inspect.cli import cli
-from lstm_inspect.diff import diff_models
+from lstm_inspect.analysis.diff import diff_models
 
 CONFIG_KINDS = {"h5-full", "keras-zip"}
 LAYOUTS = [("keras", ".npz"), ("keras", ".safetensors"), ("torch", ".npz"), ("torch", ".safetensors"),

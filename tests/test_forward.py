@@ -9,10 +9,10 @@ import pytest
 import lstm_inspect
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model, split_gates
-from lstm_inspect.activations import get as get_activation
+from lstm_inspect.gates.activations import get as get_activation
 from lstm_inspect.cli import main
 from lstm_inspect.errors import InspectError
-from lstm_inspect.numpy_forward import OUTPUT_KEY, run
+from lstm_inspect.run.forward import OUTPUT_KEY, run
 
 RTOL, ATOL = 1e-5, 1e-6
 CONFIG_KINDS = {"h5-full", "keras-zip", "keras-dir"}
@@ -300,7 +300,7 @@ def test_api_names_are_the_functions():
     assert callable(lstm_inspect.forward) and callable(lstm_inspect.verify) and callable(lstm_inspect.explain)
     import sys
 
-    from lstm_inspect.numpy_forward import run as module_run  # the module stays importable under its own name
+    from lstm_inspect.run.forward import run as module_run  # the module stays importable under its own name
 
-    assert sys.modules["lstm_inspect.numpy_forward"].run is module_run
+    assert sys.modules["lstm_inspect.run.forward"].run is module_run
     assert lstm_inspect.forward is lstm_inspect.api.forward

@@ -13,7 +13,7 @@ import reference
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model, split_gates
 from lstm_inspect.cli import main
-from lstm_inspect.numpy_forward import run
+from lstm_inspect.run.forward import run
 from test_cudnn import SOURCES, cudnn_dir  # noqa: F401  (the module fixture writing the tf-keras CuDNN files)
 
 RTOL, ATOL = 1e-5, 1e-6

@@ -73,7 +73,7 @@ import shutil  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from conftest import FIXTURES  # noqa: E402
-from lstm_inspect import checks  # noqa: E402
+from lstm_inspect.analysis import check as checks  # noqa: E402
 from lstm_inspect.cli import cli  # noqa: E402
 
 

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from conftest import FIXTURES, manifest
 from test_gate_proof import BIDI_CASES, CASES
-from lstm_inspect import InspectError, layouts, open_model
+from lstm_inspect import InspectError, open_model
+from lstm_inspect.gates import conversion as layouts
 from lstm_inspect.cli import cli
 
 # The test extra installs torch, onnx and onnxruntime: these tests must run, so a missing package is an error.

@@ -276,7 +276,7 @@ def _quoted(arrays, text):
 
 def _first_step(equations, arrays, x):
     """Evaluate the written equations at t = 1 (h_0 = c_0 = 0): every gate, then h_1."""
-    from lstm_inspect.native_forward import _ONNX_ACTIVATIONS
+    from lstm_inspect.run.native_forward import _ONNX_ACTIVATIONS
 
     values = {}
 

@@ -14,7 +14,8 @@ import onnxruntime as ort
 import torch
 import test_onnx_read
 import test_torch_read
-from lstm_inspect import native_forward, native_parity, open_model
+from lstm_inspect.run import native_forward, verify_native as native_parity
+from lstm_inspect import open_model
 from lstm_inspect.cli import cli
 from test_tf1_checkpoint import ckpts, oracle  # noqa: F401  (the module fixture: TensorFlow writes the checkpoints)
 

@@ -242,7 +242,7 @@ def torch_run(module, arrays, x):
 
 def onnx_seq(module, arrays, x, reverse=False):
     from test_layout_export import onnx_run
-    from lstm_inspect.layouts import Module
+    from lstm_inspect.gates.conversion import Module
     y, _ = onnx_run(Module(module["key"], module["layer"], module["target"], module["args"]), arrays, x)
     return y[:, 0].transpose(1, 0, 2)
 

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import reference
-from lstm_inspect import export_arrays, inspect, layouts, open_model
+from lstm_inspect import export_arrays, inspect, open_model
+from lstm_inspect.gates import conversion as layouts
 from lstm_inspect.cli import cli
 
 import torch  # noqa: E402  (the test extra installs torch: these tests must run)

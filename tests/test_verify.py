@@ -72,7 +72,7 @@ def test_verify_on_a_hand_corrupted_copy(file, tmp_path, capsys, monkeypatch):
     corrupt_copy(FIXTURES / file, bad)
     assert verify_function(bad).ok
 
-    module = sys.modules["lstm_inspect.keras_parity"]
+    module = sys.modules["lstm_inspect.run.verify_keras"]
     original_run = module.run
 
     def run_on_original(model, values, **kwargs):
@@ -89,7 +89,7 @@ def test_verify_on_a_hand_corrupted_copy(file, tmp_path, capsys, monkeypatch):
 
 def test_verify_fails_when_the_numpy_semantics_are_wrong(tmp_path, capsys, monkeypatch):
     """A real semantic slip (Keras 2's hard_sigmoid on a Keras 3 file) is caught, exit 1, per layer."""
-    from lstm_inspect import activations
+    from lstm_inspect.gates import activations
 
     real_get = activations.get
     monkeypatch.setattr(activations, "get", lambda name, major: real_get(name, 2))
@@ -115,7 +115,7 @@ def test_verify_weights_only_file_is_exit_2(capsys):
 def test_verify_without_keras_is_exit_2_with_install_command(monkeypatch, capsys):
     import importlib.util
 
-    module = sys.modules["lstm_inspect.keras_parity"]
+    module = sys.modules["lstm_inspect.run.verify_keras"]
     real = importlib.util.find_spec
     monkeypatch.setattr(module.importlib.util, "find_spec",
                         lambda name, *a: None if name in ("keras", "tf_keras", "tensorflow") else real(name, *a))

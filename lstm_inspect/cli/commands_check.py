@@ -37,7 +37,7 @@ def _threshold_value(raw: str) -> float | None:
 
 
 def _rules_help() -> str:
-    from ..checks import RULES
+    from ..analysis.check import RULES
 
     return ", ".join(RULES)
 
@@ -79,7 +79,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     Rules: see --list-rules and docs/check.md. Settings come from [tool.lstm-inspect] in the nearest
     pyproject.toml (or --config FILE); flags override them.
     """
-    from .. import checks, settings, snapshot
+    from ..analysis import check, settings, snapshot
 
     if list_rules:
         _list_rules()
@@ -87,8 +87,8 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     if not paths:
         raise click.UsageError("give at least one PATH (a model file, a directory or a glob)")
     conf, conf_file, notes = settings.load(config_file)
-    options = checks.CheckOptions(
-        thresholds={**checks.DEFAULT_THRESHOLDS, **conf.get("thresholds", {}),
+    options = check.CheckOptions(
+        thresholds={**check.DEFAULT_THRESHOLDS, **conf.get("thresholds", {}),
                     **_pairs(thresholds, "--threshold", _threshold_value)},
         select=tuple(_split(select) or conf.get("select", ())),
         ignore=tuple(_split(ignore) or conf.get("ignore", ())),
@@ -113,7 +113,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         raise InspectError("--jobs must be 0 (one per CPU) or more")
     jobs = jobs or os.cpu_count() or 1
 
-    files, path_notes = checks.discover(paths)
+    files, path_notes = check.discover(paths)
     notes += path_notes
     if not files:
         raise InspectError("no model files found in " + ", ".join(paths))
@@ -127,7 +127,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     with progress(len(files), err_console, show_bar) as advance:
         results = run_checks(files, options, jobs, advance)
 
-    rule_ids = [r for r in checks.RULES if options.enabled(r)]
+    rule_ids = [r for r in check.RULES if options.enabled(r)]
     if fmt == "human":
         from ..render.check import render_check
 
@@ -151,7 +151,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         if result.error and fmt != "human":
             click.echo(f"lstm-inspect: error: {result.path}: {result.error}", err=True)
     sys.stdout.flush()
-    click.get_current_context().exit(checks.exit_code(results))
+    click.get_current_context().exit(check.exit_code(results))
 
 
 def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str], None]) -> list[Any]:
@@ -160,16 +160,16 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
     Results come back in the order of `files`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .. import checks
+    from ..analysis import check
 
     settings = isolation_settings()
 
     def check_one(path: str) -> Any:
         try:
             data = isolated(_check_path_data, path, options, label=path, settings=settings)
-            result = checks.FileResult.from_dict(data, strict=options.strict)
+            result = check.FileResult.from_dict(data, strict=options.strict)
         except InspectError as exc:  # crashed, timed out or ran out of memory
-            result = checks.FileResult(path=path, error=exc.message, strict=options.strict)
+            result = check.FileResult(path=path, error=exc.message, strict=options.strict)
         advance(path)
         return result
 
@@ -181,13 +181,13 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
 
 
 def _check_path_data(path: str, options: Any) -> dict[str, Any]:
-    from ..checks import check_path
+    from ..analysis.check import check_path
 
     return check_path(path, options).as_dict()
 
 
 def _list_rules() -> None:
-    from ..checks import DEFAULT_THRESHOLDS, RULES
+    from ..analysis.check import DEFAULT_THRESHOLDS, RULES
 
     for rule in RULES.values():
         limits = ", ".join(f"{name}={DEFAULT_THRESHOLDS[name]}" for name in rule.thresholds)
@@ -201,7 +201,7 @@ def _list_rules() -> None:
 @layer_option
 def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) -> None:
     """Record MODEL's structure and per-block statistics, for `check --baseline`."""
-    from .. import snapshot
+    from ..analysis import snapshot
     from ..readers import open_model
 
     def record_of() -> dict[str, Any]:
@@ -226,7 +226,7 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
 @layer_option
 def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, layers: tuple[str, ...]) -> None:
     """Compare the weights of two model files: exit 0 identical, 1 different, 2 unreadable."""
-    from ..diff import diff_models
+    from ..analysis.diff import diff_models
     from ..readers import open_model
 
     if not atol >= 0:

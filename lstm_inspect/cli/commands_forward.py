@@ -60,7 +60,7 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
     inputs = _load_inputs(input_path)
 
     def run_and_write() -> tuple[int, list[str]]:
-        from .. import native_forward
+        from ..run import native_forward
         from ..readers import open_model
 
         with open_model(model) as opened:
@@ -100,7 +100,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 
     Exit 0 when every output is within tolerance (|numpy - ref| <= atol + rtol*|ref|), 1 otherwise."""
     from ..api import verify
-    from ..keras_parity import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
+    from ..run.verify_keras import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
 
     inputs = _load_inputs(input_path) if input_path else None
     result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
@@ -127,7 +127,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None:
     """Write out the equations each layer computes, with this file's slices, shapes and pitfalls."""
     from ..api import explain
-    from ..equations import to_markdown
+    from ..run.explain import to_markdown
 
     result = explain(model, layers=layers)
     if markdown:

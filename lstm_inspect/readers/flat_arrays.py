@@ -25,7 +25,7 @@ from ..model import Layer, ModelFile, Tensor
 from . import infer
 from .torch_state import build_model as build_torch_model
 
-#: The file metadata key holding how each exported module is built (`layouts.Converted.metadata`).
+#: The file metadata key holding how each exported module is built (`gates.conversion.Converted.metadata`).
 MODULES_KEY = "modules"
 #: ONNX operator inputs, in the operator's input order; the gates per direction of each operator.
 ONNX_ROLES = ("W", "R", "B", "P")

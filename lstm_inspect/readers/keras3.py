@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 
 from .. import schema
-from ..config import build_tree
+from .keras_config import build_tree
 from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
 from ..model import CONTAINER_CLASSES, Layer, ModelFile, Tensor
 from . import h5safe

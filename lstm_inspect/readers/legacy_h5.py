@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 
 from .. import schema
-from ..config import build_tree
+from .keras_config import build_tree
 from ..errors import CorruptFile, UnsupportedFile
 from ..model import Layer, ModelFile, Tensor
 from . import h5safe

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from .. import __version__
-from ..checks import ERROR, RULES, FileResult, Finding, summary
+from ..analysis.check import ERROR, RULES, FileResult, Finding, summary
 
 CHECK_SCHEMA_VERSION = 1
 INFORMATION_URI = "https://github.com/lstm-inspect/lstm-inspect/blob/main/docs/check.md"

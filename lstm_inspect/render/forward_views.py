@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from ..equations import Explanation
-    from ..keras_parity import VerifyResult
+    from ..run.explain import Explanation
+    from ..run.verify_keras import VerifyResult
 
 
 def _sci(value: float) -> str:

@@ -1,18 +1,19 @@
 """The equations each layer computes, written with the file's own slices, shapes and activations.
 
 `explain(model)` returns plain data (`LayerExplanation` records); `to_markdown` turns it into Markdown for an issue
-or a notebook; `render.forward.render_explain` draws it with rich. The equations are the ones `forward` runs.
+or a notebook; `render.forward_views.render_explain` draws it with rich. The equations are the ones `forward` runs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import gates, native_forward, notes
-from .activations import activation_name, hard_sigmoid_formula
-from .numpy_forward import CELL_CLASSES, CONV_LSTM_CLASSES, IDENTITY_CLASSES, ConvSpec, supported_classes
-from .model import Layer, ModelFile
-from .report import select_layers
+from .. import gates
+from ..analysis import notes
+from ..gates.activations import activation_name, hard_sigmoid_formula
+from ..model import Layer, ModelFile, select_layers
+from . import native_forward
+from .forward import CELL_CLASSES, CONV_LSTM_CLASSES, IDENTITY_CLASSES, ConvSpec, supported_classes
 
 
 @dataclass

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from .errors import InspectError
+from ..errors import InspectError
 
 SECTION = "lstm-inspect"
 KEYS = {"select", "ignore", "strict", "severity", "expect_layers", "expect_units", "min_params", "max_params",

@@ -1,6 +1,6 @@
 """Other frameworks' recurrent weight layouts as data, and the conversion of Keras layers into them.
 
-A Keras recurrent layer is first split into its gate blocks (`gates.split`, proven against Keras); the blocks are
+A Keras recurrent layer is first split into its gate blocks (`split_gates`, proven against Keras); the blocks are
 then re-assembled in the target's gate order and orientation. Everything a conversion needs is in the tables
 below; the functions only follow them. Where the target has no equivalent (an LSTM with relu for torch, GRU
 ``reset_after=False`` for torch, ConvLSTM anywhere), `convert` raises `InspectError` naming the layer and the reason.
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from . import gates
+from ..errors import InspectError
+from ..model import Layer, ModelFile
 from .activations import activation_name
-from .errors import InspectError
-from .model import Layer, ModelFile
+from .split import NATIVE_LAYOUTS, TF1_LAYOUTS, GateSplit, family as gate_family, split as split_gates
 
 TARGETS = ("keras", "torch", "onnx")
 
@@ -144,8 +144,8 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
         owner = layer
         if target != "keras" and directions == [layer]:  # torch / ONNX: a native bidirectional pair stays a pair
             directions, owner = _native_unit(layer, parents, chosen) or (directions, layer)
-        if target == "keras" and (directions is None or gates.NATIVE_LAYOUTS.get(directions[0].class_name) is None
-                                  and directions[0].class_name not in gates.TF1_LAYOUTS):
+        if target == "keras" and (directions is None or NATIVE_LAYOUTS.get(directions[0].class_name) is None
+                                  and directions[0].class_name not in TF1_LAYOUTS):
             continue  # Keras's own layers (and non-recurrent ones) already hold Keras's arrays
         if directions is not None:
             done.update(id(d) for d in directions)
@@ -157,7 +157,7 @@ def convert(model: ModelFile, target: str, layers: list[Layer], forget_bias: flo
             module = _convert_recurrent(model, target, owner, directions, own, forget_bias, run, paired)
             out.modules.append(module)
             recurrent.append(_Unit(layer, module, own))
-        elif gates.family(layer) is not None or layer.class_name in NO_EQUIVALENT:
+        elif gate_family(layer) is not None or layer.class_name in NO_EQUIVALENT:
             raise InspectError(f"layer {layer.key!r} ({layer.class_name}): "
                                f"{NO_EQUIVALENT.get(layer.class_name, 'its weights do not split into gates')}; "
                                f"no {target} export")
@@ -225,7 +225,7 @@ def _stacks(model: ModelFile, units: list[_Unit]) -> list[list[_Unit]]:
 def _why_not_stacked(model: ModelFile, parents: dict[int, Layer], below: _Unit, unit: _Unit) -> str | None:
     """None when `unit` can be torch layer n+1 on top of `below`, else the reason it cannot."""
     low, high = below.module, unit.module
-    native = gates.NATIVE_LAYOUTS.get(unit.owner.class_name) or gates.TF1_LAYOUTS.get(unit.owner.class_name)
+    native = NATIVE_LAYOUTS.get(unit.owner.class_name) or TF1_LAYOUTS.get(unit.owner.class_name)
     if native is not None:
         return f"only Keras layers are merged; a {native.framework} file's layers stay as read"
     if low.target != high.target:
@@ -322,7 +322,7 @@ def _native_unit(layer: Layer, parents: dict[int, Layer], chosen: set[int]) -> t
     ``reverse``: one bidirectional unit), and the layer naming the unit: the module / node itself when it holds one
     layer (``enc``), else the leaf (``enc/l1``)."""
     container = parents.get(id(layer))
-    if gates.NATIVE_LAYOUTS.get(layer.class_name) is None or container is None:
+    if NATIVE_LAYOUTS.get(layer.class_name) is None or container is None:
         return None
     partner_name = "reverse" if layer.name == "forward" else layer.name + "_reverse"
     partner = next((c for c in container.children if c.name == partner_name and id(c) in chosen), None)
@@ -331,15 +331,15 @@ def _native_unit(layer: Layer, parents: dict[int, Layer], chosen: set[int]) -> t
 
 
 def _is_plain_recurrent(layer: Layer) -> bool:
-    return gates.family(layer) is not None and layer.class_name not in NO_EQUIVALENT
+    return gate_family(layer) is not None and layer.class_name not in NO_EQUIVALENT
 
 
 def _refuse(layer: Layer, target: str, reason: str) -> InspectError:
     return InspectError(f"layer {layer.key!r} ({layer.class_name}) has no {target} equivalent: {reason}")
 
 
-def _split(layer: Layer, target: str) -> gates.GateSplit:
-    split = gates.split(layer)
+def _split(layer: Layer, target: str) -> GateSplit:
+    split = split_gates(layer)
     if split is None or not split.blocks or split.warnings and any("not split" in w for w in split.warnings):
         reason = "; ".join(split.warnings) if split is not None and split.warnings else "its weights do not split into gates"
         raise _refuse(layer, target, reason)
@@ -354,7 +354,7 @@ def _suffix(gate: str) -> str:
 
 def _activations(layer: Layer, family: str) -> tuple[str | None, str | None]:
     """(activation, recurrent_activation) from the config; None when the file does not record them."""
-    native = gates.NATIVE_LAYOUTS.get(layer.class_name)
+    native = NATIVE_LAYOUTS.get(layer.class_name)
     if native is not None and native.framework == "PyTorch":
         # torch.nn.LSTM / GRU hard-wire tanh and sigmoid; torch.nn.RNN's nonlinearity is not in the state dict
         return (None, None) if family == "SimpleRNN" else ("tanh", "sigmoid")
@@ -418,7 +418,7 @@ def _convert_recurrent(model: ModelFile, target: str, owner: Layer, directions: 
     return _to_onnx(model, owner, splits, blocks, act, rec, bidirectional, backwards, notes, arrays)
 
 
-def _read_blocks(split: gates.GateSplit, forget_bias: float | None) -> dict[str, np.ndarray]:
+def _read_blocks(split: GateSplit, forget_bias: float | None) -> dict[str, np.ndarray]:
     """Every block's array by name; with `forget_bias` (TF1 LSTM cells) added to b_f, as the cell does at run time."""
     blocks = {block.key: block.read() for block in split.blocks}
     if forget_bias is not None and "b_f" in blocks:
@@ -436,7 +436,7 @@ def _stack(blocks: dict[str, np.ndarray], kind: str, order: tuple[str, ...]) -> 
     return np.concatenate([blocks[kind + _suffix(g)] for g in order], axis=-1)
 
 
-def _to_torch(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], blocks: list[dict[str, np.ndarray]],
+def _to_torch(model: ModelFile, owner: Layer, splits: list[GateSplit], blocks: list[dict[str, np.ndarray]],
               act: str | None, rec: str | None,
               bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
     family = splits[0].layout.family
@@ -518,7 +518,7 @@ def onnx_activation(name: str, keras_major: int | None) -> tuple[str, float | No
     return op, alpha, beta
 
 
-def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], blocks: list[dict[str, np.ndarray]],
+def _to_onnx(model: ModelFile, owner: Layer, splits: list[GateSplit], blocks: list[dict[str, np.ndarray]],
              act: str | None, rec: str | None,
              bidirectional: bool, backwards: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
     family = splits[0].layout.family
@@ -580,7 +580,7 @@ def _to_onnx(model: ModelFile, owner: Layer, splits: list[gates.GateSplit], bloc
     return Module(key, owner.key, f"onnx:{ONNX_OPERATOR[family]}", args, notes)
 
 
-def _to_keras(layer: Layer, split: gates.GateSplit, blocks: dict[str, np.ndarray], act: str | None, rec: str | None,
+def _to_keras(layer: Layer, split: GateSplit, blocks: dict[str, np.ndarray], act: str | None, rec: str | None,
               backwards: bool, paired: bool, notes: list[str], arrays: dict[str, np.ndarray]) -> Module:
     """A torch / ONNX / TF1 recurrent leaf as the arrays of a Keras layer's `set_weights`: kernel (in, gates·u),
     recurrent_kernel (u, gates·u), bias, in Keras's gate order."""
@@ -634,7 +634,7 @@ def _keras_key(layer: Layer, paired: bool) -> tuple[str, str | None]:
     ``<path>/backward``; else the leaf's path."""
     direction = layer.config.get("direction")
     path = list(layer.path)
-    if layer.class_name in gates.NATIVE_LAYOUTS and gates.NATIVE_LAYOUTS[layer.class_name].framework == "ONNX" \
+    if layer.class_name in NATIVE_LAYOUTS and NATIVE_LAYOUTS[layer.class_name].framework == "ONNX" \
             and path[-1] in ("forward", "reverse"):
         path = path[:-1]
     elif paired and path[-1].endswith("_reverse"):

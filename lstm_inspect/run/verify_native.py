@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from . import gates, native_forward
-from .errors import InspectError
-from .model import Layer, ModelFile
+from .. import gates
+from ..errors import InspectError
+from ..model import Layer, ModelFile
+from . import native_forward
 
 #: The packages each source framework's reference run needs (the first names it), and how to install them.
 _ORACLE_PACKAGES = {"torch": (("torch",), "pip install 'lstm-inspect[torch]'"),

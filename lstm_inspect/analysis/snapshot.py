@@ -19,9 +19,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__, stats
-from .errors import InspectError
-from .model import ModelFile
+from .. import __version__
+from ..errors import InspectError
+from ..model import ModelFile
+from . import stats
 
 SNAPSHOT_FORMAT = "lstm-inspect-snapshot"
 SNAPSHOT_VERSION = 1
@@ -31,7 +32,7 @@ DRIFT_STATS = ("mean", "std", "min", "max", "l2")
 
 def layer_entries(model: ModelFile, layers: Sequence[str] = (), with_stats: bool = True) -> list[dict[str, Any]]:
     """One entry per selected layer that stores weights: path, name, class, weights, and blocks with stats."""
-    from .checks import ModelView
+    from .check import ModelView
 
     view = ModelView(model, layers)
     by_layer: dict[int, list[Any]] = {}

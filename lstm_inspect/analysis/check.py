@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from . import gates
-from .errors import InspectError
-from .model import Layer, ModelFile, Tensor
+from .. import gates
+from ..errors import InspectError
+from ..model import Layer, ModelFile, Tensor
 
 ERROR = "error"
 WARNING = "warning"
@@ -147,7 +147,7 @@ class CheckOptions:
     min_params: int | None = None
     max_params: int | None = None
     baseline: dict[str, Any] | None = None
-    """A loaded snapshot (see `lstm_inspect.snapshot`) to compare against."""
+    """A loaded snapshot (see `lstm_inspect.analysis.snapshot`) to compare against."""
 
     def validate(self) -> "CheckOptions":
         for rule_id in (*self.select, *self.ignore, *self.severity):
@@ -235,7 +235,7 @@ class ModelView:
     """The selected layers of a model, their gate splits and their pieces, each computed once."""
 
     def __init__(self, model: ModelFile, layer_patterns: Iterable[str] = ()):
-        from .report import select_layers
+        from ..model import select_layers
 
         self.model = model
         self.layers = select_layers(model, tuple(layer_patterns))
@@ -591,7 +591,7 @@ def check_model(model: ModelFile, options: CheckOptions | None = None) -> list[F
 
 def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
     """Open and check one file; a file that cannot be read gives a result with `error` set, never an exception."""
-    from .readers import open_model
+    from ..readers import open_model
 
     options = options or CheckOptions()
     result = FileResult(path=path, strict=options.strict)
@@ -622,7 +622,7 @@ def _walk_picks(name: str, siblings: set[str]) -> bool:
         return True
     if not name.endswith(MODEL_EXTENSIONS):
         return False
-    from .readers.keras3 import SHARD_NAME
+    from ..readers.keras3 import SHARD_NAME
 
     shard = SHARD_NAME.match(name)
     return not (shard and f"{shard['base']}.weights.json" in siblings)
@@ -689,7 +689,7 @@ def summary(results: list[FileResult]) -> dict[str, int]:
 
 def exit_code(results: list[FileResult]) -> int:
     """2 when a file could not be read, else 1 when a file failed, else 0."""
-    from .errors import ExitCode
+    from ..errors import ExitCode
 
     if any(r.error for r in results):
         return int(ExitCode.BAD_INPUT)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import activation_name, hard_sigmoid_formula
-from .gates import CUDNN_CLASSES, GateSplit
-from .model import ModelFile
+from ..gates.activations import activation_name, hard_sigmoid_formula
+from ..gates import CUDNN_CLASSES, GateSplit
+from ..model import ModelFile
 
 
 def recurrent_notes(split: GateSplit, model: ModelFile, read_values: bool = True) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import Layer, Tensor
+from ..model import Layer, Tensor
 
 
 @dataclass(frozen=True)

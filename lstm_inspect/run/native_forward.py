@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import gates
-from .errors import InspectError
-from .model import Layer, ModelFile
+from .. import gates
+from ..errors import InspectError
+from ..model import Layer, ModelFile
 
 TORCH_DEFAULT_NONLINEARITY = "tanh"
 TF1_DEFAULT_FORGET_BIAS = 1.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import CorruptFile
-from .model import CONTAINER_CLASSES, Layer
+from ..errors import CorruptFile
+from ..model import CONTAINER_CLASSES, Layer
 
 
 def build_tree(model_config: Any, label: str) -> Layer:

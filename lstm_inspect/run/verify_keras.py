@@ -4,7 +4,7 @@ Keras is optional: it is imported here only, lazily, and only by `verify`. The K
 chosen by the version that wrote it: Keras 3 (``import keras``) for Keras 3 files, tf-keras (``import tf_keras``)
 for Keras 2 / tf.keras files. The numpy pass runs first, so a model lstm-inspect cannot run (a Lambda, a custom
 class) is refused before Keras ever deserializes it. PyTorch, ONNX and TF1 files are compared with their own
-framework instead (`native_parity`), with the same records.
+framework instead (`verify_native`), with the same records.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InspectError
+from ..gates import CUDNN_CLASSES
+from ..model import FILE_KINDS, KERAS_KINDS, ModelFile
+from ..readers import open_model
 from . import native_forward
-from .numpy_forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
-from .errors import InspectError
-from .gates import CUDNN_CLASSES
-from .model import FILE_KINDS, KERAS_KINDS, ModelFile
-from .readers import open_model
+from .forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
 DEFAULT_RTOL = 1e-5
@@ -161,18 +161,18 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
 def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: int, rtol: float, atol: float,
                    layers: tuple[str, ...], forget_bias: float | None, nonlinearity: str | None) -> VerifyResult:
     """Each recurrent module of a PyTorch / ONNX / TF1 file run by `native_forward` and by its own framework."""
-    from . import native_parity
+    from . import verify_native
 
-    package, version = native_parity.oracle_package(model)
+    package, version = verify_native.oracle_package(model)
     chosen = native_forward.select(model, layers)
-    xs = native_parity.inputs_per_module(model, chosen, inputs, batch, steps, seed)
+    xs = verify_native.inputs_per_module(model, chosen, inputs, batch, steps, seed)
     fb = native_forward.TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
     nl = nonlinearity or native_forward.TORCH_DEFAULT_NONLINEARITY
     ours: dict[str, np.ndarray] = {}
     theirs: dict[str, np.ndarray] = {}
     for module in chosen:
         ours.update(native_forward.run_module(module, xs[module.key], np.float64, fb, nl))
-        theirs.update(native_parity.outputs(model, module, xs[module.key], fb, nl))
+        theirs.update(verify_native.outputs(model, module, xs[module.key], fb, nl))
     result = VerifyResult(model.path, package, version, None, rtol, atol,
                           {key: tuple(x.shape) for key, x in xs.items()})
     result.diffs = compare(ours, theirs, rtol, atol)

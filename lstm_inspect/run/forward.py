@@ -25,9 +25,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import activations, gates
-from .errors import InspectError
-from .model import Layer, ModelFile
+from .. import gates
+from ..gates import activations
+from ..errors import InspectError
+from ..model import Layer, ModelFile
 
 OUTPUT_KEY = "__output__"
 

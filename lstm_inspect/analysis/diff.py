@@ -13,9 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import gates
-from .model import Layer, ModelFile
-from .report import select_layers
+from .. import gates
+from ..model import Layer, ModelFile, select_layers
 from .snapshot import _shape_text, class_key, layer_entries, match_blocks, match_layers, signature
 
 DIFF_VERSION = 1
