@@ -5,6 +5,7 @@ at the bottom of this file.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from typing import Any
@@ -41,8 +42,32 @@ class _Boundary(click.Group):
             else:
                 break
         if first < len(args) and args[first] not in self.commands:
+            word = args[first]
+            if not ctx.resilient_parsing and not word.startswith("-") and not _is_model_argument(word):
+                close = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+                if close:
+                    raise click.UsageError(f"no command {word!r} and no file of that name (did you mean "
+                                           f"{close[0]!r}?)", ctx)
             args = args[:first] + ["inspect"] + args[first:]
         return super().parse_args(ctx, args)
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's main, but a usage error is one line on stderr like every other error (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"lstm-inspect: error: {exc.format_message().rstrip('.')}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("lstm-inspect: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -66,8 +91,14 @@ class _Boundary(click.Group):
             ctx.exit(int(ExitCode.INTERNAL))
 
 
-_GROUP_FLAGS = {"--traceback", "--no-isolation", "--version", "-h", "--help"}
-_GROUP_OPTIONS_WITH_VALUE = {"--timeout", "--max-memory"}
+_GROUP_FLAGS = {"--traceback", "--no-isolation", "--version", "-V", "-h", "--help", "--pager"}
+_GROUP_OPTIONS_WITH_VALUE = {"--timeout", "--max-memory", "--color"}
+
+
+def _is_model_argument(word: str) -> bool:
+    """A first word that names a model rather than a mistyped command: an existing path, stdin, a URL, or anything
+    that looks like a file name (has a dot or a slash)."""
+    return word == "-" or os.path.exists(word) or "." in word or "/" in word or os.sep in word
 
 
 class _Bytes(click.ParamType):
@@ -91,7 +122,7 @@ class _Bytes(click.ParamType):
 
 
 @click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="lstm-inspect")
+@click.version_option(__version__, "-V", "--version", prog_name="lstm-inspect")
 @click.option("--traceback", is_flag=True,
               help="Show the Python traceback of an error (for debugging; reads files in-process).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
@@ -100,11 +131,43 @@ class _Bytes(click.ParamType):
               help="Memory one file's reading may use (child process address-space limit).")
 @click.option("--no-isolation", is_flag=True,
               help="Read files in this process: no timeout, memory limit or crash containment. For trusted files.")
-def cli(traceback: bool, timeout: float, max_memory: int, no_isolation: bool) -> None:
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Colour in the output: auto = on a terminal unless NO_COLOR is set.")
+@click.option("--pager", is_flag=True, help="Show the output in a pager ($PAGER, else less).")
+def cli(traceback: bool, timeout: float, max_memory: int, no_isolation: bool, color: str, pager: bool) -> None:
     """Open saved Keras models without TensorFlow and show what is inside their recurrent layers.
 
     `lstm-inspect MODEL` is short for `lstm-inspect inspect MODEL`.
     """
+    from ..render.text import set_color
+
+    set_color(color)
+    if pager:
+        _page_output(click.get_current_context(), color)
+
+
+def _page_output(ctx: click.Context, color: str) -> None:
+    """Collect what the command prints on stdout, then show it in a pager when the command is done."""
+    import io
+
+    from ..render.text import set_color
+
+    real_stdout = sys.stdout
+    buffer = io.StringIO()
+    # Lay the output out for the terminal the pager runs in, not for the pipe into it.
+    if real_stdout.isatty():
+        os.environ.setdefault("COLUMNS", str(os.get_terminal_size(real_stdout.fileno()).columns))
+        if color == "auto" and not os.environ.get("NO_COLOR"):
+            set_color("always")  # the pager shows colour (less -R)
+    sys.stdout = buffer
+
+    def show() -> None:
+        sys.stdout = real_stdout
+        text = buffer.getvalue()
+        if text:
+            click.echo_via_pager(text, color=None if color == "auto" else color == "always")
+
+    ctx.call_on_close(show)
 
 
 def isolation_settings() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -71,7 +72,9 @@ def demo_command(as_json: bool) -> None:
     """Inspect the bundled example: LSTM(120, relu) -> Dense(100) -> Dense(50) -> Dense(1)."""
     from ..api import example_path, inspect
 
-    _emit_report(inspect(example_path()), as_json)
+    report = inspect(example_path())
+    report["file"] = os.path.basename(report["file"])  # where pip put it says nothing about the model
+    _emit_report(report, as_json)
 
 
 def _emit_report(report: dict[str, Any], as_json: bool) -> None:

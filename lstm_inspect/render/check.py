@@ -6,10 +6,10 @@ from typing import Any, Iterator
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from ..analysis.check import ERROR, FileResult, summary
+from .tables import Column, fitted_tables
 
 _STATUS = {"pass": ("PASS", "bold green"), "fail": ("FAIL", "bold red"), "error": ("ERROR", "bold red")}
 
@@ -28,17 +28,14 @@ def render_check(results: list[FileResult], console: Console, strict: bool, note
             continue
         if not result.findings:
             continue
-        table = Table(show_header=False, show_edge=False, pad_edge=False, box=None, padding=(0, 1))
-        table.add_column(width=5)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column()
+        columns = [Column(" " * 5), Column("severity"), Column("rule"), Column("where"), Column("message", wrap=True)]
+        rows = []
         for f in result.findings:
             failing = f.severity == ERROR or strict
-            table.add_row("", Text(f.severity, style="red" if failing else "yellow"), escape(f.rule),
-                          escape("/".join(p for p in (f.layer, f.block) if p) or "(model)"), escape(f.message))
-        console.print(table)
+            rows.append(["", Text(f.severity, style="red" if failing else "yellow"), f.rule,
+                         "/".join(p for p in (f.layer, f.block) if p) or "(model)", f.message])
+        for table in fitted_tables(columns, rows, console.width, keys=3, show_header=False, box=None):
+            console.print(table)
     counts = summary(results)
     line = (f"{counts['files']} file{'s' if counts['files'] != 1 else ''}: {counts['passed']} passed, "
             f"{counts['failed']} failed, {counts['unreadable']} unreadable · {counts['errors']} error"
@@ -87,21 +84,20 @@ def render_diff(report: dict[str, Any], console: Console, show_unchanged: bool =
         console.print(Text("~ renamed ", style="yellow") + Text(f"{entry['a']} -> {entry['b']}"))
     for entry in report["shape_changes"]:
         console.print(Text("~ shapes  ", style="yellow") + Text(f"{entry['layer']}: {entry['a']} -> {entry['b']}"))
-    table = Table(title="Blocks", title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("layer", "block", "status", "max |Δ|", "rel. Frobenius", "cosine"):
-        table.add_column(column, justify="right" if column in ("max |Δ|", "rel. Frobenius", "cosine") else "left")
-    shown = 0
+    columns = [Column(name, justify="right" if name in ("max |Δ|", "rel. Frobenius", "cosine") else "left")
+               for name in ("layer", "block", "status", "max |Δ|", "rel. Frobenius", "cosine")]
+    rows = []
     for entry in report["layers"]:
         layer = entry["b"] if entry["a"] == entry["b"] else f"{entry['a']} -> {entry['b']}"
         for block in entry["blocks"]:
             if block["status"] == "unchanged" and not show_unchanged:
                 continue
-            shown += 1
             style = {"unchanged": "dim", "changed": "yellow"}.get(block["status"], "red")
-            table.add_row(escape(layer), escape(block["key"]), Text(block["status"], style=style),
-                          _num(block.get("max_abs_diff")), _num(block.get("rel_frobenius")), _num(block.get("cosine")))
-    if shown:
-        console.print(table)
+            rows.append([layer, block["key"], Text(block["status"], style=style), _num(block.get("max_abs_diff")),
+                         _num(block.get("rel_frobenius")), _num(block.get("cosine"))])
+    if rows:
+        for table in fitted_tables(columns, rows, console.width, keys=2, title="Blocks", title_justify="left"):
+            console.print(table)
     s = report["summary"]
     verdict = Text("identical" if report["identical"] else "different",
                    style="bold green" if report["identical"] else "bold yellow")

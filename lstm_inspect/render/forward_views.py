@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
-from rich.markup import escape
+from rich.cells import cell_len
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
+
+from .tables import Column, fitted_tables
 
 if TYPE_CHECKING:
     from ..run.explain import Explanation
@@ -30,15 +31,15 @@ def render_verify(result: "VerifyResult", console: Console) -> None:
     for note in result.notes:
         head.append(f"\n{note}")
     console.print(head)
-    table = Table(show_edge=False, pad_edge=False)
-    for column, justify in (("layer", "left"), ("shape", "left"), ("max abs diff", "right"),
-                            ("max rel diff", "right"), ("", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns = [Column("layer"), Column("shape"), Column("max abs diff", justify="right"),
+               Column("max rel diff", justify="right"), Column("status", wrap=True)]
+    rows = []
     for d in result.diffs:
         status = Text("ok", style="green") if d.ok else Text("MISMATCH" + (f" ({d.note})" if d.note else ""),
                                                             style="bold red")
-        table.add_row(escape(d.key), str(d.shape), _sci(d.max_abs), _sci(d.max_rel), status)
-    console.print(table)
+        rows.append([d.key, str(d.shape), _sci(d.max_abs), _sci(d.max_rel), status])
+    for table in fitted_tables(columns, rows, console.width):
+        console.print(table)
     worst = result.worst
     if result.ok:
         console.print(Text(f"OK: {len(result.diffs)} outputs match {result.reference} (largest difference "
@@ -61,18 +62,18 @@ def render_explain(result: "Explanation", console: Console) -> None:
         if layer.equations:
             parts.append(Text("\n".join(layer.equations)))
         if layer.shapes:
-            table = Table(show_edge=False, pad_edge=False, box=None)
-            table.add_column("term", style="cyan")
-            table.add_column("shape")
-            for term, shape in layer.shapes:
-                table.add_row(escape(term), escape(shape))
             parts.append(Text(""))
-            parts.append(table)
+            parts.extend(fitted_tables([Column("term", style="cyan"), Column("shape", wrap=True)],
+                                       [list(pair) for pair in layer.shapes], console.width - 4, box=None))
         if layer.pitfalls:
             notes = Text()
             for p in layer.pitfalls:
                 notes.append("\n• ", style="yellow")
                 notes.append(p)
             parts.append(notes)
-        title = f"{layer.key} · {layer.summary}"
-        console.print(Panel(Group(*parts) if parts else Text("-"), title=escape(title), title_align="left"))
+        title = Text(f"{layer.key} · {layer.summary}")
+        if cell_len(title.plain) + 6 <= console.width:
+            console.print(Panel(Group(*parts) if parts else Text("-"), title=title, title_align="left"))
+        else:  # rich would cut a title wider than the panel: it goes inside instead, where it wraps
+            title.stylize("bold")
+            console.print(Panel(Group(title, *parts)))

@@ -1,13 +1,17 @@
 """Human-readable output of `inspect` with rich."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console, Group
-from rich.markup import escape
+from rich.cells import cell_len
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from .tables import Column, fitted_tables
 
 
 class _Console(Console):
@@ -20,11 +24,43 @@ class _Console(Console):
         raise SystemExit(0)
 
 
+#: Width of output that goes to no terminal, when $COLUMNS is not set and no terminal is attached (docs/commands.md).
+DEFAULT_WIDTH = 100
+_color = "auto"
+
+
+def set_color(mode: str) -> None:
+    """``auto`` (colour on a terminal unless $NO_COLOR is set), ``always`` or ``never``: for every console made."""
+    global _color
+    _color = mode
+
+
+def output_width(is_terminal: bool) -> int | None:
+    """None on a terminal (rich measures it); otherwise $COLUMNS, else the width of the terminal the command runs
+    in (its stderr or stdin, so `... | head` fits the screen), else DEFAULT_WIDTH."""
+    if is_terminal:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for stream in (sys.__stderr__, sys.__stdin__):
+        try:
+            if stream is not None and stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_WIDTH
+
+
 def make_console(file: Any = None, stderr: bool = False) -> Console:
-    console = _Console(file=file, stderr=stderr, highlight=False, soft_wrap=False)
-    if not console.is_terminal:  # piped or captured: wide enough for the block tables, no colour codes
-        console = _Console(file=file, stderr=stderr, highlight=False, width=140, color_system=None)
-    return console
+    probe = Console(file=file, stderr=stderr)
+    width = output_width(probe.is_terminal)
+    colour: dict[str, Any] = {}
+    if _color == "never" or (_color == "auto" and (not probe.is_terminal or os.environ.get("NO_COLOR"))):
+        colour = {"color_system": None, "no_color": True}
+    elif _color == "always":
+        colour = {"force_terminal": True, "no_color": False}
+    return _Console(file=file, stderr=stderr, highlight=False, soft_wrap=False, width=width, **colour)
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -43,10 +79,11 @@ def render_inspect(report: dict[str, Any], console: Console) -> None:
     console.print(_header(report))
     for warning in report["warnings"]:
         console.print(Text("warning: ", style="bold yellow") + Text(warning))
-    console.print(_layer_table(report))
+    for table in _layer_tables(report, console.width):
+        console.print(table)
     for layer in report["layers"]:
         if layer["recurrent"]:
-            console.print(_recurrent_panel(layer))
+            console.print(_recurrent_panel(layer, console.width))
 
 
 def _header(report: dict[str, Any]) -> Text:
@@ -67,47 +104,54 @@ _DEFAULTS = {"use_bias": True, "unit_forget_bias": True, "go_backwards": False, 
              "return_state": False, "stateful": False, "dropout": 0.0, "recurrent_dropout": 0.0, "trainable": True}
 
 
-def _layer_table(report: dict[str, Any]) -> Table:
-    table = Table(title="Layers", title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("layer")
-    table.add_column("class")
-    table.add_column("params", justify="right")
-    table.add_column("weights")
-    table.add_column("config")
+def _layer_tables(report: dict[str, Any], width: int) -> list[Table]:
+    columns = [Column("layer"), Column("class"), Column("params", justify="right"), Column("weights", wrap=True),
+               Column("config", wrap=True)]
+    rows = []
     for layer in report["layers"]:
         name = "  " * layer["depth"] + layer["name"]
         cls = layer["class_name"] + (" (inferred)" if layer["inferred_class"] else "")
-        weights = ", ".join(f"{w['name']} {_shape(w['shape'])}" for w in layer["weights"])
-        config = ", ".join(f"{k}={v}" for k, v in layer["config"].items() if _DEFAULTS.get(k, _SHOW) != v)
+        weights = [f"{w['name']} {_shape(w['shape'])}" for w in layer["weights"]]
+        config = [Text(f"{k}={v}") for k, v in layer["config"].items() if _DEFAULTS.get(k, _SHOW) != v]
         if layer["needs_code"]:
-            config = (config + "; " if config else "") + f"[yellow]needs code: {escape(layer['needs_code'])}[/]"
-        table.add_row(escape(name), escape(cls), f"{layer['params']:,}", escape(weights), config if layer["needs_code"] else escape(config))
-    return table
+            config.append(Text(f"needs code: {layer['needs_code']}", style="yellow"))
+        rows.append([name, cls, f"{layer['params']:,}", weights, config])
+    return fitted_tables(columns, rows, width, title="Layers", title_justify="left")
 
 
-def _recurrent_panel(layer: dict[str, Any]) -> Panel:
+_BLOCK_COLUMNS = [Column("block"), Column("from"), Column("shape"), Column("params", justify="right")]
+_STAT_COLUMNS = [Column(name, justify="right") for name in ("mean", "std", "min", "max", "L2", "zeros", "NaN", "Inf")]
+
+
+def _recurrent_panel(layer: dict[str, Any], width: int) -> Panel:
     rec = layer["recurrent"]
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("block", "from", "shape", "params"):
-        table.add_column(column, justify="right" if column == "params" else "left")
     has_stats = any(b["stats"] for b in rec["blocks"])
-    if has_stats:
-        for column in ("mean", "std", "min", "max", "L2", "zeros", "NaN", "Inf"):
-            table.add_column(column, justify="right")
+    columns = _BLOCK_COLUMNS + (_STAT_COLUMNS if has_stats else [])
+    rows = []
     for block in rec["blocks"]:
         row = [block["key"], block["source"], _shape(block["shape"]), f"{_size(block['shape']):,}"]
         s = block["stats"]
         if s:
             row += [_num(s["mean"]), _num(s["std"]), _num(s["min"]), _num(s["max"]), _num(s["l2"]),
                     f"{s['zero_fraction']:.0%}", _flag(s["nan"]), _flag(s["inf"])]
-        table.add_row(*(escape(str(cell)) for cell in row))
+        elif has_stats:
+            row += ["-"] * len(_STAT_COLUMNS)
+        rows.append(row)
     notes = Text()
     for note in rec["notes"]:
         notes.append("• ", style="cyan")
         notes.append(note + "\n")
     title = (f"{layer['path']} · {layer['class_name']} · {rec['units']} units · input {rec['input_dim']}"
              + (f" · reset_after={rec['reset_after']}" if rec["reset_after"] is not None else ""))
-    return Panel(Group(table, notes), title=escape(title), title_align="left")
+    tables = fitted_tables(columns, rows, width - _PANEL_FRAME)
+    if cell_len(title) + 6 <= width:
+        return Panel(Group(*tables, notes), title=Text(title), title_align="left")
+    # rich would cut a title wider than the panel: it goes inside instead, where it wraps
+    return Panel(Group(Text(title, style="bold"), *tables, notes))
+
+
+#: Columns a Panel's border and padding take.
+_PANEL_FRAME = 4
 
 
 def _flag(count: int) -> str:
