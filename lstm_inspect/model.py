@@ -158,7 +158,7 @@ FILE_KINDS = {
     "torch-safetensors": "PyTorch state dict (.safetensors)",
     "safetensors": "named arrays in the keras or onnx layout (.safetensors, e.g. lstm-inspect export)",
     "npz": "named arrays (.npz from np.savez or lstm-inspect export; never unpickled)",
-    "torch-state-dict": "PyTorch state dict (torch.save, read with torch.load(weights_only=True))",
+    "torch-state-dict": "PyTorch state dict (torch.save, read without unpickling; see readers/torch_zip.py)",
     "onnx": "ONNX model",
     "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read with tf.train.load_checkpoint",
 }

@@ -41,7 +41,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 
         names = _zip_names(label)
         if torch_state.is_torch_zip(names):
-            return torch_state.read_torch_file(label, label)
+            return _open_torch(label, legacy=False)
         if npz_file.looks_like(names):
             return npz_file.read(label, label)
         return keras3.read_archive(label, label)
@@ -49,11 +49,8 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 
     if safetensors_file.looks_like(head, os.path.getsize(label)):
         return safetensors_file.read(label, label)
-    if torch_state.is_pickle(head):
-        if label.endswith((".pt", ".pth", ".bin", ".ckpt")):
-            return torch_state.read_torch_file(label, label)
-        raise UnsupportedFile("a Python pickle; lstm-inspect never unpickles files (a PyTorch file named .pt, "
-                              ".pth or .bin is read through torch.load(weights_only=True))", label)
+    if torch_state.is_pickle(head, label):
+        return _open_torch(label, legacy=True)
     if label.endswith(".json") or head.lstrip().startswith(b"{"):
         return _open_json(label)
     if label.endswith(".onnx"):  # ONNX protobuf has no magic number: the extension decides, the parse confirms
@@ -63,6 +60,22 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
     raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
                           label)
+
+
+def _open_torch(label: str, legacy: bool) -> ModelFile:
+    """A ``torch.save`` file, read natively (`torch_zip`: scanned for code, then only tensor rebuilds interpreted).
+    A pickle that is free of code but holds more than a state dict goes to ``torch.load(weights_only=True)`` when
+    torch is installed."""
+    from . import torch_state, torch_zip
+
+    try:
+        return torch_zip.read_legacy(label, label) if legacy else torch_zip.read(label, label)
+    except torch_zip.NotAStateDict as refused:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise refused from None
+        return torch_state.read_torch_file(label, label)
 
 
 def _open_json(label: str) -> ModelFile:

@@ -63,6 +63,10 @@ class Archive:
     def has(self, name: str) -> bool:
         return name in self._infos
 
+    def file_size(self, name: str) -> int:
+        """The member's size as its header declares it (reads check it against what is there)."""
+        return self._infos[name].file_size
+
     def read_bytes(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
         """A whole member, inflated in chunks and refused as soon as it passes its bound."""
         info = self._infos[name]

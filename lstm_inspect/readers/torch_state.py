@@ -1,12 +1,12 @@
-"""PyTorch state dicts (from ``.safetensors`` or from ``.pt`` / ``.bin`` through ``torch.load(weights_only=True)``)
-as the neutral model.
+"""PyTorch state dicts (from ``.safetensors``, from ``.pt`` / ``.bin`` read natively by `torch_zip`, or through
+``torch.load(weights_only=True)`` for code-free pickles that hold more than a state dict) as the neutral model.
 
 ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` modules are recognised by their parameter names and shapes:
 ``<module>.weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, for an LSTM with
 ``proj_size``, ``weight_hr_l{k}``. Each becomes a container layer (class ``torch.nn.LSTM``...) named by its module
 path, holding one leaf per layer and direction (``l0``, ``l0_reverse``, ``l1``...) of class ``TorchLSTM`` /
 ``TorchGRU`` / ``TorchRNN``, which `gates.split` splits. Other parameters are grouped by module path and listed raw.
-A pickled file is never opened here without torch: only ``torch.load(..., weights_only=True)`` reads it.
+Here a pickled file is never opened without torch: only ``torch.load(..., weights_only=True)`` reads it.
 """
 from __future__ import annotations
 
@@ -178,6 +178,16 @@ def is_torch_zip(names: list[str]) -> bool:
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) and "config.json" not in names
 
 
-def is_pickle(head: bytes) -> bool:
-    """A pickle stream (protocol 2-5), as legacy ``torch.save`` files start."""
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+#: Names under which torch.load (which unpickles any non-zip file) meets pickles.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+def is_pickle(head: bytes, name: str = "") -> bool:
+    """A pickle stream: protocol 2-5 by its PROTO opcode (as legacy ``torch.save`` files start), or protocol 0/1
+    (no header: any opcode) in a file named like a PyTorch or pickle file."""
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    import pickletools
+
+    return bool(head) and name.lower().endswith(PICKLE_SUFFIXES) and any(
+        head[:1] == op.code.encode("latin-1") for op in pickletools.opcodes)
