@@ -140,7 +140,7 @@ def scan(stream: BinaryIO, where: str, max_bytes: int = MAX_PICKLE_BYTES, max_op
 
     stack: list[object] = []
     memo: dict[int, object] = {}
-    count, pos = 0, 0
+    count, pos, protocol = 0, 0, 0
     try:
         for opcode, arg, pos in _genops(bounded):
             count += 1
@@ -148,13 +148,16 @@ def scan(stream: BinaryIO, where: str, max_bytes: int = MAX_PICKLE_BYTES, max_op
                 found(pos, f"more than {max_ops:,} opcodes: the rest of the pickle was not checked")
                 return PickleScan(findings, imported, bounded.consumed, False, "opcode budget exhausted")
             name = opcode.name
+            if name == "PROTO":
+                protocol = arg
             if name == "GLOBAL" or name == "INST":
-                imports(pos, _dotted(arg))
+                module, _, attr = str(arg).partition(" ")
+                imports(pos, _resolve(module, attr, protocol))
             elif name == "STACK_GLOBAL":
                 attr = stack.pop() if stack else _UNKNOWN  # the name was pushed last
                 module = stack.pop() if stack else _UNKNOWN
                 if isinstance(module, str) and isinstance(attr, str):
-                    imports(pos, f"{module}.{attr}")
+                    imports(pos, _resolve(module, attr, protocol))
                 else:
                     found(pos, "STACK_GLOBAL with a module or name that is not a string constant (not resolvable "
                                "without running the pickle)")
@@ -196,9 +199,16 @@ def _genops(stream: _Bounded) -> Iterator[tuple[pickletools.OpcodeInfo, object, 
     return pickletools.genops(stream)  # type: ignore[arg-type]
 
 
-def _dotted(arg: object) -> str:
-    """GLOBAL's argument ``"module name"`` as ``module.name``."""
-    module, _, name = str(arg).partition(" ")
+def _resolve(module: str, name: str, protocol: int) -> str:
+    """``module.name`` as Python 3's unpickler imports it: below protocol 3 it maps Python 2 names
+    (``__builtin__.exec`` is ``builtins.exec``, ``copy_reg`` is ``copyreg``) with `_compat_pickle`'s tables."""
+    if protocol < 3:
+        import _compat_pickle
+
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
     return f"{module}.{name}"
 
 
