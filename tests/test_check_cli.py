@@ -135,7 +135,7 @@ def test_github_escapes_property_and_message_characters():
     result = checks.FileResult(path="a,b:c%.h5", findings=[checks.Finding("non-finite", "error", "l", None,
                                                                              "line1\nline2 100%")])
     assert to_github([result], ["non-finite"], False) == (
-        "::error file=a%2Cb%3Ac%25.h5,title=lstm-inspect non-finite::l: line1%0Aline2 100%25\n")
+        "::error file=a%2Cb%3Ac%25.h5,title=lstm-inspect non-finite::l: line1\\nline2 100%25\n")  # one line, shown
 
 
 def test_sarif_validates_against_the_schema(mixed):

@@ -21,6 +21,7 @@ import click  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..errors import ExitCode, InspectError  # noqa: E402
+from ..text_safety import visible  # noqa: E402
 
 
 class _Boundary(click.Group):
@@ -77,7 +78,7 @@ class _Boundary(click.Group):
         except InspectError as exc:
             if ctx.params.get("traceback"):
                 raise
-            click.echo(f"lstm-inspect: error: {exc}", err=True)
+            click.echo(f"lstm-inspect: error: {visible(exc)}", err=True)
             ctx.exit(int(exc.exit_code))
         except BrokenPipeError:
             # Output piped into `head` and closed: not an error. Point stdout at devnull so exit is quiet.
@@ -86,7 +87,7 @@ class _Boundary(click.Group):
         except Exception as exc:
             if ctx.params.get("traceback"):
                 raise
-            click.echo(f"lstm-inspect: internal error: {type(exc).__name__}: {exc} "
+            click.echo(f"lstm-inspect: internal error: {type(exc).__name__}: {visible(exc)} "
                        "(run with --traceback for details)", err=True)
             ctx.exit(int(ExitCode.INTERNAL))
 

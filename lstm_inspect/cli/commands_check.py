@@ -1,7 +1,6 @@
 """`check`, `snapshot` and `diff`: lstm-inspect as a CI gate for model files."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Callable
@@ -10,6 +9,7 @@ import click
 
 from . import cli, isolated, isolation_settings, layer_option
 from ..errors import ExitCode, InspectError
+from ..text_safety import dumps, visible
 
 FORMATS = ("human", "json", "junit", "github", "sarif")
 
@@ -140,7 +140,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         from ..render.formats import FORMATTERS
 
         for note in notes:
-            click.echo(f"lstm-inspect: note: {note}", err=True)
+            click.echo(f"lstm-inspect: note: {visible(note)}", err=True)
         text = FORMATTERS[fmt](results, rule_ids, options.strict)
         if output:
             with open(output, "w") as handle:
@@ -149,7 +149,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
             click.echo(text, nl=False)
     for result in results:
         if result.error and fmt != "human":
-            click.echo(f"lstm-inspect: error: {result.path}: {result.error}", err=True)
+            click.echo(f"lstm-inspect: error: {visible(result.path)}: {visible(result.error)}", err=True)
     sys.stdout.flush()
     click.get_current_context().exit(check.exit_code(results))
 
@@ -211,9 +211,9 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
     record = isolated(record_of, label=model)
     if output:
         snapshot.write(record, output)
-        click.echo(f"wrote a snapshot of {len(record['layers'])} layers to {output}", err=True)
+        click.echo(f"wrote a snapshot of {len(record['layers'])} layers to {visible(output)}", err=True)
     else:
-        click.echo(json.dumps(record, indent=2))
+        click.echo(dumps(record))
 
 
 @cli.command("diff")
@@ -237,7 +237,7 @@ def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, lay
 
     report = isolated(compare, label=f"{a} / {b}")
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(dumps(report))
     else:
         from ..render.check import render_diff
         from ..render.text import make_console

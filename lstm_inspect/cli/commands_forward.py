@@ -8,6 +8,7 @@ import click
 
 from . import cli, isolated, layer_option
 from ..errors import InspectError
+from ..text_safety import dumps, visible, visible_lines
 
 
 def _load_inputs(path: str) -> Any:
@@ -73,8 +74,8 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 
     count, notes = isolated(run_and_write, label=model)
     for note in notes:
-        click.echo(note, err=True)
-    click.echo(f"wrote {count} arrays to {output}", err=True)
+        click.echo(visible(note), err=True)
+    click.echo(f"wrote {count} arrays to {visible(output)}", err=True)
 
 
 @cli.command("verify")
@@ -108,9 +109,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
                     atol=DEFAULT_ATOL if atol is None else atol, layers=layers, forget_bias=forget_bias,
                     nonlinearity=nonlinearity)
     if as_json:
-        import json
-
-        click.echo(json.dumps(to_dict(result), indent=2))
+        click.echo(dumps(to_dict(result)))
     else:
         from ..render.forward_views import render_verify
         from ..render.text import make_console
@@ -131,7 +130,7 @@ def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None
 
     result = explain(model, layers=layers)
     if markdown:
-        click.echo(to_markdown(result))
+        click.echo(visible_lines(to_markdown(result)))
         return
     from ..render.forward_views import render_explain
     from ..render.text import make_console

@@ -1,13 +1,13 @@
 """`inspect`, `export` and `demo`: reading a model and writing its gate blocks."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import click
 
 from . import cli, isolated, layer_option
+from ..text_safety import dumps, visible
 
 
 @cli.command("inspect")
@@ -51,7 +51,7 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
         raise click.UsageError("--merge-stacked only applies to --layout torch (one torch module, several layers)")
     if layout == "keras" and not fused:
         keys = isolated(export, model, output, layers, label=model)
-        click.echo(f"wrote {len(keys)} arrays to {output}", err=True)
+        click.echo(f"wrote {len(keys)} arrays to {visible(output)}", err=True)
         return
     if fused and layout != "keras":
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
@@ -62,8 +62,8 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
 
     done = isolated(convert, label=model)
     for line in done["messages"]:
-        click.echo(line, err=True)
-    click.echo(f"wrote {done['count']} arrays ({layout} layout) to {output}", err=True)
+        click.echo(visible(line), err=True)
+    click.echo(f"wrote {done['count']} arrays ({layout} layout) to {visible(output)}", err=True)
 
 
 @cli.command("demo")
@@ -79,7 +79,7 @@ def demo_command(as_json: bool) -> None:
 
 def _emit_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(dumps(report))
         return
     from ..render.text import make_console, render_inspect
 

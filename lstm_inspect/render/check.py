@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from ..analysis.check import ERROR, FileResult, summary
+from ..text_safety import sanitize, visible
 from .tables import Column, fitted_tables
 
 _STATUS = {"pass": ("PASS", "bold green"), "fail": ("FAIL", "bold red"), "error": ("ERROR", "bold red")}
@@ -16,15 +17,15 @@ _STATUS = {"pass": ("PASS", "bold green"), "fail": ("FAIL", "bold red"), "error"
 
 def render_check(results: list[FileResult], console: Console, strict: bool, notes: list[str] = ()) -> None:
     for note in notes:
-        console.print(Text("note: ", style="cyan") + Text(note))
+        console.print(Text("note: ", style="cyan") + Text(visible(note)))
     for result in results:
         label, style = _STATUS[result.status]
-        head = Text(f"{label:5} ", style=style) + Text(result.path, style="bold")
+        head = Text(f"{label:5} ", style=style) + Text(visible(result.path), style="bold")
         if result.kind:
             head.append(f"  ({result.kind})", style="dim")
         console.print(head)
         if result.error:
-            console.print(Text("      cannot read: ", style="red") + Text(result.error))
+            console.print(Text("      cannot read: ", style="red") + Text(visible(result.error)))
             continue
         if not result.findings:
             continue
@@ -33,7 +34,7 @@ def render_check(results: list[FileResult], console: Console, strict: bool, note
         for f in result.findings:
             failing = f.severity == ERROR or strict
             rows.append(["", Text(f.severity, style="red" if failing else "yellow"), f.rule,
-                         "/".join(p for p in (f.layer, f.block) if p) or "(model)", f.message])
+                         visible("/".join(p for p in (f.layer, f.block) if p) or "(model)"), visible(f.message)])
         for table in fitted_tables(columns, rows, console.width, keys=3, show_header=False, box=None):
             console.print(table)
     counts = summary(results)
@@ -57,7 +58,7 @@ def progress(total: int, console: Console, enabled: bool) -> Iterator[Any]:
     with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=total)
-        yield lambda path: bar.update(task, advance=1, description=escape(str(path))[-50:])
+        yield lambda path: bar.update(task, advance=1, description=escape(visible(path)[-50:]))
 
 
 def _num(value: Any) -> str:
@@ -71,6 +72,7 @@ def _num(value: Any) -> str:
 
 
 def render_diff(report: dict[str, Any], console: Console, show_unchanged: bool = False) -> None:
+    report = sanitize(report)  # names came from the files: shown, never acted on
     a, b = report["a"], report["b"]
     console.print(Text("A ", style="bold") + Text(f"{a['file']}  ({a['kind']}, {a['total_params']:,} params)"))
     console.print(Text("B ", style="bold") + Text(f"{b['file']}  ({b['kind']}, {b['total_params']:,} params)"))

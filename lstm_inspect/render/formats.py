@@ -1,11 +1,12 @@
 """Machine formats of `check` results: JSON, JUnit XML, GitHub workflow commands, SARIF 2.1.0.
 
 Each function takes the list of `FileResult` and returns the whole document as a string. No rich here: these
-outputs must never carry colour or wrapping.
+outputs must never carry colour or wrapping. Strings from files pass the output boundary (`text_safety`): JSON keeps
+them exact (`json_safe`); JUnit, GitHub and SARIF show them with `visible` (one line, no control characters, only
+characters XML 1.0 allows).
 """
 from __future__ import annotations
 
-import json
 import os
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -13,18 +14,19 @@ from typing import Any
 
 from .. import __version__
 from ..analysis.check import ERROR, RULES, FileResult, Finding, summary
+from ..text_safety import dumps, visible
 
 CHECK_SCHEMA_VERSION = 1
 INFORMATION_URI = "https://github.com/lstm-inspect/lstm-inspect/blob/main/docs/check.md"
 
 
 def _where(finding: Finding) -> str:
-    return "/".join(p for p in (finding.layer, finding.block) if p)
+    return visible("/".join(p for p in (finding.layer, finding.block) if p))
 
 
 def _line(finding: Finding) -> str:
     where = _where(finding)
-    return f"{where}: {finding.message}" if where else finding.message
+    return f"{where}: {visible(finding.message)}" if where else visible(finding.message)
 
 
 def to_json(results: list[FileResult], rules: list[str], strict: bool) -> str:
@@ -36,7 +38,7 @@ def to_json(results: list[FileResult], rules: list[str], strict: bool) -> str:
         "summary": summary(results),
         "files": [r.as_dict() for r in results],
     }
-    return json.dumps(doc, indent=2)
+    return dumps(doc)
 
 
 def to_junit(results: list[FileResult], rules: list[str], strict: bool) -> str:
@@ -46,16 +48,18 @@ def to_junit(results: list[FileResult], rules: list[str], strict: bool) -> str:
     root = ET.Element("testsuites", name="lstm-inspect check", tests="0", failures="0", errors="0")
     total = failures = errors = 0
     for result in results:
-        suite = ET.SubElement(root, "testsuite", name=result.path)
+        path = visible(result.path)
+        suite = ET.SubElement(root, "testsuite", name=path)
         s_tests = s_fail = s_err = 0
         if result.error:
-            case = ET.SubElement(suite, "testcase", classname=result.path, name="read")
-            ET.SubElement(case, "error", message=result.error, type="read-error").text = result.error
+            case = ET.SubElement(suite, "testcase", classname=path, name="read")
+            error = visible(result.error)
+            ET.SubElement(case, "error", message=error, type="read-error").text = error
             s_tests, s_err = 1, 1
         else:
             for rule_id in rules:
                 found = [f for f in result.findings if f.rule == rule_id]
-                case = ET.SubElement(suite, "testcase", classname=result.path, name=rule_id)
+                case = ET.SubElement(suite, "testcase", classname=path, name=rule_id)
                 s_tests += 1
                 failing = [f for f in found if f.severity == ERROR or strict]
                 if failing:
@@ -76,7 +80,9 @@ def to_junit(results: list[FileResult], rules: list[str], strict: bool) -> str:
 
 
 def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's message: `visible` (so no line break of any kind can start a new command), then the
+    runner's own escapes."""
+    return visible(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _gh_property(text: str) -> str:
@@ -99,7 +105,9 @@ def to_github(results: list[FileResult], rules: list[str], strict: bool) -> str:
 
 def _uri(path: str) -> str:
     rel = os.path.relpath(path) if not os.path.isabs(path) or path.startswith(os.getcwd()) else path
-    rel = rel.replace(os.sep, "/")
+    # The path's own bytes, percent-encoded: a file name that is not UTF-8 (surrogate-escaped by Python) still
+    # names its file.
+    rel = os.fsencode(rel.replace(os.sep, "/"))
     if os.path.isabs(rel):
         return "file://" + urllib.parse.quote(rel)
     return urllib.parse.quote(rel)
@@ -126,7 +134,8 @@ def to_sarif(results: list[FileResult], rules: list[str], strict: bool) -> str:
     for result in results:
         location = {"physicalLocation": {"artifactLocation": {"uri": _uri(result.path)}}}
         if result.error:
-            notifications.append({"level": "error", "message": {"text": f"{result.path}: {result.error}"},
+            notifications.append({"level": "error",
+                                  "message": {"text": f"{visible(result.path)}: {visible(result.error)}"},
                                   "locations": [location]})
             continue
         for f in result.findings:
@@ -153,7 +162,7 @@ def to_sarif(results: list[FileResult], rules: list[str], strict: bool) -> str:
             "results": sarif_results,
         }],
     }
-    return json.dumps(log, indent=2)
+    return dumps(log)
 
 
 FORMATTERS = {"json": to_json, "junit": to_junit, "github": to_github, "sarif": to_sarif}

@@ -8,6 +8,7 @@ from rich.cells import cell_len
 from rich.panel import Panel
 from rich.text import Text
 
+from ..text_safety import visible
 from .tables import Column, fitted_tables
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def _sci(value: float) -> str:
 
 def render_verify(result: "VerifyResult", console: Console) -> None:
     head = Text()
-    head.append(result.path, style="bold")
+    head.append(visible(result.path), style="bold")
     written = f" (file written by Keras {result.file_keras_version or '?'})" if result.reference in (
         "keras", "tf_keras") else ""
     head.append(f"\nnumpy forward pass vs {result.reference} {result.reference_version}{written}")
@@ -29,7 +30,7 @@ def render_verify(result: "VerifyResult", console: Console) -> None:
     head.append(f"\ninputs: {inputs} · tolerance |numpy − {result.reference}| ≤ {result.atol:g} + "
                 f"{result.rtol:g}·|{result.reference}|")
     for note in result.notes:
-        head.append(f"\n{note}")
+        head.append(f"\n{visible(note)}")
     console.print(head)
     columns = [Column("layer"), Column("shape"), Column("max abs diff", justify="right"),
                Column("max rel diff", justify="right"), Column("status", wrap=True)]
@@ -37,7 +38,7 @@ def render_verify(result: "VerifyResult", console: Console) -> None:
     for d in result.diffs:
         status = Text("ok", style="green") if d.ok else Text("MISMATCH" + (f" ({d.note})" if d.note else ""),
                                                             style="bold red")
-        rows.append([d.key, str(d.shape), _sci(d.max_abs), _sci(d.max_rel), status])
+        rows.append([visible(d.key), str(d.shape), _sci(d.max_abs), _sci(d.max_rel), status])
     for table in fitted_tables(columns, rows, console.width):
         console.print(table)
     worst = result.worst
@@ -45,33 +46,34 @@ def render_verify(result: "VerifyResult", console: Console) -> None:
         console.print(Text(f"OK: {len(result.diffs)} outputs match {result.reference} (largest difference "
                            f"{_sci(worst.max_abs) if worst else '0'})", style="green"))
     else:
-        bad = [d.key for d in result.diffs if not d.ok]
+        bad = [visible(d.key) for d in result.diffs if not d.ok]
         console.print(Text(f"MISMATCH in {len(bad)} of {len(result.diffs)} outputs: {', '.join(bad)}",
                            style="bold red"))
 
 
 def render_explain(result: "Explanation", console: Console) -> None:
-    head = Text(result.path, style="bold")
+    head = Text(visible(result.path), style="bold")
     if result.keras_version:
         head.append(f" · Keras {result.keras_version}", style="")
     console.print(head)
     for warning in result.warnings:
-        console.print(Text("warning: ", style="bold yellow") + Text(warning))
+        console.print(Text("warning: ", style="bold yellow") + Text(visible(warning)))
     for layer in result.layers:
         parts: list = []
         if layer.equations:
-            parts.append(Text("\n".join(layer.equations)))
+            parts.append(Text("\n".join(visible(line) for line in layer.equations)))
         if layer.shapes:
             parts.append(Text(""))
             parts.extend(fitted_tables([Column("term", style="cyan"), Column("shape", wrap=True)],
-                                       [list(pair) for pair in layer.shapes], console.width - 4, box=None))
+                                       [[visible(term), visible(shape)] for term, shape in layer.shapes],
+                                       console.width - 4, box=None))
         if layer.pitfalls:
             notes = Text()
             for p in layer.pitfalls:
                 notes.append("\n• ", style="yellow")
-                notes.append(p)
+                notes.append(visible(p))
             parts.append(notes)
-        title = Text(f"{layer.key} · {layer.summary}")
+        title = Text(visible(f"{layer.key} · {layer.summary}"))
         if cell_len(title.plain) + 6 <= console.width:
             console.print(Panel(Group(*parts) if parts else Text("-"), title=title, title_align="left"))
         else:  # rich would cut a title wider than the panel: it goes inside instead, where it wraps

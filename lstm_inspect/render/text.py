@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..text_safety import sanitize
 from .tables import Column, fitted_tables
 
 
@@ -76,6 +77,7 @@ def _shape(shape: list[int]) -> str:
 
 
 def render_inspect(report: dict[str, Any], console: Console) -> None:
+    report = sanitize(report)  # every string came from the file: shown, never acted on
     console.print(_header(report))
     for warning in report["warnings"]:
         console.print(Text("warning: ", style="bold yellow") + Text(warning))
