@@ -160,7 +160,7 @@ FILE_KINDS = {
     "npz": "named arrays (.npz from np.savez or lstm-inspect export; never unpickled)",
     "torch-state-dict": "PyTorch state dict (torch.save, read without unpickling; see readers/torch_zip.py)",
     "onnx": "ONNX model",
-    "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read with tf.train.load_checkpoint",
+    "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read without TensorFlow",
 }
 
 

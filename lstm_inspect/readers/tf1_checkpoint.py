@@ -1,8 +1,7 @@
 """TensorFlow 1 checkpoints (``model.ckpt.index`` + ``model.ckpt.data-*``, written by ``tf.compat.v1.train.Saver``)
 as the neutral model.
 
-The variables are read through ``tf.train.load_checkpoint`` (TensorFlow is an optional extra, imported here only,
-when such a file is opened). Cells are recognised by the variables under one scope:
+The variables are read by lstm-inspect's own tensor-bundle reader (`tf_bundle`): no TensorFlow needed. Cells are recognised by the variables under one scope:
 
 - ``LSTMCell`` / ``BasicLSTMCell`` (scope ``.../lstm_cell`` or ``.../basic_lstm_cell``): ``kernel`` (in+u', 4u) and
   ``bias`` (4u,), with ``LSTMCell``'s optional peepholes ``w_i_diag``, ``w_f_diag``, ``w_o_diag`` (u,) and
@@ -18,80 +17,49 @@ are constructor arguments of the Python cell: a checkpoint stores none of them.
 """
 from __future__ import annotations
 
-import os
 import re
 
-from ..errors import CorruptFile, UnsupportedFile
+from ..errors import UnsupportedFile
 from ..model import Layer, ModelFile, Tensor
+from . import tf_bundle
 
-#: The footer magic of the table (SSTable) a TensorFlow checkpoint's ``.index`` file is.
-_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
 _LSTM_SCOPE = re.compile(r"(?:^|/)(?P<kind>basic_lstm_cell|lstm_cell)(?:_\d+)?$")
 _MULTI = re.compile(r"^(?P<multi>(?:.*/)?multi_rnn_cell(?:_\d+)?)/(?P<rest>cell_\d+/.+)$")
 _LSTM_ROLES = ("kernel", "bias", "w_i_diag", "w_f_diag", "w_o_diag", "projection/kernel")
 _GRU_ROLES = ("gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias")
 
-INSTALL = "pip install 'lstm-inspect[tensorflow]'"
+is_checkpoint_index = tf_bundle.is_index
+prefix_of = tf_bundle.prefix_of
 
 
-def is_checkpoint_index(path: str) -> bool:
-    """A ``.index`` file whose last 8 bytes are the table magic."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() < 48:
-                return False
-            handle.seek(-8, os.SEEK_END)
-            return handle.read(8) == _TABLE_MAGIC
-    except OSError:
-        return False
+def tensors_of(bundle: tf_bundle.Bundle) -> tuple[dict[str, Tensor], list[str]]:
+    """(numeric tensors by name, names of the entries not read as arrays: strings, partitioned variables, ...)."""
+    tensors: dict[str, Tensor] = {}
+    skipped: list[str] = []
+    for name, entry in sorted(bundle.entries.items()):
+        if not entry.readable:
+            skipped.append(name)
+            continue
+        tensors[name] = Tensor(name=name, shape=entry.shape, dtype=entry.dtype, source=name,
+                               _load=lambda n=name: bundle.read(n))
+    return tensors, skipped
 
 
-def prefix_of(label: str) -> str | None:
-    """The checkpoint prefix a path names: ``model.ckpt`` itself (no such file, but ``model.ckpt.index`` exists),
-    ``model.ckpt.index``, or a ``model.ckpt.data-00000-of-00001`` shard; None otherwise."""
-    if label.endswith(".index") and is_checkpoint_index(label):
-        return label[: -len(".index")]
-    shard = re.match(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$", label)
-    if shard and is_checkpoint_index(shard["prefix"] + ".index"):
-        return shard["prefix"]
-    if not os.path.exists(label) and is_checkpoint_index(label + ".index"):
-        return label
-    return None
+def skipped_note(bundle: tf_bundle.Bundle, skipped: list[str]) -> str:
+    described = [f"{name} ({'partitioned' if bundle.entries[name].slices else bundle.entries[name].dtype})"
+                 for name in skipped[:3]]
+    return (f"{len(skipped)} variable(s) not read as arrays: {', '.join(described)}"
+            + (", ..." if len(skipped) > 3 else ""))
 
 
-def read(prefix: str, label: str) -> ModelFile:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter on stderr
-    try:
-        import tensorflow as tf  # noqa: PLC0415  (optional extra: only a TF1 checkpoint needs it)
-    except ImportError:
-        raise UnsupportedFile(f"a TensorFlow checkpoint: reading it needs TensorFlow ({INSTALL})", label) from None
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        shapes = reader.get_variable_to_shape_map()
-        dtypes = reader.get_variable_to_dtype_map()
-    except Exception as exc:  # TF raises DataLossError, NotFoundError, ... for broken or partial checkpoints
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorruptFile(f"TensorFlow cannot read this checkpoint: {first}", label) from exc
-    if not shapes:
+def read(prefix: str, label: str, bundle: tf_bundle.Bundle | None = None) -> ModelFile:
+    bundle = bundle or tf_bundle.Bundle(prefix, label)
+    if not bundle.entries:
         raise UnsupportedFile("the TensorFlow checkpoint holds no variables", label)
-
-    def load(name: str):
-        try:
-            return reader.get_tensor(name)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CorruptFile(f"cannot read variable {name!r}: {first}", label) from exc
-
-    kinds = {name: getattr(dtypes.get(name), "name", "?") for name in shapes}
-    skipped = sorted(name for name, kind in kinds.items() if kind in ("string", "variant", "resource", "?"))
-    tensors = {name: Tensor(name=name, shape=tuple(int(d) for d in shape), dtype=kinds[name], source=name,
-                            _load=lambda n=name: load(n))
-               for name, shape in sorted(shapes.items()) if name not in skipped}
+    tensors, skipped = tensors_of(bundle)
     model = build_model(label, tensors)
-    if skipped:  # e.g. a TF2 checkpoint's _CHECKPOINTABLE_OBJECT_GRAPH (a serialized proto, not weights)
-        model.warnings.append(f"{len(skipped)} non-numeric variable(s) not listed: {', '.join(skipped[:3])}"
-                              + (", ..." if len(skipped) > 3 else ""))
+    if skipped:  # string tensors, partitioned variables: listed, never guessed at
+        model.warnings.append(skipped_note(bundle, skipped))
     return model
 
 

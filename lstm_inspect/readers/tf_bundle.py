@@ -1,0 +1,321 @@
+"""TensorFlow's tensor bundle — the storage of TF1 checkpoints, TF2 checkpoints and a SavedModel's ``variables/`` —
+read without TensorFlow.
+
+``<prefix>.index`` is a LevelDB-style table (an SSTable): a 48-byte footer with the handles of the metaindex and
+index blocks and the magic ``0xdb4775248b80fb57``; the index block maps the last key of each data block to that
+block's handle; each block holds prefix-compressed entries (shared / unshared key length, value length as varints)
+and a restart array, and is followed by a compression-type byte and a masked CRC-32C. The empty key holds a
+``BundleHeaderProto`` (num_shards, endianness, version); every other key is a tensor name whose value is a
+``BundleEntryProto`` (dtype, shape, shard_id, offset, size, masked crc32c, slices). The bytes live in
+``<prefix>.data-NNNNN-of-NNNNN``: raw little-endian for numbers; for strings, varint lengths, a masked CRC of them,
+then the bytes.
+
+Guards: the index is read whole only below `MAX_INDEX_BYTES`; every block handle lies inside the index and every
+block's CRC is checked; keys must be strictly increasing (no tensor stored twice); shard names are built from the
+prefix alone (``.data-%05d-of-%05d``), must be regular files in the prefix's directory (not symbolic links), and
+are at most `MAX_SHARDS`; every tensor's offset and size lie inside its shard, and its size equals dtype × shape;
+the CRC-32C TensorFlow stored for each tensor is checked against the bytes read, every time they are read.
+Compressed blocks (TensorFlow never writes them for bundles), big-endian bundles and partitioned (sliced)
+variables are refused or listed, not guessed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
+from . import crc32c
+from .protowire import Message, ProtoError, read_varint
+
+TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+FOOTER_BYTES = 48
+MAX_INDEX_BYTES = 256 << 20
+MAX_SHARDS = 100_000
+MAX_DIMS = 64
+
+#: TensorFlow DataType enum -> (name, numpy dtype of the stored bytes). bfloat16 is widened to float32 when read.
+DTYPES: dict[int, tuple[str, str]] = {
+    1: ("float32", "<f4"), 2: ("float64", "<f8"), 3: ("int32", "<i4"), 4: ("uint8", "u1"), 5: ("int16", "<i2"),
+    6: ("int8", "i1"), 8: ("complex64", "<c8"), 9: ("int64", "<i8"), 10: ("bool", "u1"), 14: ("bfloat16", "<u2"),
+    17: ("uint16", "<u2"), 18: ("complex128", "<c16"), 19: ("float16", "<f2"), 22: ("uint32", "<u4"),
+    23: ("uint64", "<u8"),
+}
+#: Types listed but never read as arrays.
+OTHER_DTYPES = {7: "string", 11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16", 20: "resource",
+                21: "variant"}
+
+
+@dataclass
+class Entry:
+    """One tensor as the index describes it."""
+
+    name: str
+    dtype: str
+    dtype_code: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int  # masked, as stored
+    slices: int  # > 0: a partitioned variable whose data sits in slice entries
+
+    @property
+    def readable(self) -> bool:
+        return self.dtype_code in DTYPES and not self.slices
+
+
+def shard_name(prefix: str, shard: int, count: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{count:05d}"
+
+
+def _regular_file(path: str, what: str, label: str) -> int:
+    """The size of `path`, which must be a regular file and not a symbolic link."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise CorruptFile(f"missing {what} {os.path.basename(path)!r} beside the index", label) from None
+    except OSError as exc:
+        raise CorruptFile(f"cannot read {what} {os.path.basename(path)!r}: {exc.strerror or exc}", label) from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFile(f"{what} {os.path.basename(path)!r} is a symbolic link; refusing to follow it", label)
+    if not stat.S_ISREG(info.st_mode):
+        raise CorruptFile(f"{what} {os.path.basename(path)!r} is not a regular file", label)
+    return info.st_size
+
+
+class Bundle:
+    """The tensors of one bundle (``prefix.index`` + its shards); data is read on demand, CRC-checked."""
+
+    def __init__(self, prefix: str, label: str) -> None:
+        self.prefix = prefix
+        self.label = label
+        index_path = prefix + ".index"
+        size = _regular_file(index_path, "index file", label)
+        if size < FOOTER_BYTES:
+            raise CorruptFile("checkpoint index shorter than its 48-byte footer", label)
+        if size > MAX_INDEX_BYTES:
+            raise UnsupportedFile(f"checkpoint index of {size:,} bytes (more than {MAX_INDEX_BYTES:,}); refusing it",
+                                  label)
+        with open(index_path, "rb") as handle:
+            self._index = handle.read(size + 1)
+        if len(self._index) != size:
+            raise CorruptFile("checkpoint index changed size while being read", label)
+        raw = self._table()
+        if b"" not in raw:
+            raise CorruptFile("checkpoint index has no header entry (the empty key)", label)
+        try:
+            header = Message(raw.pop(b""))
+            self.num_shards = header.signed(1, 1)
+            endianness = header.int(2, 0)
+            self.producer = header.message(3).signed(1, 0)
+        except ProtoError as exc:
+            raise CorruptFile(f"checkpoint header is not a valid BundleHeaderProto: {exc}", label) from exc
+        if endianness != 0:
+            raise UnsupportedFile("a big-endian tensor bundle; only little-endian ones are read", label)
+        if not 1 <= self.num_shards <= MAX_SHARDS:
+            raise CorruptFile(f"checkpoint header declares {self.num_shards} data shards", label)
+        self.shard_sizes = [_regular_file(shard_name(prefix, i, self.num_shards), "data shard", label)
+                            for i in range(self.num_shards)]
+        self.entries: dict[str, Entry] = {}
+        for key, value in raw.items():
+            if key.startswith(b"\0"):  # a slice of a partitioned variable (an encoded name): listed with its variable
+                continue
+            entry = self._entry(key, value)
+            self.entries[entry.name] = entry
+
+    # -- the table -----------------------------------------------------------------------------------------------
+
+    def _block(self, handle: tuple[int, int], what: str) -> bytes:
+        offset, size = handle
+        if offset + size + 5 > len(self._index):
+            raise CorruptFile(f"checkpoint index: {what} block [{offset:,}, +{size:,}] runs past the end of the file",
+                              self.label)
+        block = self._index[offset:offset + size]
+        kind = self._index[offset + size]
+        (stored,) = struct.unpack_from("<I", self._index, offset + size + 1)
+        if crc32c.unmask(stored) != crc32c.crc32c(self._index[offset:offset + size + 1]):
+            raise CorruptFile(f"checkpoint index: {what} block at {offset:,} fails its CRC-32C check", self.label)
+        if kind == 1:
+            raise UnsupportedFile("checkpoint index block is snappy-compressed; lstm-inspect reads uncompressed "
+                                  "tables only (what TensorFlow writes for checkpoints)", self.label)
+        if kind != 0:
+            raise CorruptFile(f"checkpoint index block has unknown compression type {kind}", self.label)
+        return block
+
+    def _entries(self, block: bytes, what: str) -> list[tuple[bytes, bytes]]:
+        if len(block) < 4:
+            raise CorruptFile(f"checkpoint index: {what} block shorter than its restart count", self.label)
+        (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
+        limit = len(block) - 4 - 4 * restarts
+        if restarts < 1 or limit < 0:
+            raise CorruptFile(f"checkpoint index: {what} block declares {restarts:,} restart points", self.label)
+        out: list[tuple[bytes, bytes]] = []
+        key, pos = b"", 0
+        try:
+            while pos < limit:
+                shared, pos = read_varint(block, pos)
+                unshared, pos = read_varint(block, pos)
+                length, pos = read_varint(block, pos)
+                if shared > len(key) or pos + unshared + length > limit:
+                    raise ProtoError("entry runs past the block")
+                key = key[:shared] + block[pos:pos + unshared]
+                pos += unshared
+                out.append((key, block[pos:pos + length]))
+                pos += length
+        except ProtoError as exc:
+            raise CorruptFile(f"checkpoint index: broken {what} block: {exc}", self.label) from exc
+        return out
+
+    def _handle(self, data: bytes, pos: int = 0) -> tuple[tuple[int, int], int]:
+        try:
+            offset, pos = read_varint(data, pos)
+            size, pos = read_varint(data, pos)
+        except ProtoError as exc:
+            raise CorruptFile(f"checkpoint index: broken block handle: {exc}", self.label) from exc
+        return (offset, size), pos
+
+    def _table(self) -> dict[bytes, bytes]:
+        footer = self._index[-FOOTER_BYTES:]
+        if footer[-8:] != TABLE_MAGIC:
+            raise CorruptFile("checkpoint index does not end in the table magic (truncated?)", self.label)
+        _, pos = self._handle(footer)  # the metaindex block: empty in bundles, not needed
+        index_handle, _ = self._handle(footer, pos)
+        table: dict[bytes, bytes] = {}
+        last: bytes | None = None
+        for _, value in self._entries(self._block(index_handle, "index"), "index"):
+            handle, _ = self._handle(value)
+            for key, entry in self._entries(self._block(handle, "data"), "data"):
+                if last is not None and key <= last:
+                    raise CorruptFile(f"checkpoint index: key {key[:80]!r} out of order or stored twice", self.label)
+                table[key] = entry
+                last = key
+        return table
+
+    # -- entries -------------------------------------------------------------------------------------------------
+
+    def _entry(self, key: bytes, value: bytes) -> Entry:
+        try:
+            name = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptFile(f"checkpoint index: tensor name {key[:80]!r} is not UTF-8", self.label) from None
+        try:
+            proto = Message(value)
+            code = proto.int(1)
+            shape_proto = proto.message(2)
+            dims = [d.signed(1) for d in shape_proto.messages(2)]
+            entry = Entry(name=name, dtype_code=code,
+                          dtype=DTYPES.get(code, (OTHER_DTYPES.get(code, f"dtype {code}"), ""))[0],
+                          shape=tuple(dims), shard_id=proto.signed(3), offset=proto.signed(4), size=proto.signed(5),
+                          crc32c=proto.int(6), slices=len(proto.fields.get(7, [])))
+        except ProtoError as exc:
+            raise CorruptFile(f"checkpoint entry {name!r} is not a valid BundleEntryProto: {exc}", self.label) from exc
+        if shape_proto.int(3, 0) or len(dims) > MAX_DIMS or any(d < 0 for d in dims):
+            raise CorruptFile(f"checkpoint entry {name!r} has an invalid shape {dims[:8]}", self.label)
+        if entry.slices:
+            return entry  # its bytes are in the slice entries
+        if not 0 <= entry.shard_id < self.num_shards:
+            raise CorruptFile(f"checkpoint entry {name!r} names data shard {entry.shard_id} of {self.num_shards}",
+                              self.label)
+        shard = self.shard_sizes[entry.shard_id]
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard:
+            raise CorruptFile(f"checkpoint entry {name!r}: bytes [{entry.offset:,}, +{entry.size:,}] lie outside "
+                              f"its data shard ({shard:,} bytes)", self.label)
+        if code in DTYPES:
+            expected = int(np.prod(dims, dtype=np.float64)) * np.dtype(DTYPES[code][1]).itemsize
+            if expected != entry.size:
+                raise CorruptFile(f"checkpoint entry {name!r}: {entry.dtype} {tuple(dims)} needs {expected:,} bytes "
+                                  f"but {entry.size:,} are stored", self.label)
+        return entry
+
+    # -- data ----------------------------------------------------------------------------------------------------
+
+    def _bytes(self, entry: Entry, check: bool = True) -> bytes:
+        path = shard_name(self.prefix, entry.shard_id, self.num_shards)
+        _regular_file(path, "data shard", self.label)  # checked again: it may have been swapped since opening
+        with open(path, "rb") as handle:
+            handle.seek(entry.offset)
+            data = handle.read(entry.size)
+        if len(data) != entry.size:
+            raise CorruptFile(f"data shard {os.path.basename(path)!r} ends before tensor {entry.name!r}", self.label)
+        if check and crc32c.crc32c(data) != crc32c.unmask(entry.crc32c):
+            raise CorruptFile(f"tensor {entry.name!r} fails its CRC-32C check (corrupt data shard)", self.label)
+        return data
+
+    def read(self, name: str) -> np.ndarray:
+        """A numeric tensor as a numpy array (bfloat16 widened to float32, bool as bool)."""
+        entry = self.entries[name]
+        if entry.slices:
+            raise UnsupportedFile(f"{name!r} is a partitioned variable ({entry.slices} slices); slices are not read",
+                                  self.label)
+        if entry.dtype_code not in DTYPES:
+            raise UnsupportedFile(f"{name!r} holds {entry.dtype} values, which are not read as arrays", self.label)
+        array = np.frombuffer(self._bytes(entry), dtype=DTYPES[entry.dtype_code][1]).reshape(entry.shape)
+        if entry.dtype == "bfloat16":
+            return (array.astype(np.uint32) << 16).view(np.float32)
+        if entry.dtype == "bool":
+            return array != 0
+        return array.astype(array.dtype.newbyteorder("="))
+
+    def read_strings(self, name: str) -> list[bytes]:
+        """A string tensor's elements (e.g. the serialized object graph of a TF2 checkpoint)."""
+        entry = self.entries[name]
+        if entry.dtype != "string" or entry.slices:
+            raise UnsupportedFile(f"{name!r} is not a string tensor", self.label)
+        count = int(np.prod(entry.shape, dtype=np.float64))
+        data = self._bytes(entry, check=False)  # TensorFlow's CRC covers the lengths as uint32, not as varints
+        lengths, pos = [], 0
+        try:
+            for _ in range(count):
+                length, pos = read_varint(data, pos)
+                lengths.append(length)
+        except ProtoError as exc:
+            raise CorruptFile(f"string tensor {name!r}: broken lengths: {exc}", self.label) from exc
+        if any(length >= 1 << 32 for length in lengths) or pos + 4 + sum(lengths) != len(data):
+            raise CorruptFile(f"string tensor {name!r}: its lengths do not add up to its {len(data):,} bytes",
+                              self.label)
+        as_uint32 = np.asarray(lengths, dtype="<u4").tobytes()
+        (stored,) = struct.unpack_from("<I", data, pos)
+        if crc32c.unmask(stored) != crc32c.crc32c(as_uint32):
+            raise CorruptFile(f"string tensor {name!r}: its lengths fail their CRC-32C check", self.label)
+        if crc32c.crc32c(as_uint32 + data[pos:]) != crc32c.unmask(entry.crc32c):
+            raise CorruptFile(f"tensor {name!r} fails its CRC-32C check (corrupt data shard)", self.label)
+        pos += 4
+        out = []
+        for length in lengths:
+            out.append(data[pos:pos + length])
+            pos += length
+        return out
+
+
+_SHARD = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
+
+
+def is_index(path: str) -> bool:
+    """A file at least a footer long whose last 8 bytes are the table magic."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < FOOTER_BYTES:
+                return False
+            handle.seek(-8, os.SEEK_END)
+            return handle.read(8) == TABLE_MAGIC
+    except OSError:
+        return False
+
+
+def prefix_of(label: str) -> str | None:
+    """The bundle prefix a path names: ``model.ckpt`` itself (no such file, but ``model.ckpt.index`` exists),
+    ``model.ckpt.index``, or a ``model.ckpt.data-00000-of-00001`` shard; None otherwise."""
+    if label.endswith(".index") and is_index(label):
+        return label[: -len(".index")]
+    shard = _SHARD.match(label)
+    if shard and is_index(shard["prefix"] + ".index"):
+        return shard["prefix"]
+    if not os.path.exists(label) and is_index(label + ".index"):
+        return label
+    return None
