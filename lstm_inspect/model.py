@@ -14,6 +14,20 @@ import numpy as np
 CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 
+#: No dimension of a real weight comes near this; a larger one is a corrupt or hostile header (numpy could not even
+#: describe an empty array with it).
+MAX_DIMENSION = 1 << 40
+
+
+def element_count(shape: Any) -> int:
+    """The number of elements of `shape`, exactly: Python integers never wrap (numpy's int64 product wrapped a
+    (2**32, 2**32) kernel to 0 elements)."""
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count
+
+
 @dataclass(eq=False)
 class Tensor:
     """One stored weight array; its values are read from the file the first time `read()` is called."""
@@ -29,7 +43,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return element_count(self.shape)
 
     def read(self) -> np.ndarray:
         if self._value is None:

@@ -151,7 +151,15 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         if result.error and fmt != "human":
             click.echo(f"lstm-inspect: error: {visible(result.path)}: {visible(result.error)}", err=True)
     sys.stdout.flush()
-    click.get_current_context().exit(check.exit_code(results))
+    code = check.exit_code(results)
+    if any(r.error and r.error.startswith(_BUG) for r in results):
+        code = int(ExitCode.INTERNAL)
+    click.get_current_context().exit(code)
+
+
+#: How a file that hit a bug in lstm-inspect is reported: that file only, the others keep their verdicts, and the
+#: run ends with exit code 3.
+_BUG = "internal error (a bug in lstm-inspect, please report it): "
 
 
 def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str], None]) -> list[Any]:
@@ -170,6 +178,10 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
             result = check.FileResult.from_dict(data, strict=options.strict)
         except InspectError as exc:  # crashed, timed out or ran out of memory
             result = check.FileResult(path=path, error=exc.message, strict=options.strict)
+        except Exception as exc:  # a bug met on this file: reported for it, and every other file still checked
+            if settings["in_process"]:
+                raise
+            result = check.FileResult(path=path, error=_BUG + str(exc), strict=options.strict)
         advance(path)
         return result
 

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import CorruptFile, UnsafeFile
+from ..model import element_count
 
 #: A single tensor larger than this is refused (no Keras recurrent model needs one).
 MAX_DATASET_BYTES = 4 << 30
@@ -127,7 +128,7 @@ def check_dataset(ds: h5py.Dataset, label: str) -> None:
         raise UnsafeFile(f"{where} has rank {len(shape)} (more than {MAX_RANK}); refusing it", label)
     if dtype.kind not in "fiub":
         raise CorruptFile(f"{where} holds {dtype} values, not numbers", label)
-    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    declared = element_count(shape) * dtype.itemsize
     if declared > MAX_DATASET_BYTES:
         raise UnsafeFile(
             f"{where} declares {declared:,} bytes (shape {shape}), more than the {MAX_DATASET_BYTES:,}-byte limit", label
@@ -182,7 +183,7 @@ def _attribute_bytes(attr_id: Any) -> int:
         return int(attr_id.get_storage_size())
     except Exception:  # HDF5 reports an error, not 0, for empty attributes
         shape = attr_id.shape or ()
-        return int(np.prod(shape, dtype=np.int64)) * attr_id.get_type().get_size()
+        return element_count(shape) * attr_id.get_type().get_size()
 
 
 def chunked_attr(obj: h5py.HLObject, name: str, label: str) -> list[str] | None:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from ..errors import CorruptFile, InspectError, UnsupportedFile
-from ..model import ModelFile, Tensor
+from ..model import MAX_DIMENSION, ModelFile, Tensor, element_count
 from . import flat_arrays
 from .archive import Archive
 
@@ -69,7 +69,9 @@ def _header(archive: Archive, member: str, label: str) -> tuple[tuple[int, ...],
                               "lstm-inspect never does)", label)
     if dtype.kind not in NUMERIC_KINDS and not (member == METADATA_KEY + ".npy" and dtype.kind == "U"):
         raise UnsupportedFile(f"array {member!r} has dtype {dtype}, not numbers", label)
-    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(d > MAX_DIMENSION for d in shape):
+        raise CorruptFile(f"array {member!r} declares shape {list(shape)}, beyond any real array", label)
+    needed = element_count(shape) * dtype.itemsize
     if size - offset != needed:
         raise CorruptFile(f"array {member!r} holds {size - offset:,} bytes of data but {dtype} {list(shape)} needs "
                           f"{needed:,} (truncated?)", label)
@@ -84,7 +86,7 @@ def _read(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, 
         data = handle.read()
     finally:
         handle.close()
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape)
     if len(data) != count * dtype.itemsize:
         raise CorruptFile(f"array {member!r} is shorter than its header says (truncated?)", label)
     return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()

@@ -4,7 +4,9 @@
 Each recurrent node becomes a container layer named by the node (class ``onnx.LSTM``), with one leaf per direction
 (``forward``, ``reverse``) holding that direction's slice of W [D, gates·H, in], R [D, gates·H, H], B [D, 2·gates·H]
 and P [D, 3H]. Other nodes that consume initializers are listed with their raw arrays. Tensors stored outside the
-file (external data) are never followed.
+file (external data) are never followed: every tensor the reader looks at — weights, initial states, Reshape
+shapes, ConstantOfShape fills — goes through `_array`, which refuses external data and checks the declared shape
+against the bytes stored (exact integers) before onnx's numpy_helper sees it.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 from typing import Any
 
 from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
-from ..model import Layer, ModelFile, Tensor
+from ..model import MAX_DIMENSION, Layer, ModelFile, Tensor, element_count
 
 RECURRENT_OPS = {"LSTM": ("OnnxLSTM", 3), "GRU": ("OnnxGRU", 2), "RNN": ("OnnxRNN", 1)}
 #: TensorProto data types of integer and boolean tensors.
@@ -31,7 +33,6 @@ DEFAULTS = {"direction": "forward", "linear_before_reset": 0, "input_forget": 0,
 def read(path: str, label: str) -> ModelFile:
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         raise UnsupportedFile("an .onnx file: reading it needs the onnx package (pip install 'lstm-inspect[onnx]')",
                               label) from None
@@ -50,14 +51,12 @@ def read(path: str, label: str) -> ModelFile:
                 if attribute.name == "value":
                     sources[node.output[0]] = attribute.t
 
+    for name, proto_tensor in sources.items():
+        _dims(proto_tensor, name, label)
+
     def loader(name: str):
         proto_tensor = sources[name]
-
-        def load():
-            if proto_tensor.data_location == onnx.TensorProto.EXTERNAL:
-                raise UnsafeFile(f"tensor {name!r} is stored outside the file (external data); not followed", label)
-            return numpy_helper.to_array(proto_tensor)
-        return load
+        return lambda: _array(proto_tensor, name, label)
 
     root = Layer(name="model", class_name="Model", path=())
     model = ModelFile(path=label, kind="onnx", root=root, has_config=False, backend="onnx")
@@ -73,7 +72,7 @@ def read(path: str, label: str) -> ModelFile:
             layer = _recurrent(node, name, sources, loader, model.warnings, onnx)
             if layer is not None:
                 for leaf in layer.children:
-                    leaf.config["initial_state"] = _initial_state(node, sources, producers, numpy_helper)
+                    leaf.config["initial_state"] = _initial_state(node, sources, producers, label)
                 root.children.append(layer)
                 recurrent.append((node, layer))
                 used.update(node.input)
@@ -84,7 +83,7 @@ def read(path: str, label: str) -> ModelFile:
         if weights:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
-    _group_torch_exports(root, recurrent, producers, sources, numpy_helper)
+    _group_torch_exports(root, recurrent, producers, sources, label)
     _group_torch_linears(root, graph, sources, loader, onnx)
     if opset is not None:
         model.keras_version = None
@@ -92,11 +91,69 @@ def read(path: str, label: str) -> ModelFile:
     return model
 
 
-def _tensor(name: str, proto_tensor: Any, load: Any) -> Tensor:
+def _dtype_name(proto_tensor: Any) -> str:
     from onnx import helper
 
-    dtype = helper.tensor_dtype_to_np_dtype(proto_tensor.data_type).name if proto_tensor.data_type else "unknown"
-    return Tensor(name=name, shape=tuple(int(d) for d in proto_tensor.dims), dtype=dtype, source=name, _load=load)
+    try:
+        return helper.tensor_dtype_to_np_dtype(proto_tensor.data_type).name
+    except Exception:  # undefined (0) or a type number onnx does not know
+        return "unknown"
+
+
+def _tensor(name: str, proto_tensor: Any, load: Any) -> Tensor:
+    return Tensor(name=name, shape=tuple(int(d) for d in proto_tensor.dims), dtype=_dtype_name(proto_tensor),
+                  source=name, _load=load)
+
+
+#: Bytes per element of the TensorProto data types read here (float, uint8, int8, uint16, int16, int32, int64,
+#: bool, float16, double, uint32, uint64, bfloat16).
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+#: The typed field each data type's values live in when not in raw_data.
+_VALUE_FIELD = {1: "float_data", 2: "int32_data", 3: "int32_data", 4: "int32_data", 5: "int32_data",
+                6: "int32_data", 7: "int64_data", 9: "int32_data", 10: "int32_data", 11: "double_data",
+                12: "uint64_data", 13: "uint64_data", 16: "int32_data"}
+#: The largest tensor read (as for HDF5 datasets).
+MAX_TENSOR_BYTES = 4 << 30
+
+
+def _dims(proto_tensor: Any, name: str, label: str) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in proto_tensor.dims)
+    if any(not 0 <= d <= MAX_DIMENSION for d in dims):
+        raise CorruptFile(f"tensor {name!r} declares dims {list(dims)}, not a real shape", label)
+    return dims
+
+
+def _array(proto_tensor: Any, name: str, label: str) -> Any:
+    """The value of a TensorProto, or a one-line refusal: external data is never followed (onnx's to_array would
+    open it relative to the current directory), and the declared shape must match the values stored, counted with
+    exact integers, before numpy allocates anything."""
+    from onnx import TensorProto, numpy_helper
+
+    if proto_tensor.data_location == TensorProto.EXTERNAL or len(proto_tensor.external_data):
+        raise UnsafeFile(f"tensor {name!r} is stored outside the file (external data); not followed", label)
+    dims = _dims(proto_tensor, name, label)
+    data_type = proto_tensor.data_type
+    if data_type not in _ITEMSIZE:
+        raise UnsupportedFile(f"tensor {name!r} has ONNX data type {data_type}, which lstm-inspect does not read",
+                              label)
+    count = element_count(dims)
+    if count * _ITEMSIZE[data_type] > MAX_TENSOR_BYTES:
+        raise UnsafeFile(f"tensor {name!r} declares {count * _ITEMSIZE[data_type]:,} bytes (dims {list(dims)}), "
+                         f"more than the {MAX_TENSOR_BYTES:,}-byte limit", label)
+    if proto_tensor.HasField("raw_data"):
+        stored = len(proto_tensor.raw_data)
+        needed = count * _ITEMSIZE[data_type]
+    else:
+        stored = len(getattr(proto_tensor, _VALUE_FIELD[data_type]))
+        needed = count  # one value per element, whatever the field's width
+    if stored != needed:
+        raise CorruptFile(f"tensor {name!r} stores {stored:,} {'bytes' if proto_tensor.HasField('raw_data') else 'values'}"
+                          f" but dims {list(dims)} need {needed:,}", label)
+    try:
+        return numpy_helper.to_array(proto_tensor)
+    except Exception as exc:  # onnx's own checks (ValidationError, ValueError...): a damaged tensor
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptFile(f"tensor {name!r} cannot be read: {text[:200]}", label) from exc
 
 
 def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warnings: list[str], onnx: Any) -> Layer | None:
@@ -126,7 +183,7 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
             if not dims or dims[0] != len(directions):
                 warnings.append(f"{name}: {role} of shape {dims} does not fit direction={attrs['direction']}; skipped")
                 continue
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(sources[source].data_type).name
+            dtype = _dtype_name(sources[source])
             weights.append(Tensor(name=role, shape=dims[1:], dtype=dtype, source=f"{source}[{d}]",
                                   _load=_row(loader(source), d)))
         config = {"units": attrs.get("hidden_size"), "direction": direction, "node": name, "layer": 0,
@@ -194,40 +251,40 @@ def _row(load: Any, d: int):
     return lambda: load()[d]
 
 
-def _constant_value(name: str, sources: dict[str, Any], numpy_helper: Any) -> Any:
+def _constant_value(name: str, sources: dict[str, Any], label: str) -> Any:
     """The value of an initializer or Constant output; None otherwise."""
-    return numpy_helper.to_array(sources[name]) if name in sources else None
+    return _array(sources[name], name, label) if name in sources else None
 
 
 #: Ops whose output holds only values of their first input: zeros in, zeros out.
 _VALUE_KEEPING_OPS = frozenset({"Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Tile", "Transpose"})
 
 
-def _all_zeros(name: str, sources: dict[str, Any], producers: dict[str, Any], numpy_helper: Any) -> bool:
+def _all_zeros(name: str, sources: dict[str, Any], producers: dict[str, Any], label: str) -> bool:
     """True for a constant zero tensor, or one cut / broadcast from one (torch.onnx.export writes
     Slice(ConstantOfShape(0)) or Expand(zeros) for the default initial states)."""
     for _ in range(8):
-        value = _constant_value(name, sources, numpy_helper)
+        value = _constant_value(name, sources, label)
         if value is not None:
             return not bool((value != 0).any())
         node = producers.get(name)
         if node is not None and node.op_type == "ConstantOfShape":
             fill = next((a.t for a in node.attribute if a.name == "value"), None)
-            return fill is None or not bool((numpy_helper.to_array(fill) != 0).any())
+            return fill is None or not bool((_array(fill, f"{node.name or name} fill", label) != 0).any())
         if node is None or node.op_type not in _VALUE_KEEPING_OPS:
             return False
         name = node.input[0]
     return False
 
 
-def _initial_state(node: Any, sources: dict[str, Any], producers: dict[str, Any], numpy_helper: Any) -> str:
+def _initial_state(node: Any, sources: dict[str, Any], producers: dict[str, Any], label: str) -> str:
     """``zeros`` when the node has no initial_h / initial_c or they are constant zeros; ``given`` otherwise (a graph
     input or computed: forward cannot know it)."""
     names = [n for n in list(node.input)[5:7 if node.op_type == "LSTM" else 6] if n]
-    return "zeros" if all(_all_zeros(n, sources, producers, numpy_helper) for n in names) else "given"
+    return "zeros" if all(_all_zeros(n, sources, producers, label) for n in names) else "given"
 
 
-def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[str, Any], numpy_helper: Any) -> bool:
+def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[str, Any], label: str) -> bool:
     """True when `later`'s X is `earlier`'s Y through torch's stacking only: Transpose [0, 2, 1, 3] or Squeeze
     (one direction), then Reshape to (seq, batch, D·H)."""
     name = later.input[0]
@@ -242,7 +299,7 @@ def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[st
             if perm != [0, 2, 1, 3]:
                 return False
         if node.op_type == "Reshape":
-            shape = _constant_value(node.input[1], sources, numpy_helper)
+            shape = _constant_value(node.input[1], sources, label)
             if shape is None or len(shape) != 3 or int(shape[-1]) != -1 and list(shape[:2]) != [0, 0]:
                 return False
         name = node.input[0]
@@ -250,7 +307,7 @@ def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[st
 
 
 def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], producers: dict[str, Any],
-                         sources: dict[str, Any], numpy_helper: Any) -> None:
+                         sources: dict[str, Any], label: str) -> None:
     """The per-layer nodes torch.onnx.export writes for one multi-layer module become one container named by the
     module scope (``/enc/lstm/LSTM``, ``/enc/lstm/LSTM_1`` -> ``enc/lstm``) with torch's leaf names ``l0``,
     ``l0_reverse``, ``l1``..., when each node's X is the previous node's Y through torch's stacking alone."""
@@ -263,7 +320,7 @@ def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], produc
     for (scope, _), members in scopes.items():
         members.sort(key=lambda m: m[0])
         if [k for k, _, _ in members] != list(range(len(members))) or not all(
-                _feeds(a[1], b[1], producers, sources, numpy_helper) for a, b in zip(members, members[1:])):
+                _feeds(a[1], b[1], producers, sources, label) for a, b in zip(members, members[1:])):
             continue
         first = members[0][2]
         container = Layer(name=scope, class_name=first.class_name, path=(scope,),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFile, UnsupportedFile
-from ..model import ModelFile, Tensor
+from ..model import MAX_DIMENSION, ModelFile, Tensor, element_count
 
 #: safetensors refuses headers larger than this (100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -68,7 +68,8 @@ def read_header(handle: Any, size: int, label: str) -> tuple[dict[str, Any], dic
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(dtype, str):
             raise CorruptFile(f"safetensors entry {name!r} has a bad dtype {dtype!r}", label)
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                  and 0 <= d <= MAX_DIMENSION for d in shape):
             raise CorruptFile(f"safetensors entry {name!r} has a bad shape {shape!r}", label)
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
@@ -82,10 +83,13 @@ def read_header(handle: Any, size: int, label: str) -> tuple[dict[str, Any], dic
                               "(tensors must tile the data buffer without gaps or overlaps)", label)
         if entry["dtype"] in DTYPES:
             itemsize = np.dtype(DTYPES[entry["dtype"]][0]).itemsize
-            expected = int(np.prod(entry["shape"], dtype=np.int64)) * itemsize
+            expected = element_count(entry["shape"]) * itemsize
             if entry["end"] - entry["begin"] != expected:
                 raise CorruptFile(f"safetensors entry {name!r} holds {entry['end'] - entry['begin']:,} bytes but "
                                   f"{entry['dtype']} {list(entry['shape'])} needs {expected:,}", label)
+        elif element_count(entry["shape"]) > 8 * (entry["end"] - entry["begin"]):  # no dtype has under one bit
+            raise CorruptFile(f"safetensors entry {name!r} declares shape {list(entry['shape'])} in "
+                              f"{entry['end'] - entry['begin']:,} bytes", label)
         position = entry["end"]
     if position != buffer_size:
         raise CorruptFile(f"safetensors data buffer is {buffer_size:,} bytes but the tensors cover {position:,}", label)
