@@ -13,6 +13,12 @@ import numpy as np
 #: The classes that hold other layers as a graph of their own.
 CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
+#: Bytes of one chunk when an array is read in parts (`Tensor.row_chunks`); the CLI's ``--chunk-size`` sets it.
+CHUNK_BYTES = 32 << 20
+#: `Tensor.read` keeps arrays up to this size for the next call; larger ones are read again each time, so that no
+#: large array stays in memory after its user is done with it.
+CACHE_BYTES = 4 << 20
+
 
 #: No dimension of a real weight comes near this; a larger one is a corrupt or hostile header (numpy could not even
 #: describe an empty array with it).
@@ -40,15 +46,50 @@ class Tensor:
     """Where the array lives inside the file, e.g. ``model_weights/lstm/lstm/lstm_cell/kernel:0``."""
     _load: Callable[[], np.ndarray] = field(repr=False)
     _value: np.ndarray | None = field(default=None, repr=False)
+    _read_part: Callable[[tuple, np.ndarray | None], np.ndarray] | None = field(default=None, repr=False)
+    """``(index, out)`` -> the values at `index` (a tuple of slices / ints), read into `out` when given: set by
+    readers that can read part of an array from the file (HDF5 hyperslabs)."""
 
     @property
     def size(self) -> int:
         return element_count(self.shape)
 
+    @property
+    def nbytes(self) -> int:
+        try:
+            itemsize = np.dtype(self.dtype).itemsize
+        except TypeError:  # a dtype numpy does not name (bfloat16...): assume the widest usual one
+            itemsize = 8
+        return self.size * itemsize
+
     def read(self) -> np.ndarray:
-        if self._value is None:
-            self._value = self._load()
-        return self._value
+        """The whole array. Kept for the next call only when small (`CACHE_BYTES`)."""
+        if self._value is not None:
+            return self._value
+        value = self._load()
+        if value.nbytes <= CACHE_BYTES:
+            self._value = value
+        return value
+
+    def read_part(self, index: tuple) -> np.ndarray:
+        """The values at `index`, reading only them from the file when the reader can."""
+        if self._read_part is None or self._value is not None or self.nbytes <= CACHE_BYTES:
+            return self.read()[index]
+        return self._read_part(index, None)
+
+    def row_chunks(self, max_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows)``: the array in pieces along its first axis, each at most `max_bytes` (default
+        `CHUNK_BYTES`; at least one row), read into one reused buffer — a piece is valid until the next is made."""
+        max_bytes = max_bytes or CHUNK_BYTES
+        if self._read_part is None or self._value is not None or not self.shape or self.nbytes <= max_bytes:
+            yield 0, self.read()
+            return
+        row_bytes = max(1, self.nbytes // max(1, self.shape[0]))
+        step = max(1, max_bytes // row_bytes)
+        buffer = np.empty((min(step, self.shape[0]), *self.shape[1:]), dtype=self.dtype)
+        for start in range(0, self.shape[0], step):
+            stop = min(self.shape[0], start + step)
+            yield start, self._read_part((slice(start, stop),), buffer[: stop - start])
 
 
 @dataclass(eq=False)

@@ -43,6 +43,22 @@ def inspect(model: ModelFile, layers: tuple[str, ...] | list[str] = (), with_sta
     }
 
 
+def layer_stats(layer: Layer, blocks: list[Any]) -> tuple[dict[int, stats.Stats], dict[int, stats.Stats]]:
+    """The statistics of each weight of `layer` and of each gate block, by ``id``: every stored array read once,
+    in bounded chunks, each value summarised once (`stats.summarise`)."""
+    by_tensor: dict[int, list[Any]] = {}
+    for block in blocks:
+        by_tensor.setdefault(id(block.tensor), []).append(block)
+    tensors = {id(t): t for t in layer.weights}
+    tensors.update((id(b.tensor), b.tensor) for b in blocks)
+    weight_stats, block_stats = {}, {}
+    for key, tensor in tensors.items():
+        own = by_tensor.get(key, [])
+        weight_stats[key], results = stats.summarise(tensor, own)
+        block_stats.update((id(b), s) for b, s in zip(own, results))
+    return weight_stats, block_stats
+
+
 def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, Any]:
     config = {k: layer.config[k] for k in CONFIG_FIELDS if k in layer.config}
     for key in ("activation", "recurrent_activation"):
@@ -57,14 +73,14 @@ def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, A
         "inferred_class": layer.inferred,
         "needs_code": layer.needs_code,
         "config": config,
-        "weights": [
-            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "source": t.source,
-             "stats": stats.compute(t.read()).as_dict() if with_stats else None}
-            for t in layer.weights
-        ],
+        "weights": [],
         "recurrent": None,
     }
     split = gates.split(layer)
+    blocks = split.blocks if split is not None else []
+    weight_stats, block_stats = layer_stats(layer, blocks) if with_stats else ({}, {})
+    entry["weights"] = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "source": t.source,
+                         "stats": weight_stats[id(t)].as_dict() if with_stats else None} for t in layer.weights]
     if split is not None:
         entry["recurrent"] = {
             "family": split.layout.family,
@@ -74,7 +90,7 @@ def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, A
             "gates": [{"gate": g, "name": n} for g, n in zip(split.layout.gates, split.layout.gate_names)],
             "blocks": [
                 {"key": b.key, "kind": b.kind, "gate": b.gate, "source": b.source, "shape": list(b.shape),
-                 "stats": stats.compute(b.read()).as_dict() if with_stats else None}
+                 "stats": block_stats[id(b)].as_dict() if with_stats else None}
                 for b in split.blocks
             ],
             "warnings": split.warnings,

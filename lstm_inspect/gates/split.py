@@ -136,10 +136,9 @@ class Block:
         return shape[::-1] if self.transpose else shape
 
     def read(self) -> np.ndarray:
-        stored = self.tensor.read()
-        value = stored[self.index]
+        value = self.tensor.read_part(self.index)  # only the block's part of a large array
         if self.plus is not None:
-            value = value + stored[self.plus]
+            value = value + self.tensor.read_part(self.plus)
         if self.memory_order:
             value = value.reshape(value.shape[::-1]).T
         return np.ascontiguousarray(value.T if self.transpose else value)

@@ -7,6 +7,7 @@ stored (uncompressed) members, which are read in place through a window on the a
 from __future__ import annotations
 
 import io
+import os
 import stat
 import struct
 import zipfile
@@ -144,8 +145,18 @@ class _Window(io.RawIOBase):
         count = max(0, min(len(buffer), self._size - self._pos))
         if not count:
             return 0
-        self._base.seek(self._offset + self._pos)
-        data = self._base.read(count)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        # Straight into the caller's buffer (HDF5's destination array): no intermediate bytes object.
+        target = memoryview(buffer).cast("B")[:count]
+        done = 0
+        if hasattr(os, "preadv"):
+            fd = self._base.fileno()
+            while done < count:
+                got = os.preadv(fd, [target[done:]], self._offset + self._pos + done)
+                if not got:
+                    break
+                done += got
+        else:
+            self._base.seek(self._offset + self._pos)
+            done = self._base.readinto(target) or 0
+        self._pos += done
+        return done

@@ -158,6 +158,23 @@ def read_dataset(ds: h5py.Dataset, label: str) -> np.ndarray:
     check_dataset(ds, label)
     try:
         return np.asarray(ds[()])
+    except MemoryError:
+        raise  # not a damaged file: the isolated reader names --max-memory
+    except Exception as exc:
+        raise CorruptFile(f"cannot read {ds.name}: {_short(exc)}", label) from exc
+
+
+def read_part(ds: h5py.Dataset, index: tuple, out: np.ndarray | None, label: str) -> np.ndarray:
+    """The values at `index` (a tuple of slices / ints: an HDF5 hyperslab), read straight into `out` when given
+    (a C-contiguous array of the selection's shape and the dataset's dtype), else into a new array."""
+    check_dataset(ds, label)
+    try:
+        if out is None:
+            return np.asarray(ds[index])
+        ds.read_direct(out, source_sel=index)
+        return out
+    except MemoryError:
+        raise
     except Exception as exc:
         raise CorruptFile(f"cannot read {ds.name}: {_short(exc)}", label) from exc
 
