@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from lstm_inspect import stats
-from lstm_inspect.gates import Block
+from lstm_inspect.analysis import stats
+from lstm_inspect.gates.split import Block
 from lstm_inspect.model import Tensor
 
 RTOL = 1e-12
