@@ -91,6 +91,10 @@ class Tensor:
             stop = min(self.shape[0], start + step)
             yield start, self._read_part((slice(start, stop),), buffer[: stop - start])
 
+    def release(self) -> None:
+        """Forget the cached values (the next `read()` reads the file again): bounds memory over many layers."""
+        self._value = None
+
 
 @dataclass(eq=False)
 class Layer:

@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 from . import commands_inspect  # noqa: E402,F401  (registers its commands)
 from . import commands_check  # noqa: E402,F401  (registers its commands)
 from . import commands_forward  # noqa: E402,F401  (registers its commands)
+from . import commands_report  # noqa: E402,F401  (registers its commands)
 
 if __name__ == "__main__":
     sys.exit(main())

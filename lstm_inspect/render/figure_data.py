@@ -1,0 +1,263 @@
+"""What the figures of `report`, `plot` and the notebook views show, computed once as plain numbers.
+
+One recurrent layer at a time: its gate blocks pooled for heatmaps (max-|w| pooling to at most 512 × 512), one
+colour scale for the layer, histograms on shared bins, bias profiles, norms and singular values of the recurrent
+blocks, the `check` findings that concern each block, and the gate activations of a traced forward pass. A
+layer's arrays are released before the next is read, so memory stays bounded by the largest layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from .. import gates
+from ..stats import Stats, compute as compute_stats
+from .png import MAX_SIDE, as_matrix, pool
+
+#: Singular values are computed for recurrent blocks up to this size on their shorter side (a full SVD of a
+#: 2048 × 2048 matrix takes a few seconds on one core).
+MAX_SVD_SIDE = 2048
+#: A gate value counts as saturated below SATURATION_LOW or above SATURATION_HIGH.
+SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
+HISTOGRAM_BINS = 60
+#: Trace names that are gates (values in [0, 1] after a sigmoid); the others are candidates and states.
+GATE_TRACES = ("i", "f", "o", "z", "r")
+
+
+@dataclass
+class BlockFigure:
+    key: str
+    """The export key: ``bidi/forward_lstm/U_f``."""
+    block: str
+    kind: str
+    gate: str
+    shape: tuple[int, ...]
+    source: str
+    stats: Stats
+    matrix: np.ndarray | None = None
+    """The pooled 2-D matrix of a W / U / proj block (None for vectors)."""
+    window: tuple[int, int] = (1, 1)
+    vector: np.ndarray | None = None
+    """A bias or peephole vector over units."""
+    histogram: np.ndarray | None = None
+    spectral_norm: float | None = None
+    singular_values: np.ndarray | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pooled(self) -> bool:
+        return self.window != (1, 1)
+
+
+@dataclass
+class TraceFigure:
+    key: str
+    """``<layer path>/<gate or state>``: ``lstm/f``, ``lstm/hidden``."""
+    name: str
+    matrix: np.ndarray
+    """(units, time) of the first sequence of the batch, pooled to at most 512 × 512."""
+    window: tuple[int, int]
+    low: float
+    high: float
+    is_gate: bool
+    saturated_low: float | None = None
+    saturated_high: float | None = None
+    spatial_mean: bool = False
+
+
+@dataclass
+class LayerFigures:
+    path: str
+    class_name: str
+    family: str
+    units: int
+    input_dim: int
+    gates: tuple[str, ...]
+    gate_names: tuple[str, ...]
+    framework: str
+    blocks: list[BlockFigure]
+    scale: float
+    """The colour scale of every W / U / proj heatmap of the layer: ±scale (the 99.9th percentile of |w|)."""
+    max_abs: float
+    bins: np.ndarray
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    """Findings about the layer that name no block."""
+    traces: list[TraceFigure] = field(default_factory=list)
+    trace_note: str | None = None
+
+    def block(self, name: str) -> BlockFigure | None:
+        return next((b for b in self.blocks if b.block == name), None)
+
+    def of_kind(self, kind: str) -> list[BlockFigure]:
+        return [b for b in self.blocks if b.kind == kind]
+
+
+def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = ()) -> LayerFigures:
+    """The figures of one split recurrent layer. Reads its blocks one at a time."""
+    path = split.layer.key
+    blocks: list[BlockFigure] = []
+    magnitudes: list[float] = []
+    maxima: list[float] = []
+    full: dict[str, np.ndarray] = {}
+    for block in split.blocks:
+        values = block.read()
+        key = f"{path}/{block.key}" if path else block.key
+        figure = BlockFigure(key, block.key, block.kind, block.gate, tuple(block.shape), block.source,
+                             compute_stats(values))
+        finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
+        if values.ndim >= 2:
+            figure.matrix, figure.window = pool(as_matrix(values), MAX_SIDE)
+            if finite.size:
+                magnitudes.append(float(np.percentile(finite, 99.9)))
+                maxima.append(float(finite.max()))
+            full[block.key] = values  # for the histogram on the layer's bins, below
+            figure.spectral_norm, figure.singular_values = _spectrum(values) if block.kind == "U" else (None, None)
+        else:
+            figure.vector = values.astype(np.float64).ravel()
+        blocks.append(figure)
+    scale = max(magnitudes, default=0.0) or max(maxima, default=0.0) or 1.0
+    bins = np.linspace(-scale, scale, HISTOGRAM_BINS + 1)
+    for figure in blocks:
+        values = full.pop(figure.block, None)
+        if values is not None:
+            clipped = np.clip(values[np.isfinite(values)].astype(np.float64), -scale, scale)
+            figure.histogram = np.histogram(clipped, bins=bins)[0]
+    layer_findings = []
+    by_block = {b.block: b for b in blocks}
+    for finding in findings:
+        target = by_block.get(finding.get("block") or "")
+        (target.findings if target else layer_findings).append(finding)
+    native = split.native
+    return LayerFigures(path, split.layer.class_name, split.layout.family, split.units, split.input_dim,
+                        split.layout.gates, native.gate_names if native else split.layout.gate_names,
+                        native.framework if native else "Keras", blocks, scale, max(maxima, default=0.0), bins,
+                        layer_findings)
+
+
+def _spectrum(values: np.ndarray) -> tuple[float | None, np.ndarray | None]:
+    matrix = as_matrix(values).astype(np.float64)
+    if not np.isfinite(matrix).all() or min(matrix.shape) > MAX_SVD_SIDE or matrix.size == 0:
+        return None, None
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    return float(singular[0]), singular
+
+
+def release(split: gates.GateSplit) -> None:
+    """Drop the values the split's tensors cached, so the next layer does not add to memory."""
+    for tensor in {id(b.tensor): b.tensor for b in split.blocks}.values():
+        tensor.release()
+
+
+def trace_figures(path: str, gate_order: tuple[str, ...], traced: dict[str, np.ndarray]) -> list[TraceFigure]:
+    """Units × time heatmaps of a layer's traced gates and states, with the saturated share of each gate."""
+    prefix = f"{path}/"
+    names = [k[len(prefix):] for k in traced if k.startswith(prefix) and "/" not in k[len(prefix):]]
+    order = {name: n for n, name in enumerate((*gate_order, "cell", "hidden"))}
+    figures = []
+    for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
+        values = np.asarray(traced[prefix + name], dtype=np.float64)
+        if values.ndim < 3 or values.shape[0] == 0:
+            continue
+        spatial = values.ndim > 3  # ConvLSTM: (batch, time, *positions, filters), averaged over the positions
+        first = values[0].reshape(values.shape[1], -1, values.shape[-1]).mean(axis=1) if spatial else values[0]
+        matrix, window = pool(first.T, MAX_SIDE)
+        finite = values[np.isfinite(values)]
+        bounded = finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.0
+        is_gate = name in GATE_TRACES and bounded
+        if bounded and name in GATE_TRACES:
+            low, high = 0.0, 1.0
+        else:
+            extent = float(np.abs(finite).max()) if finite.size else 1.0
+            low, high = -(extent or 1.0), extent or 1.0
+        figure = TraceFigure(f"{prefix}{name}", name, matrix, window, low, high, is_gate, spatial_mean=spatial)
+        if is_gate:
+            figure.saturated_low = float((finite < SATURATION_LOW).mean())
+            figure.saturated_high = float((finite > SATURATION_HIGH).mean())
+        figures.append(figure)
+    return figures
+
+
+#: Steps of the random input when the model leaves its time axis free.
+RANDOM_STEPS = 40
+RANDOM_BATCH = 4
+
+
+@dataclass
+class ModelFigures:
+    overview: dict[str, Any]
+    """`lstm-inspect inspect`'s record without statistics: file, kind, Keras version, layers, parameters."""
+    findings: list[dict[str, Any]]
+    check_error: str | None
+    layers: list[LayerFigures]
+    input_note: str
+
+
+def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = None, seed: int = 0,
+            input_label: str | None = None) -> ModelFigures:
+    """Everything the report shows about the file at `path`: its checks, a traced forward pass on `inputs` (a
+    seeded random input fitting the model when None), then each recurrent layer's figures, one layer at a time."""
+    from .. import report as overview_of
+    from ..errors import InspectError
+    from ..readers import open_model
+
+    findings, check_error = _findings(path, layers)
+    traced, input_note = _trace(path, inputs, seed, input_label)
+    figures = []
+    with open_model(path) as model:
+        overview = overview_of.inspect(model, layers, with_stats=False)
+        chosen = {entry["path"] for entry in overview["layers"]}
+        if layers and not chosen:
+            raise InspectError("no layer matched --layer", path)
+        for layer in model.layers:
+            split = gates.split(layer) if layer.key in chosen else None
+            if split is None or not split.blocks:
+                continue
+            figure = layer_figures(split, [f for f in findings if f["layer"] == layer.key])
+            release(split)
+            figure.traces = trace_figures(layer.key, split.layout.gates, traced)
+            if not figure.traces:
+                figure.trace_note = input_note if not traced else "the forward pass recorded no gates for this layer"
+            figures.append(figure)
+    return ModelFigures(overview, findings, check_error, figures, input_note)
+
+
+def _findings(path: str, layers: tuple[str, ...] | list[str]) -> tuple[list[dict[str, Any]], str | None]:
+    from ..checks import CheckOptions, check_path
+
+    result = check_path(path, CheckOptions(layers=tuple(layers)))
+    return [f.as_dict() for f in result.findings], result.error
+
+
+def _trace(path: str, inputs: Any, seed: int, input_label: str | None) -> tuple[dict[str, np.ndarray], str]:
+    """The traced gates and states of a forward pass, and the sentence saying what input it ran on."""
+    from ..api import forward
+    from ..errors import InspectError
+    from ..model import KERAS_KINDS
+    from ..readers import open_model
+
+    if inputs is None:
+        with open_model(path) as model:
+            if model.kind not in KERAS_KINDS:
+                return {}, ("No activations: the forward pass records gate values for Keras models only "
+                            "(PyTorch, ONNX and TF1 modules run without a trace).")
+            if not model.has_config:
+                return {}, "No activations: a weights-only file has no graph to run."
+            try:
+                from ..keras_parity import make_inputs
+
+                inputs = make_inputs(model, batch=RANDOM_BATCH, steps=RANDOM_STEPS, seed=seed)
+            except InspectError as exc:
+                return {}, f"No activations: {exc.message}."
+        shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in inputs.items())
+        note = (f"No --input given: the activations come from a seeded random input (standard normal, seed {seed}; "
+                f"{shapes}); the first sequence is drawn, saturation counts the whole batch.")
+    else:
+        note = (f"Activations from the input {input_label or 'given'}; the first sequence is drawn, saturation "
+                "counts the whole batch.")
+    try:
+        outputs = forward(path, inputs, trace=True, dtype=np.float32)
+    except InspectError as exc:
+        return {}, f"No activations: {exc.message}."
+    return {k: v for k, v in outputs.items() if np.ndim(v) >= 3}, note
