@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import gates
-from ..stats import Stats, compute as compute_stats
+from ..analysis.stats import Stats, compute as compute_stats
 from .png import MAX_SIDE, as_matrix, pool
 
 #: Singular values are computed for recurrent blocks up to this size on their shorter side (a full SVD of a
@@ -224,7 +224,7 @@ def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = N
 
 
 def _findings(path: str, layers: tuple[str, ...] | list[str]) -> tuple[list[dict[str, Any]], str | None]:
-    from ..checks import CheckOptions, check_path
+    from ..analysis.check import CheckOptions, check_path
 
     result = check_path(path, CheckOptions(layers=tuple(layers)))
     return [f.as_dict() for f in result.findings], result.error
@@ -245,7 +245,7 @@ def _trace(path: str, inputs: Any, seed: int, input_label: str | None) -> tuple[
             if not model.has_config:
                 return {}, "No activations: a weights-only file has no graph to run."
             try:
-                from ..keras_parity import make_inputs
+                from ..run.verify_keras import make_inputs
 
                 inputs = make_inputs(model, batch=RANDOM_BATCH, steps=RANDOM_STEPS, seed=seed)
             except InspectError as exc:
