@@ -5,6 +5,7 @@ format. Nothing here knows about HDF5 or zip archives.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -151,7 +152,7 @@ class Layer:
         registered = self.entry.get("registered_name")
         if registered and registered != self.class_name:
             return f"custom class {registered!r} must be registered to load"
-        if module and not str(module).startswith(("keras", "tf_keras")):
+        if module and not re.match(r"(keras|tf_keras)(\.|$)", str(module)):  # keras_hub, kerasx are not Keras
             return f"class {self.class_name!r} comes from module {module!r}"
         return None
 
