@@ -221,6 +221,8 @@ FILE_KINDS = {
     "torch-state-dict": "PyTorch state dict (torch.save, read without unpickling; see readers/torch_zip.py)",
     "onnx": "ONNX model",
     "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read without TensorFlow",
+    "tf2-checkpoint": "TensorFlow 2 object-based checkpoint (save_weights without .h5, tf.train.Checkpoint)",
+    "tf-savedmodel": "TensorFlow SavedModel directory (tf-keras model.save(save_format='tf'), Keras 3 model.export)",
 }
 
 

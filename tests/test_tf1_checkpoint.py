@@ -367,14 +367,16 @@ def test_read_without_tensorflow_equals_tensorflow(ckpts, tmp_path):
                 np.testing.assert_array_equal(ours[key], theirs, err_msg=f"{name}: {key}")
 
 
-def test_tf2_object_checkpoint_is_listed_raw(ckpts):
+def test_tf2_object_checkpoint_is_read_through_its_object_graph(ckpts):
+    """A plain tf.train.Checkpoint(dense=tf.Variable(...)): the variable is listed under its tracked name,
+    save_counter apart as training state (tests/test_tf_formats.py covers Keras models)."""
     result = run_cli("inspect", ckpts / "tf2" / "ckpt-1")
     assert result.exit_code == 0, result.output
-    assert "variable(s) not read as arrays: _CHECKPOINTABLE_OBJECT_GRAPH (string)" in result.output
     with open_model(ckpts / "tf2" / "ckpt-1") as model:
-        assert model.warnings[0].startswith("no TF1 LSTMCell")
-        assert {layer.class_name for layer in model.layers} == {"variables"}
-        assert model.total_params == 6 + 1  # the (2, 3) variable and save_counter
+        assert model.kind == "tf2-checkpoint"
+        assert [(layer.key, [t.name for t in layer.weights]) for layer in model.layers] == [("dense", ["dense"])]
+        assert model.total_params == 6
+        assert any("save_counter" in w for w in model.warnings)
 
 
 def test_index_file_that_is_not_a_checkpoint_is_one_line(tmp_path):

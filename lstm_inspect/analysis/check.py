@@ -629,7 +629,11 @@ def _walk_picks(name: str, siblings: set[str]) -> bool:
 
 
 def is_model_directory(path: str) -> bool:
-    """An unzipped ``.keras`` (``save_model(..., zipped=False)``): config.json plus model.weights.h5/npz."""
+    """An unzipped ``.keras`` (``save_model(..., zipped=False)``): config.json plus model.weights.h5/npz; or a
+    TensorFlow SavedModel (saved_model.pb plus variables/variables.index)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")) and \
+            os.path.isfile(os.path.join(path, "variables", "variables.index")):
+        return True
     return (os.path.isfile(os.path.join(path, "config.json"))
             and any(os.path.isfile(os.path.join(path, w)) for w in ("model.weights.h5", "model.weights.npz")))
 

@@ -13,15 +13,22 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     Tensors are read lazily: keep the returned object open (use it as a context manager) while reading them.
     """
     label = os.fspath(path)
+    from . import tf_bundle
+
     if os.path.isdir(label):
-        from . import keras3
+        from . import keras3, tf_saved_model
 
+        if tf_saved_model.is_saved_model(label):
+            return tf_saved_model.read(label, label)
+        prefix = tf_bundle.checkpoint_in(label)  # a directory holding a TensorFlow `checkpoint` file
+        if prefix is not None:
+            return _open_bundle(prefix, label)
         return keras3.read_directory(label, label)
-    from . import tf1_checkpoint
-
-    prefix = tf1_checkpoint.prefix_of(label)  # a TF1 checkpoint: its prefix, its .index or a .data-* shard
+    prefix = tf_bundle.prefix_of(label)  # a TensorFlow checkpoint: its prefix, its .index, a .data-* shard
+    if prefix is None and os.path.basename(label) == "checkpoint" and os.path.isfile(label):
+        prefix = tf_bundle.checkpoint_in(os.path.dirname(label) or ".", label)
     if prefix is not None:
-        return tf1_checkpoint.read(prefix, label)
+        return _open_bundle(prefix, label)
     if not os.path.exists(label):
         raise InspectError("no such file or directory", label)
     try:
@@ -76,6 +83,16 @@ def _open_torch(label: str, legacy: bool) -> ModelFile:
         except ImportError:
             raise refused from None
         return torch_state.read_torch_file(label, label)
+
+
+def _open_bundle(prefix: str, label: str) -> ModelFile:
+    """A TF2 object-based checkpoint when the bundle holds an object graph, else a TF1 checkpoint."""
+    from . import tf1_checkpoint, tf2_checkpoint, tf_bundle
+
+    bundle = tf_bundle.Bundle(prefix, label)
+    if tf2_checkpoint.has_object_graph(bundle):
+        return tf2_checkpoint.read(prefix, label, bundle)
+    return tf1_checkpoint.read(prefix, label, bundle)
 
 
 def _open_json(label: str) -> ModelFile:

@@ -292,6 +292,35 @@ class Bundle:
         return out
 
 
+_CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<name>[^"\\]*)"\s*$', re.M)
+
+
+def checkpoint_in(directory: str, label: str | None = None) -> str | None:
+    """The prefix a TensorFlow ``checkpoint`` state file in `directory` names (its ``model_checkpoint_path``): the
+    last component of that path, looked for beside the state file and nowhere else; None when there is no state
+    file."""
+    path = os.path.join(directory, "checkpoint")
+    try:
+        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
+            return None
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = _CHECKPOINT_LINE.search(text)
+    if found is None:
+        return None
+    # TF1's Saver writes absolute paths here; only the last component is looked for, beside this file
+    name = re.split(r"[/\\]", found["name"])[-1]
+    if name in ("", ".", ".."):
+        raise CorruptFile(f"the checkpoint file names {found['name']!r}, not a checkpoint", label or directory)
+    prefix = os.path.join(directory, name)
+    if not is_index(prefix + ".index"):
+        raise CorruptFile(f"the checkpoint file names {found['name']!r}, but there is no {name}.index beside it "
+                          "(lstm-inspect looks only in the checkpoint file's own directory)", label or directory)
+    return prefix
+
+
 _SHARD = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
 
 
