@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from conftest import FIXTURES
 from lstm_inspect.analysis import check as checks
+from lstm_inspect.analysis import discovery
 from lstm_inspect.cli import cli
 from test_check_rules import gate, hostile, set_block
 
@@ -58,14 +59,14 @@ def mixed(tmp_path) -> Path:
 
 
 def test_discover_recurses_for_model_files_and_directories(mixed):
-    files, notes = checks.discover([str(mixed)])
+    files, notes = discovery.discover([str(mixed)])
     names = sorted(os.path.relpath(f, mixed) for f in files)
     assert names == ["data.h5", "good.keras", "nan.h5", os.path.join("sub", "lambda.keras"),
                      os.path.join("sub", "saved_dir")]
     assert notes == []
-    globbed, _ = checks.discover([str(mixed / "*.keras")])
+    globbed, _ = discovery.discover([str(mixed / "*.keras")])
     assert [os.path.basename(f) for f in globbed] == ["good.keras"]
-    _, notes = checks.discover([str(mixed / "*.nothing")])
+    _, notes = discovery.discover([str(mixed / "*.nothing")])
     assert notes and "matches nothing" in notes[0]
 
 

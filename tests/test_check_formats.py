@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from lstm_inspect.analysis import check as checks
+from lstm_inspect.analysis import discovery
 from lstm_inspect.cli import cli
 from test_onnx_read import build as build_onnx
 
@@ -35,7 +36,7 @@ def formats(tmp_path):
 
 def test_directory_walk_finds_other_formats_but_not_npz(formats):
     root, _ = formats
-    files, notes = checks.discover([str(root)])
+    files, notes = discovery.discover([str(root)])
     assert sorted(os.path.basename(f) for f in files) == ["model.onnx", "torch.pt", "torch.safetensors"]
     assert notes == []
 

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import FIXTURES, manifest
 from lstm_inspect.analysis import check as checks
+from lstm_inspect.analysis import discovery, rules_gates
 from lstm_inspect.readers import open_model
 
 BASE = "k3_classic.h5"
@@ -146,16 +147,16 @@ def test_spectral_norm_threshold_is_the_exact_singular_value(tmp_path):
 def test_power_iteration_matches_svd(shape):
     a = np.random.default_rng(sum(shape)).standard_normal(shape)
     exact = np.linalg.norm(a.reshape(-1, shape[-1]), ord=2)
-    assert checks.spectral_norm(a) == pytest.approx(exact, rel=1e-9)
+    assert rules_gates.spectral_norm(a) == pytest.approx(exact, rel=1e-9)
     # the power iteration used for large blocks: from below, and close even without a spectral gap
-    estimate = checks.spectral_norm(a, exact_below=0)
+    estimate = rules_gates.spectral_norm(a, exact_below=0)
     assert estimate <= exact * (1 + 1e-12) and estimate == pytest.approx(exact, rel=1e-3)
     q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((64, 64)))
-    assert checks.spectral_norm(q, exact_below=0) == pytest.approx(1.0, rel=1e-6)
+    assert rules_gates.spectral_norm(q, exact_below=0) == pytest.approx(1.0, rel=1e-6)
     left, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((3, 3)))
     right, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((3, 3)))
     gap = left @ np.diag([5.0, 2.0, 1.0]) @ right
-    assert checks.spectral_norm(gap, exact_below=0) == pytest.approx(5.0, rel=1e-8)
+    assert rules_gates.spectral_norm(gap, exact_below=0) == pytest.approx(5.0, rel=1e-8)
 
 
 def _config_units(f, where, units):
@@ -252,7 +253,7 @@ def test_unknown_rule_or_threshold_is_bad_input():
 
 def test_every_fixture_passes_with_no_findings_but_needs_code():
     """The fixtures hold random non-degenerate weights and Keras's initial values: no rule may fire on them."""
-    files, _ = checks.discover([str(FIXTURES)])
+    files, _ = discovery.discover([str(FIXTURES)])
     assert len(files) >= 100
     for path in files:
         result = checks.check_path(path)

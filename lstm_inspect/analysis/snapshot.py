@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import InspectError
 from ..model import ModelFile
 from . import stats
+from .view import ModelView
 
 SNAPSHOT_FORMAT = "lstm-inspect-snapshot"
 SNAPSHOT_VERSION = 1
@@ -32,8 +33,6 @@ DRIFT_STATS = ("mean", "std", "min", "max", "l2")
 
 def layer_entries(model: ModelFile, layers: Sequence[str] = (), with_stats: bool = True) -> list[dict[str, Any]]:
     """One entry per selected layer that stores weights: path, name, class, weights, and blocks with stats."""
-    from .check import ModelView
-
     view = ModelView(model, layers)
     by_layer: dict[int, list[Any]] = {}
     for piece in view.pieces:

@@ -79,7 +79,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     Rules: see --list-rules and docs/check.md. Settings come from [tool.lstm-inspect] in the nearest
     pyproject.toml (or --config FILE); flags override them.
     """
-    from ..analysis import check, settings, snapshot
+    from ..analysis import check, discovery, settings, snapshot
 
     if list_rules:
         _list_rules()
@@ -113,7 +113,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         raise InspectError("--jobs must be 0 (one per CPU) or more")
     jobs = jobs or os.cpu_count() or 1
 
-    files, path_notes = check.discover(paths)
+    files, path_notes = discovery.discover(paths)
     notes += path_notes
     if not files:
         raise InspectError("no model files found in " + ", ".join(paths))

@@ -12,7 +12,7 @@ from ..text_safety import visible
 from .tables import Column, fitted_tables
 
 if TYPE_CHECKING:
-    from ..run.explain import Explanation
+    from ..run.explanation import Explanation
     from ..run.verify_keras import VerifyResult
 
 

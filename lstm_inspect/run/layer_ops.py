@@ -1,0 +1,323 @@
+"""The numpy forward pass's layer ops that keep no state over time: Dense, activations, normalisation, reshaping,
+Conv1D and pooling (`LAYER_FUNCS`, by Keras class), the merge layers, the N-d convolution the ConvLSTMs share, and
+`Context`, what an op reads from the run (weights in the run's dtype, activations of the file's Keras version).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import InspectError
+from ..gates import activations
+from ..model import Layer
+
+MERGE_CLASSES = frozenset({"Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"})
+
+Value = Any  # an ndarray or a list of ndarrays
+
+
+@dataclass
+class Context:
+    """What a layer op needs from the run: the Keras major version (activations differ) and the dtype computed in.
+    The forward pass's runner (`forward._Run`) is one, through `recurrent.RecurrentLayers`."""
+
+    keras_major: int | None
+    dtype: Any
+
+    def weight(self, layer: Layer, name: str, required: bool = True) -> np.ndarray | None:
+        tensor = layer.weight(name)
+        if tensor is None:
+            if required:
+                raise InspectError(f"layer {layer.key!r} ({layer.class_name}) has no {name!r} weight in the file")
+            return None
+        return tensor.read().astype(self.dtype, copy=False)
+
+    def activation(self, layer: Layer, spec: Any) -> Callable[[np.ndarray], np.ndarray]:
+        name = activations.activation_name(spec)
+        func = activations.get(name, self.keras_major)
+        if func is None:
+            raise InspectError(f"layer {layer.key!r} ({layer.class_name}): activation {name!r} is not supported")
+        return func
+
+    def floating(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+
+def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
+            dilation: Sequence[int]) -> np.ndarray:
+    """TensorFlow's N-d convolution, channels last: x (n, *spatial, in), kernel (*k, in, out) -> (n, *out, out).
+
+    Every window is gathered at once (a strided view, copied once by the contraction: im2col). ``same`` pads
+    as TensorFlow does, the smaller half before."""
+    rank = kernel.ndim - 2
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation)]
+    if padding == "same":
+        pads = [same_padding(size, span, stride)[1:] for size, span, stride in zip(x.shape[1:-1], spans, strides)]
+        x = np.pad(x, [(0, 0)] + pads + [(0, 0)])
+    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(1, rank + 1)))
+    # (n, *positions, in, *spans): keep every stride-th position and every dilation-th tap
+    windows = windows[(slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)
+                      + tuple(slice(None, None, d) for d in dilation)]
+    taps = np.moveaxis(kernel, rank, 0)  # (in, *k, out), the order of the windows' trailing axes
+    return np.tensordot(windows, taps, axes=(list(range(rank + 1, 2 * rank + 2)), list(range(rank + 1))))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stateless layers
+
+
+def _dense(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    x = run.floating(x)
+    y = x @ run.weight(layer, "kernel")
+    if layer.config.get("use_bias", True):
+        y = y + run.weight(layer, "bias")
+    return run.activation(layer, layer.config.get("activation", "linear"))(y)
+
+
+def _activation(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    return run.activation(layer, layer.config.get("activation", "linear"))(run.floating(x))
+
+
+def _relu(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    cfg = layer.config
+    x = run.floating(x)
+    slope = float(cfg.get("negative_slope", 0.0) or 0.0)
+    threshold = float(cfg.get("threshold", 0.0) or 0.0)
+    y = np.where(x >= threshold, x, slope * (x - threshold))
+    if cfg.get("max_value") is not None:
+        y = np.minimum(y, float(cfg["max_value"]))
+    return y.astype(x.dtype)
+
+
+def _leaky_relu(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    cfg = layer.config
+    slope = float(cfg.get("negative_slope", cfg.get("alpha", 0.3)))
+    x = run.floating(x)
+    return np.where(x >= 0, x, slope * x).astype(x.dtype)
+
+
+def _elu(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    alpha = float(layer.config.get("alpha", 1.0))
+    x = run.floating(x)
+    return np.where(x > 0, x, alpha * np.expm1(x)).astype(x.dtype)
+
+
+def _softmax(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    axis = layer.config.get("axis", -1)
+    x = run.floating(x)
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def _flatten_layer(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    if layer.config.get("data_format") == "channels_first" and x.ndim > 2:
+        x = np.moveaxis(x, -1, 1)
+    return x.reshape(x.shape[0], -1)
+
+
+def _reshape(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    target = tuple(int(n) for n in layer.config["target_shape"])
+    return x.reshape((x.shape[0],) + target)
+
+
+def _permute(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    dims = tuple(int(d) for d in layer.config["dims"])
+    return np.transpose(x, (0,) + dims)
+
+
+def _repeat_vector(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    n = int(layer.config["n"])
+    return np.repeat(x[:, None, :], n, axis=1)
+
+
+def _axes(layer: Layer, ndim: int) -> tuple[int, ...]:
+    axis = layer.config.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+def _broadcast(param: np.ndarray | None, axes: tuple[int, ...], ndim: int) -> np.ndarray | None:
+    if param is None:
+        return None
+    shape = [1] * ndim
+    for a, n in zip(axes, param.shape if param.ndim == len(axes) else param.reshape(-1).shape):
+        shape[a] = n
+    return param.reshape(shape)
+
+
+def _batch_norm(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    x = run.floating(x)
+    axes = _axes(layer, x.ndim)
+    eps = float(layer.config.get("epsilon", 1e-3))
+    b = lambda name: _broadcast(run.weight(layer, name, required=False), axes, x.ndim)  # noqa: E731
+    mean, var, gamma, beta = b("moving_mean"), b("moving_variance"), b("gamma"), b("beta")
+    if mean is None or var is None:
+        raise InspectError(f"layer {layer.key!r} (BatchNormalization) has no moving statistics in the file")
+    inv = 1.0 / np.sqrt(var + eps)
+    if gamma is not None:
+        inv = inv * gamma
+    y = (x - mean) * inv
+    return y + beta if beta is not None else y
+
+
+def _layer_norm(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    x = run.floating(x)
+    axes = _axes(layer, x.ndim)
+    eps = float(layer.config.get("epsilon", 1e-3))
+    gamma = _broadcast(run.weight(layer, "gamma", required=False), axes, x.ndim)
+    beta = _broadcast(run.weight(layer, "beta", required=False), axes, x.ndim)
+    if layer.config.get("rms_scaling", False):
+        y = x / np.sqrt(np.mean(np.square(x), axis=axes, keepdims=True) + eps)
+        return y * gamma if gamma is not None else y
+    mean = x.mean(axis=axes, keepdims=True)
+    var = np.square(x - mean).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma
+    return y + beta if beta is not None else y
+
+
+def _one(value: Any) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _check_channels_last(layer: Layer) -> None:
+    if layer.config.get("data_format", "channels_last") not in ("channels_last", None):
+        raise InspectError(f"layer {layer.key!r} ({layer.class_name}): data_format="
+                           f"{layer.config.get('data_format')!r} is not supported (channels_last only)")
+
+
+def same_padding(length: int, window: int, stride: int) -> tuple[int, int, int]:
+    out = -(-length // stride)
+    total = max((out - 1) * stride + window - length, 0)
+    return out, total // 2, total - total // 2
+
+
+def _conv1d(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    cfg = layer.config
+    _check_channels_last(layer)
+    if int(cfg.get("groups", 1) or 1) != 1:
+        raise InspectError(f"layer {layer.key!r} (Conv1D): grouped convolution is not supported")
+    x = run.floating(x)
+    kernel = run.weight(layer, "kernel")  # (k, in, filters)
+    k = kernel.shape[0]
+    stride, dilation = _one(cfg.get("strides", 1)), _one(cfg.get("dilation_rate", 1))
+    padding = str(cfg.get("padding", "valid")).lower()
+    span = (k - 1) * dilation + 1
+    if padding == "causal":  # pad on the left only, so that step t sees no step after t
+        x = np.pad(x, ((0, 0), (span - 1, 0), (0, 0)))
+        padding = "valid"
+    elif padding not in ("same", "valid"):
+        raise InspectError(f"layer {layer.key!r} (Conv1D): padding {padding!r} is not supported")
+    if padding == "valid" and x.shape[1] < span:
+        raise InspectError(f"layer {layer.key!r} (Conv1D): {x.shape[1]} steps are fewer than the kernel spans ({span})")
+    y = conv_nd(x, kernel, (stride,), padding, (dilation,))
+    if cfg.get("use_bias", True):
+        y = y + run.weight(layer, "bias")
+    return run.activation(layer, cfg.get("activation", "linear"))(y)
+
+
+def _pool1d(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
+    cfg = layer.config
+    _check_channels_last(layer)
+    x = run.floating(x)
+    size = _one(cfg.get("pool_size", 2))
+    stride = _one(cfg.get("strides") or size)
+    padding = str(cfg.get("padding", "valid")).lower()
+    is_max = layer.class_name.startswith("Max")
+    length = x.shape[1]
+    valid = np.ones((1, length, 1), dtype=x.dtype)
+    if padding == "same":
+        out_len, left, right = same_padding(length, size, stride)
+        fill = -np.inf if is_max else 0.0
+        x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=fill)
+        valid = np.pad(valid, ((0, 0), (left, right), (0, 0)))
+    else:
+        out_len = (length - size) // stride + 1
+    windows = [x[:, j:j + (out_len - 1) * stride + 1:stride] for j in range(size)]
+    if is_max:
+        return np.max(windows, axis=0)
+    counts = sum(valid[:, j:j + (out_len - 1) * stride + 1:stride] for j in range(size))
+    return np.sum(windows, axis=0) / counts  # TF's SAME average pooling counts only real elements
+
+
+def _global_pool1d(run: Context, layer: Layer, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    _check_channels_last(layer)
+    x = run.floating(x)
+    keep = bool(layer.config.get("keepdims", False))
+    if layer.class_name.startswith("GlobalMax"):
+        return x.max(axis=1, keepdims=keep)
+    if mask is not None:  # Keras averages over the unmasked steps only
+        m = mask[..., None].astype(x.dtype)
+        return (x * m).sum(axis=1, keepdims=keep) / m.sum(axis=1, keepdims=keep)
+    return x.mean(axis=1, keepdims=keep)
+
+
+LAYER_FUNCS: dict[str, Callable[[Context, Layer, np.ndarray, Any], np.ndarray]] = {
+    "Dense": _dense,
+    "Activation": _activation,
+    "ReLU": _relu,
+    "LeakyReLU": _leaky_relu,
+    "ELU": _elu,
+    "Softmax": _softmax,
+    "Flatten": _flatten_layer,
+    "Reshape": _reshape,
+    "Permute": _permute,
+    "RepeatVector": _repeat_vector,
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Conv1D": _conv1d,
+    "MaxPooling1D": _pool1d,
+    "AveragePooling1D": _pool1d,
+    "MaxPool1D": _pool1d,
+    "AvgPool1D": _pool1d,
+    "GlobalMaxPooling1D": _global_pool1d,
+    "GlobalAveragePooling1D": _global_pool1d,
+    "GlobalMaxPool1D": _global_pool1d,
+    "GlobalAvgPool1D": _global_pool1d,
+}
+
+
+def merge(layer: Layer, xs: list[np.ndarray], masks: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    cls = layer.class_name
+    if len(xs) < 2 and cls != "Concatenate":
+        raise InspectError(f"layer {layer.key!r} ({cls}) needs at least two inputs")
+    if cls == "Concatenate":
+        out = np.concatenate(xs, axis=int(layer.config.get("axis", -1)))
+    elif cls == "Add":
+        out = np.sum(xs, axis=0)
+    elif cls == "Subtract":
+        out = xs[0] - xs[1]
+    elif cls == "Multiply":
+        out = np.prod(xs, axis=0)
+    elif cls == "Average":
+        out = np.mean(xs, axis=0)
+    elif cls == "Maximum":
+        out = np.max(xs, axis=0)
+    else:
+        out = np.min(xs, axis=0)
+    return out, masks
+
+
+def combine_masks(masks: list[np.ndarray | None]) -> np.ndarray | None:
+    """Merging layers keep a time step only when every masked input keeps it (Keras ANDs the masks)."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    try:
+        return np.logical_and.reduce(np.broadcast_arrays(*present))
+    except ValueError:
+        return None
+
+
+def as_list(value: Value) -> list[np.ndarray]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def flatten_values(value: Any) -> list[np.ndarray]:
+    return [leaf for item in value for leaf in flatten_values(item)] if isinstance(value, (list, tuple)) else [value]
