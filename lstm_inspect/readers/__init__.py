@@ -12,7 +12,10 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 
     Tensors are read lazily: keep the returned object open (use it as a context manager) while reading them.
     """
+    from . import safe_open
+
     label = os.fspath(path)
+    safe_open.check_regular(label, label)  # a FIFO or device is refused before anything opens it
     from . import tf_bundle
 
     if os.path.isdir(label):
@@ -31,9 +34,21 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
         return _open_bundle(prefix, label)
     if not os.path.exists(label):
         raise InspectError("no such file or directory", label)
+    # Opened once and checked on the handle: every reader below reads this very file through `source`.
+    fd = safe_open.open_regular(label, label)
     try:
-        with open(label, "rb") as handle:
-            head = handle.read(9)
+        model = _open_content(fd, safe_open.handle_path(fd, label), label)
+    except BaseException:
+        os.close(fd)
+        raise
+    model._closers.insert(0, lambda: os.close(fd))  # closers run last-first: the handle goes last
+    return model
+
+
+def _open_content(fd: int, source: str, label: str) -> ModelFile:
+    """The model in the open regular file `fd` (reopenable as `source`), named `label` in messages."""
+    try:
+        head = os.pread(fd, 9, 0)
     except OSError as exc:
         raise InspectError(f"cannot read: {exc.strerror or exc}", label) from exc
     if not head:
@@ -42,47 +57,47 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     from . import archive, h5safe
 
     if h5safe.is_hdf5(head):
-        return _open_hdf5(label)
+        return _open_hdf5(source, label)
     if archive.is_zip(head):
         from . import keras3, npz_file, torch_state
 
-        names = _zip_names(label)
+        names = _zip_names(source, label)
         if torch_state.is_torch_zip(names):
-            return _open_torch(label, legacy=False)
+            return _open_torch(source, label, legacy=False)
         if npz_file.looks_like(names):
-            return npz_file.read(label, label)
-        return keras3.read_archive(label, label)
+            return npz_file.read(source, label)
+        return keras3.read_archive(source, label)
     from . import torch_state, safetensors_file
 
-    if safetensors_file.looks_like(head, os.path.getsize(label)):
-        return safetensors_file.read(label, label)
+    if safetensors_file.looks_like(head, os.fstat(fd).st_size):
+        return safetensors_file.read(source, label)
     if torch_state.is_pickle(head, label):
-        return _open_torch(label, legacy=True)
+        return _open_torch(source, label, legacy=True)
     if label.endswith(".json") or head.lstrip().startswith(b"{"):
-        return _open_json(label)
+        return _open_json(fd, label)
     if label.endswith(".onnx"):  # ONNX protobuf has no magic number: the extension decides, the parse confirms
         from . import onnx_file
 
-        return onnx_file.read(label, label)
+        return onnx_file.read(source, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
     raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
                           label)
 
 
-def _open_torch(label: str, legacy: bool) -> ModelFile:
+def _open_torch(source: str, label: str, legacy: bool) -> ModelFile:
     """A ``torch.save`` file, read natively (`torch_zip`: scanned for code, then only tensor rebuilds interpreted).
     A pickle that is free of code but holds more than a state dict goes to ``torch.load(weights_only=True)`` when
     torch is installed."""
     from . import torch_state, torch_zip
 
     try:
-        return torch_zip.read_legacy(label, label) if legacy else torch_zip.read(label, label)
+        return torch_zip.read_legacy(source, label) if legacy else torch_zip.read(source, label)
     except torch_zip.NotAStateDict as refused:
         try:
             import torch  # noqa: F401
         except ImportError:
             raise refused from None
-        return torch_state.read_torch_file(label, label)
+        return torch_state.read_torch_file(source, label)
 
 
 def _open_bundle(prefix: str, label: str) -> ModelFile:
@@ -95,35 +110,35 @@ def _open_bundle(prefix: str, label: str) -> ModelFile:
     return tf1_checkpoint.read(prefix, label, bundle)
 
 
-def _open_json(label: str) -> ModelFile:
+def _open_json(fd: int, label: str) -> ModelFile:
     """A Keras 3 sharded-weights index (``x.weights.json``); no other JSON file is a model."""
     from . import h5safe, keras3
 
-    if os.path.getsize(label) > h5safe.MAX_ATTRIBUTE_BYTES:
+    size = os.fstat(fd).st_size
+    if size > h5safe.MAX_ATTRIBUTE_BYTES:
         raise UnsupportedFile(f"a JSON file larger than {h5safe.MAX_ATTRIBUTE_BYTES:,} bytes: not a sharded-weights "
                               "index", label)
-    with open(label, "rb") as handle:
-        index = h5safe.parse_json(handle.read(), "the JSON file", label)
+    index = h5safe.parse_json(os.pread(fd, size, 0), "the JSON file", label)
     if not keras3.is_shard_index(index):
         raise UnsupportedFile("a JSON file, but not a Keras sharded-weights index (no weight_map); a model's "
                               "config.json is read with its weights: open the .keras file or its directory", label)
     return keras3.read_sharded(label, index, label)
 
 
-def _zip_names(label: str) -> list[str]:
+def _zip_names(source: str, label: str) -> list[str]:
     from . import archive
 
-    zipped = archive.Archive(label, label)
+    zipped = archive.Archive(source, label)
     try:
         return zipped.names()
     finally:
         zipped.close()
 
 
-def _open_hdf5(label: str) -> ModelFile:
+def _open_hdf5(source: str, label: str) -> ModelFile:
     from . import h5safe, keras3, legacy_h5
 
-    f = h5safe.open_file(label, label)
+    f = h5safe.open_file(source, label)
     try:
         with h5safe.library_errors_as_corrupt(label):
             if legacy_h5.looks_like(f):

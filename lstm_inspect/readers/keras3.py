@@ -118,29 +118,37 @@ def read_archive(path: str, label: str) -> ModelFile:
 
 
 def read_directory(path: str, label: str) -> ModelFile:
+    """A Keras model saved as a directory. Its members are opened as regular files only, never through a symbolic
+    link (a config.json linked to /etc/passwd or /dev/zero is refused), each checked and read through one handle."""
+    from . import safe_open
+
     def read_text(name: str) -> bytes | None:
         member = os.path.join(path, name)
-        if not os.path.isfile(member):
+        if not os.path.lexists(member):
             return None
-        if os.path.getsize(member) > h5safe.MAX_ATTRIBUTE_BYTES:
-            raise CorruptFile(f"{name} is larger than {h5safe.MAX_ATTRIBUTE_BYTES:,} bytes", label)
-        with open(member, "rb") as handle:
-            return handle.read()
+        return safe_open.read_bounded(member, label, h5safe.MAX_ATTRIBUTE_BYTES, follow=False)
 
     config = read_text("config.json")
     if config is None:
         raise UnsupportedFile("directory has no config.json: not a saved Keras model", label)
+    metadata = read_text("metadata.json")
     weights_path = os.path.join(path, WEIGHTS_MEMBER)
-    if os.path.islink(weights_path) or not os.path.isfile(weights_path):
-        raise CorruptFile(f"model directory has no {WEIGHTS_MEMBER} (or it is a link)", label)
-    weights = h5safe.open_file(weights_path, label)
+    if not os.path.lexists(weights_path):
+        raise CorruptFile(f"model directory has no {WEIGHTS_MEMBER}", label)
+    fd = safe_open.open_regular(weights_path, label, follow=False)
+    try:
+        weights = h5safe.open_file(safe_open.handle_path(fd, weights_path), label)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         with h5safe.library_errors_as_corrupt(label):
-            model = _read(config, read_text("metadata.json"), Node([weights], label), "keras-dir", label)
+            model = _read(config, metadata, Node([weights], label), "keras-dir", label)
     except BaseException:
         weights.close()
+        os.close(fd)
         raise
-    model._closers.append(weights.close)
+    model._closers.extend([lambda: os.close(fd), weights.close])  # closed in reverse: the handle last
     return model
 
 
@@ -203,7 +211,8 @@ def read_sharded(path: str, index: dict[str, Any], label: str) -> ModelFile:
 def _weights_model(root: Node, kind: str, label: str) -> ModelFile:
     model = ModelFile(path=label, kind=kind, root=Layer(name="model", class_name="Model", path=()), has_config=False)
     with h5safe.library_errors_as_corrupt(label):
-        model.root.children = [_layer_from_group(g, name, (), label) for name, g in _sub_layers(root, label)]
+        walk = _Walk(label)
+        model.root.children = [_layer_from_group(g, name, (), label, walk) for name, g in _sub_layers(root, label)]
     model.warnings.append("weights-only file: no model config, so layer classes are inferred from the file's structure")
     return model
 
@@ -350,28 +359,53 @@ _KNOWN_CLASSES = {
 }
 
 
-def _layer_from_group(group: Node, key: str, parent: tuple[str, ...], label: str) -> Layer:
+#: A weights file without config is walked group by group; no real model has anywhere near this many layers.
+MAX_WALKED_GROUPS = 100_000
+
+
+class _Walk:
+    """The groups a structure walk entered, by HDF5 object identity (file and object address): each is entered at
+    most once, so a hard link back to an ancestor (a cycle) or a lattice of links (2**40 paths through 40 groups)
+    is refused in one line instead of recursing without end, and at most MAX_WALKED_GROUPS are entered in all."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.seen: set[tuple[Any, ...]] = set()
+
+    def enter(self, group: Node) -> None:
+        identity = tuple(g.id for g in group.groups)
+        if identity in self.seen:
+            raise CorruptFile(f"{group.name} is linked from two places (a hard-link cycle or shared group); a Keras "
+                              "weights file is a tree", self.label)
+        self.seen.add(identity)
+        if len(self.seen) > MAX_WALKED_GROUPS:
+            raise UnsafeFile(f"more than {MAX_WALKED_GROUPS:,} layer groups; refusing to walk further", self.label)
+
+
+def _layer_from_group(group: Node, key: str, parent: tuple[str, ...], label: str, walk: _Walk | None = None) -> Layer:
+    walk = walk or _Walk(label)
+    walk.enter(group)
     name = _vars_name(group, label) or key
     class_name = _class_from_key(key)
     layer = Layer(name=name, class_name=class_name, path=parent + (name,), inferred=True)
     if group.has(_FORWARD) and group.has(_BACKWARD):
         layer.class_name = "Bidirectional"
-        layer.children = [_layer_from_group(group.child(a), a, layer.path, label)
+        layer.children = [_layer_from_group(group.child(a), a, layer.path, label, walk)
                           for a in (_FORWARD, _BACKWARD)]
     elif class_name == "RNN" and group.has(_CELL):  # RNN(cell), keyed rnn[_n]: the arrays are the cell's
         layer.class_name = "RNN"
-        layer.children = [_layer_from_group(group.child(_CELL), _CELL, layer.path, label)]
+        layer.children = [_layer_from_group(group.child(_CELL), _CELL, layer.path, label, walk)]
     elif group.has("cells"):  # StackedRNNCells: cells/lstm_cell, cells/lstm_cell_1, ...
         layer.class_name = "StackedRNNCells"
         cells = group.child("cells")
-        layer.children = [_layer_from_group(g, k, layer.path, label) for k, g in cells.members()]
+        layer.children = [_layer_from_group(g, k, layer.path, label, walk) for k, g in cells.members()]
     elif group.has(_WRAPPED) and not group.has("layers"):
         layer.class_name = "TimeDistributed" if class_name == "Unknown" else class_name
-        layer.children = [_layer_from_group(group.child(_WRAPPED), _WRAPPED, layer.path, label)]
+        layer.children = [_layer_from_group(group.child(_WRAPPED), _WRAPPED, layer.path, label, walk)]
     elif _sub_layers(group, label):
         if layer.class_name not in CONTAINER_CLASSES:
             layer.class_name = "Functional" if class_name == "Unknown" else class_name
-        layer.children = [_layer_from_group(g, k, layer.path, label) for k, g in _sub_layers(group, label)]
+        layer.children = [_layer_from_group(g, k, layer.path, label, walk) for k, g in _sub_layers(group, label)]
     else:
         if layer.class_name == "Unknown":  # a wrapped layer is keyed by attribute; its own name may tell
             layer.class_name = _class_from_key(re.sub(r"^(forward|backward)_", "", name))

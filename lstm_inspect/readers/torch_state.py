@@ -30,20 +30,21 @@ def build_model(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[s
     model = ModelFile(path=path, kind=kind, root=root, has_config=False)
     groups: dict[str, dict[tuple[int, bool], dict[str, Tensor]]] = {}
     others: dict[str, list[Tensor]] = {}
-    order: list[tuple[str, str]] = []  # (kind, prefix) in first-seen order
+    # (kind, prefix) in first-seen order; dicts and sets keep this linear (a list here was quadratic: 40,000
+    # one-tensor prefixes took minutes)
+    order: dict[tuple[str, str], None] = {}
     for tensor in tensors:
         match = _RNN_PARAM.match(tensor.name)
         if match:
             prefix = match["prefix"] or ""
             slot = groups.setdefault(prefix, {}).setdefault((int(match["k"]), bool(match["rev"])), {})
             slot[match["role"]] = tensor
-            if ("rnn", prefix) not in order:
-                order.append(("rnn", prefix))
+            order.setdefault(("rnn", prefix))
         else:
             prefix, _, _ = tensor.name.rpartition(".")
             others.setdefault(prefix, []).append(tensor)
-            if ("other", prefix) not in order:
-                order.append(("other", prefix))
+            order.setdefault(("other", prefix))
+    listed_groups: set[str] = set()
     for what, prefix in order:
         if what == "rnn":
             module = _rnn_module(prefix, groups[prefix], model.warnings)
@@ -54,7 +55,8 @@ def build_model(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[s
             listed = others.setdefault(prefix, [])
             listed.extend(t for slot in groups[prefix].values() for t in slot.values())
         name = prefix or "(top level)"
-        if prefix in others and not any(c.name == name and c.class_name == "parameters" for c in root.children):
+        if prefix in others and name not in listed_groups:
+            listed_groups.add(name)
             for t in others[prefix]:
                 t.name = t.name[len(prefix) + 1:] if prefix else t.name
             root.children.append(Layer(name=name, class_name="parameters", path=(name,), weights=others[prefix]))
