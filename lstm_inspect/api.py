@@ -142,21 +142,3 @@ def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = 
 
     with open_model(path) as model:
         return run_explain(model, layers)
-
-
-def report(path: str | os.PathLike[str], output: str | os.PathLike[str], inputs: Any = None,
-           layers: tuple[str, ...] | list[str] = (), seed: int = 0, input_label: str | None = None) -> dict[str, Any]:
-    """Write the HTML report of `lstm-inspect report`: one self-contained page (no network, no script) with every
-    recurrent layer's gate heatmaps, histograms, bias profiles, norms and spectra, the check findings, and gate
-    activations over time from a traced forward pass on `inputs` (a seeded random input when None).
-    Returns ``{"output", "bytes", "layers", "blocks", "traces"}``."""
-    from .render.figure_data import collect
-    from .render.html_report import report_page
-
-    figures = collect(os.fspath(path), layers, inputs, seed, input_label)
-    page = report_page(figures).encode("utf-8")
-    with open(output, "wb") as handle:
-        handle.write(page)
-    return {"output": os.fspath(output), "bytes": len(page), "layers": [f.path for f in figures.layers],
-            "blocks": [b.key for f in figures.layers for b in f.blocks],
-            "traces": [t.key for f in figures.layers for t in f.traces]}

@@ -19,11 +19,11 @@ def report_command(model: str, output: str, input_path: str | None, seed: int, l
     """Write one self-contained HTML page about MODEL: layer tree, check findings, and per recurrent layer a
     heatmap of every gate block, histograms, bias profiles, norms, singular values and gate activations over
     time. Opens offline; loads nothing and runs no script."""
-    from ..api import report
+    from ..render.html_report import write_report
     from .commands_forward import _load_inputs
 
     inputs = _load_inputs(input_path) if input_path else None
     label = os.path.basename(input_path) if input_path else None
-    done = isolated(report, model, output, inputs, layers, seed, label, label=model)
+    done = isolated(write_report, model, output, inputs, layers, seed, label, label=model)
     click.echo(f"wrote {output} ({done['bytes'] / 1e6:.2f} MB: {len(done['layers'])} recurrent layers, "
                f"{len(done['blocks'])} gate blocks, {len(done['traces'])} activation maps)", err=True)

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from html import escape
 from typing import Any, Iterable
 
 import numpy as np
 
 from .. import __version__
-from .figure_data import SATURATION_HIGH, SATURATION_LOW, BlockFigure, LayerFigures, ModelFigures, TraceFigure
+from .figure_data import (
+    SATURATION_HIGH,
+    SATURATION_LOW,
+    BlockFigure,
+    LayerFigures,
+    ModelFigures,
+    TraceFigure,
+    collect,
+)
 from .png import DIVERGING, SEQUENTIAL, colour_bar, colourise, encode_png
 from .svg import GATE_COLOURS, histogram_chart, line_chart, number, saturation_chart
 
@@ -346,3 +355,19 @@ def _scale_bar(low: float, high: float, anchors: tuple[str, ...]) -> str:
 
 def _scale_legend(low: float, high: float, anchors: tuple[str, ...], text: str) -> str:
     return f"<div class=\"li-legend\"><div>{_scale_bar(low, high, anchors)}</div><div>{_t(text)}</div></div>"
+
+
+def write_report(path: str | os.PathLike[str], output: str | os.PathLike[str], inputs: Any = None,
+                 layers: tuple[str, ...] | list[str] = (), seed: int = 0,
+                 input_label: str | None = None) -> dict[str, Any]:
+    """Write the HTML report of `lstm-inspect report`: one self-contained page (no network, no script) with every
+    recurrent layer's gate heatmaps, histograms, bias profiles, norms and spectra, the check findings, and gate
+    activations over time from a traced forward pass on `inputs` (a seeded random input when None).
+    Returns ``{"output", "bytes", "layers", "blocks", "traces"}``."""
+    figures = collect(os.fspath(path), layers, inputs, seed, input_label)
+    page = report_page(figures).encode("utf-8")
+    with open(output, "wb") as handle:
+        handle.write(page)
+    return {"output": os.fspath(output), "bytes": len(page), "layers": [f.path for f in figures.layers],
+            "blocks": [b.key for f in figures.layers for b in f.blocks],
+            "traces": [t.key for f in figures.layers for t in f.traces]}
