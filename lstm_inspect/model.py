@@ -222,6 +222,7 @@ FILE_KINDS = {
     "onnx": "ONNX model",
     "tf1-checkpoint": "TensorFlow checkpoint (.index + .data-*; TF1 cells recognised), read without TensorFlow",
     "tf2-checkpoint": "TensorFlow 2 object-based checkpoint (save_weights without .h5, tf.train.Checkpoint)",
+    "tflite": "TFLite flatbuffer (TFLiteConverter; fused sequence LSTM / RNN ops, int8 / float16 weights dequantized)",
     "tf-savedmodel": "TensorFlow SavedModel directory (tf-keras model.save(save_format='tf'), Keras 3 model.export)",
 }
 

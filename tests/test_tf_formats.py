@@ -84,7 +84,7 @@ def test_every_array_equals_the_writers(name):
 @pytest.mark.parametrize("name", ["tfk_stack_ckpt", "tfk_stack_sm", "tfk_stack_tfckpt"])
 def test_training_state_is_listed_apart(name):
     with open_model(HERE / name) as model:
-        note = next(w for w in model.warnings if "training-state" in w)
+        note = next(w for w in model.warnings if w.startswith("training state listed apart"))
         assert "Adam/m/lstm/lstm_cell/kernel" in note
         sources = [t.source for layer in model.layers for t in layer.weights]
         assert not any("optimizer" in s or "save_counter" in s or "keras_api" in s for s in sources)
@@ -217,3 +217,18 @@ def test_tensorflow_reads_what_we_read():
             for layer in model.layers:
                 for tensor in layer.weights:
                     np.testing.assert_array_equal(tensor.read(), reader.get_tensor(tensor.source))
+
+
+def test_verify_savedmodel_against_tf_keras():
+    """tf-keras loads its own SavedModel (keras_metadata.pb + variables) and runs it: every layer matches."""
+    result = run_cli("verify", HERE / "tfk_stack_sm")
+    assert result.exit_code == 0, result.output
+    assert "7 outputs match tf_keras" in result.output, result.output
+
+
+def test_check_walk_finds_savedmodels_and_tflite(tmp_path):
+    shutil.copytree(HERE / "tfk_stack_sm", tmp_path / "models" / "sm")
+    shutil.copy(HERE / "tfl_lstm.tflite", tmp_path / "models" / "m.tflite")
+    result = run_cli("check", tmp_path / "models", "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    assert '"tf-savedmodel"' in result.output and '"tflite"' in result.output

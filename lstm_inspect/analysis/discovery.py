@@ -7,7 +7,7 @@ from typing import Iterable
 #: What a directory walk picks up: Keras files and the other model formats lstm-inspect reads. Array files
 #: (.npz) and checkpoints (.index) are checked only when named (or globbed): directories hold many that are not
 #: models (input data, TF2 SavedModel variables).
-MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth")
+MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth", ".tflite")
 
 
 def _walk_picks(name: str, siblings: set[str]) -> bool:

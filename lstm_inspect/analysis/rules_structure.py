@@ -14,7 +14,7 @@ def rule_config_mismatch(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         for warning in split.warnings:
             yield finding(o, "config-mismatch", split.layer, None, warning.split(": ", 1)[-1])
     for warning in view.model.warnings:
-        if warning.startswith("weights-only file"):
+        if warning.startswith(("weights-only file", "training state listed apart", "dequantized")):
             continue  # a note about the file kind, not a disagreement
         yield finding(o, "config-mismatch", "", None, warning)
 

@@ -54,7 +54,10 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
     if not head:
         raise CorruptFile("file is empty", label)
 
-    from . import archive, h5safe
+    from . import archive, h5safe, tflite_file
+
+    if tflite_file.looks_like(head + _more(label, head)):
+        return tflite_file.read(label, label)
 
     if h5safe.is_hdf5(head):
         return _open_hdf5(source, label)
@@ -80,7 +83,7 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
 
         return onnx_file.read(source, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
-    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX or a TensorFlow checkpoint)" + hint,
+    raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX, TFLite or a TensorFlow checkpoint)" + hint,
                           label)
 
 
@@ -98,6 +101,13 @@ def _open_torch(source: str, label: str, legacy: bool) -> ModelFile:
         except ImportError:
             raise refused from None
         return torch_state.read_torch_file(source, label)
+
+
+def _more(label: str, head: bytes) -> bytes:
+    """Bytes 9–15 of the file (the TFLite identifier sits at 4–8, past the 9 read for the other signatures)."""
+    with open(label, "rb") as handle:
+        handle.seek(len(head))
+        return handle.read(8)
 
 
 def _open_bundle(prefix: str, label: str) -> ModelFile:

@@ -89,8 +89,8 @@ def read(prefix: str, label: str, bundle: tf_bundle.Bundle) -> ModelFile:
     model.root.children = layers_of(bundle, variables(bundle, label), model, label)
     if not model.root.children:
         raise UnsupportedFile("the TF2 checkpoint holds no weights (only training state)", label)
-    model.warnings.append("TF2 checkpoint: no model config, so layer classes are inferred from the variables' "
-                          "names and shapes")
+    model.warnings.append("weights-only file: a TF2 checkpoint holds no model config, so layer classes are inferred "
+                          "from the variables' names and shapes")
     return model
 
 
@@ -128,8 +128,8 @@ def weight_groups(bundle: tf_bundle.Bundle, found: list[Variable],
         groups.setdefault(name.split("/", 1)[0], []).append((name, tensor))
     if state:
         shown = ", ".join(v.full_name or v.path for v in state[:3])
-        model.warnings.append(f"{len(state)} training-state variable(s) (optimizer slots and counters, save_counter, "
-                              f"metrics, seed generators) listed apart, not as weights: {shown}"
+        model.warnings.append(f"training state listed apart, not as weights: {len(state)} variable(s) (optimizer "
+                              f"slots and counters, save_counter, metrics, seed generators): {shown}"
                               + (", ..." if len(state) > 3 else ""))
     if skipped:
         model.warnings.append(f"{len(skipped)} variable(s) not read as arrays: {', '.join(skipped[:3])}"

@@ -102,6 +102,6 @@ def read(path: str, label: str) -> ModelFile:
         _attach(model, groups)
     else:
         model.root.children = [layers_from_weights(name, named) for name, named in groups.items()]
-        model.warnings.append("SavedModel without keras_metadata.pb (Keras 3 model.export, or not Keras): layer "
-                              "classes are inferred from the variables' names and shapes")
+        model.warnings.append("weights-only file: a SavedModel without keras_metadata.pb (Keras 3 model.export, or "
+                              "not Keras), so layer classes are inferred from the variables' names and shapes")
     return model

@@ -122,7 +122,8 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     with open_model(label) as model:
         if native_forward.handles(model):
             return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity)
-        if model.kind not in KERAS_KINDS:
+        savedmodel = model.kind == "tf-savedmodel" and model.has_config  # tf-keras loads its own SavedModels
+        if model.kind not in KERAS_KINDS and not savedmodel:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
                                "; nor does it hold a PyTorch / ONNX / TF1 recurrent module to run with its own "
                                "framework", label)
