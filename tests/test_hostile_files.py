@@ -132,3 +132,27 @@ def test_forty_thousand_one_tensor_modules_read_in_linear_time(tmp_path):
     with open_model(path) as model:
         assert len(model.layers) == 40_000
     assert time.monotonic() - started < 30
+
+
+def test_check_never_follows_a_symlink_out_of_the_tree(tmp_path):
+    """A walked directory holding links to a model outside it, to /etc/passwd and to a model directory outside
+    it: none is read (each named in a note); a link that stays inside the tree is checked."""
+    import json
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(FIXTURES / "k3_lstm_init.keras", outside / "elsewhere.keras")
+    shutil.copytree(FIXTURES / "k3_nested_dir", outside / "model_dir")
+    root = tmp_path / "repo"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(FIXTURES / "k3_lstm_init.keras", root / "sub" / "good.keras")
+    (root / "out.keras").symlink_to(outside / "elsewhere.keras")
+    (root / "passwd.h5").symlink_to("/etc/passwd")
+    (root / "linked_dir").symlink_to(outside / "model_dir")
+    (root / "inside.keras").symlink_to(root / "sub" / "good.keras")
+    result = run("check", root, "--format", "json")
+    assert result.exit_code == 0, result.output
+    checked = sorted(Path(f["file"]).name for f in json.loads(result.stdout)["files"])
+    assert checked == ["good.keras", "inside.keras"]
+    for name in ("out.keras", "passwd.h5", "linked_dir"):
+        assert f"{name}: a symbolic link out of" in result.stderr

@@ -218,3 +218,13 @@ def test_visible_escapes_every_active_character():
         assert_inert(shown, "visible")
         assert "\n" not in shown and "\r" not in shown
     assert visible("a\x1b[2J\n\t\ud800\u202e") == "a\\x1b[2J\\n\\t\\ud800\\u202e"
+
+
+def test_html_report_is_inert(hostile, tmp_path):
+    name, path = hostile
+    out = tmp_path / "report.html"
+    result = run("report", path, "-o", out)
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert_inert(page.replace("\n", ""), "html")
+    assert "<script" not in page

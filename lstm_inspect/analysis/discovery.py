@@ -33,9 +33,19 @@ def is_model_directory(path: str) -> bool:
             and any(os.path.isfile(os.path.join(path, w)) for w in ("model.weights.h5", "model.weights.npz")))
 
 
+def _leaves(root: str, path: str) -> bool:
+    """True when `path` is a symbolic link whose target lies outside the directory `root` being walked."""
+    if not os.path.islink(path):
+        return False
+    inside = os.path.realpath(root)
+    target = os.path.realpath(path)
+    return os.path.commonpath([inside, target]) != inside
+
+
 def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
     """The model files that `paths` (files, directories, globs) name, in a stable order, and notes about paths
-    that named nothing. A path that does not exist is returned as is, so checking it reports it as unreadable."""
+    that named nothing. A path that does not exist is returned as is, so checking it reports it as unreadable.
+    A directory walk never follows a symbolic link out of the directory it was given (a note names each one)."""
     import glob
 
     found: list[str] = []
@@ -51,13 +61,22 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
                 keep = []
                 for d in dirs:
                     full = os.path.join(root, d)
-                    if is_model_directory(full):
+                    if _leaves(path, full):
+                        notes.append(f"{full}: a symbolic link out of {path}; not followed")
+                    elif is_model_directory(full):
                         found.append(full)
                     elif not d.startswith("."):
                         keep.append(d)
                 dirs[:] = keep
                 names = set(files)
-                found.extend(os.path.join(root, f) for f in sorted(files) if _walk_picks(f, names))
+                for f in sorted(files):
+                    if not _walk_picks(f, names):
+                        continue
+                    full = os.path.join(root, f)
+                    if _leaves(path, full):
+                        notes.append(f"{full}: a symbolic link out of {path}; not followed")
+                    else:
+                        found.append(full)
             if len(found) == before:
                 notes.append(f"{path}: no model files ({', '.join(MODEL_EXTENSIONS)}, .weights.json, Keras model "
                              "directories) below it")

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import __version__
+from ..text_safety import visible
 from .figure_data import (
     SATURATION_HIGH,
     SATURATION_LOW,
@@ -70,13 +71,14 @@ width:fit-content;max-width:100%}
 
 
 def _t(value: Any) -> str:
-    """Text from anywhere (the file included), escaped for element content."""
-    return escape(str(value), quote=False)
+    """Text from anywhere (the file included), escaped for element content, its control characters and lone
+    surrogates shown (`text_safety.visible`)."""
+    return escape(visible(value), quote=False)
 
 
 def _a(value: Any) -> str:
     """An attribute value, escaped for use between double quotes."""
-    return escape(str(value), quote=True)
+    return escape(visible(value), quote=True)
 
 
 def _data_uri(png: bytes) -> str:
