@@ -88,7 +88,9 @@ def test_check_gives_fifo_and_device_their_own_verdicts(tmp_path):
     files = {Path(f["file"]).name: f for f in json.loads(result.stdout)["files"]}
     assert files["good.keras"]["status"] == "pass"
     assert "not a regular file (a FIFO)" in files["fifo.h5"]["error"]
-    assert "not a regular file (a device)" in files["zero.h5"]["error"]
+    assert "zero.h5" not in files and "zero.h5: a symbolic link out of" in result.stderr  # /dev is outside
+    named = json.loads(run("check", root / "zero.h5", "--format", "json").stdout)["files"][0]  # named: followed
+    assert "not a regular file (a device)" in named["error"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
