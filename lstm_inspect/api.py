@@ -122,17 +122,18 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
            rtol: float | None = None, atol: float | None = None, seed: int = 0,
            layers: tuple[str, ...] | list[str] = (), forget_bias: float | None = None,
-           nonlinearity: str | None = None) -> "Any":
+           nonlinearity: str | None = None, progress: "Any" = None) -> "Any":
     """Compare `forward` with Keras on the same inputs (random ones fitting the model when not given); PyTorch,
     ONNX and TF1 files: each recurrent module with torch, onnxruntime or TensorFlow (`run.verify_native`).
 
     Returns a `run.verify_keras.VerifyResult` (``.ok``, ``.diffs`` per output with max abs/rel difference). Needs the
-    reference package (``pip install 'lstm-inspect[keras]'``); raises an InspectError without it."""
+    reference package (``pip install 'lstm-inspect[keras]'``); raises an InspectError without it. `progress`, if
+    given, is called with a short description of each step (which layer, which reference) as it starts."""
     from .run.verify_keras import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
 
     return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
                       rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol,
-                      layers=tuple(layers), forget_bias=forget_bias, nonlinearity=nonlinearity)
+                      layers=tuple(layers), forget_bias=forget_bias, nonlinearity=nonlinearity, progress=progress)
 
 
 def explain(path: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = ()) -> "Any":

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import gates
 from .errors import InspectError
+from .output_paths import ARRAYS, NPZ, checked_output
 from .gates import conversion
 from .model import Layer, ModelFile, select_layers
 
@@ -69,8 +70,9 @@ def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike[str],
                  metadata: dict[str, str] | None = None) -> None:
     """Write to ``.safetensors`` (needs the optional ``safetensors`` package; `metadata` goes into its header)
     or, for any other name, ``.npz`` (`metadata` as its ``__metadata__`` entry, except in the torch layout, whose
-    keys must be exactly a state dict's)."""
-    if not os.fspath(path).endswith(".safetensors"):
+    keys must be exactly a state dict's). The file is exactly `path`, which must end in one of those."""
+    path = checked_output(path, ARRAYS)
+    if not path.lower().endswith(".safetensors"):
         if metadata and metadata.get("layout") != "torch":
             from .readers.npz_file import METADATA_KEY, metadata_array
 
@@ -90,9 +92,12 @@ def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike[str],
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """An .npz at exactly `path` (which must end in .npz)."""
+    path = checked_output(path, NPZ)
     if not arrays:
-        raise InspectError("nothing to export (no layer with weights matched)", os.fspath(path))
+        raise InspectError("nothing to export (no layer with weights matched)", path)
     try:
-        np.savez(path, **arrays)
+        with open(path, "wb") as handle:  # a file object: numpy adds no ".npz" to the name
+            np.savez(handle, **arrays)
     except OSError as exc:
         raise InspectError(f"cannot write: {exc.strerror or exc}", os.fspath(path)) from exc

@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .errors import InspectError
+
 #: The classes that hold other layers as a graph of their own.
 CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
@@ -228,7 +230,8 @@ FILE_KINDS = {
 
 
 def select_layers(model: ModelFile, patterns: tuple[str, ...] | list[str] = ()) -> list[Layer]:
-    """Layers whose path contains any of `patterns` (all layers when none), with their sub-layers."""
+    """Layers whose path contains any of `patterns` (all layers when none), with their sub-layers. Patterns that
+    match nothing are an InspectError listing the file's layer paths (`no_layer_matches`)."""
     if not patterns:
         return model.layers
     chosen: dict[int, Layer] = {}
@@ -236,4 +239,25 @@ def select_layers(model: ModelFile, patterns: tuple[str, ...] | list[str] = ()) 
         if any(p in layer.key for p in patterns):
             for sub in layer.walk():
                 chosen.setdefault(id(sub), sub)
+    if not chosen:
+        raise no_layer_matches(patterns, [layer.key for layer in model.layers], model.path)
     return [layer for layer in model.layers if id(layer) in chosen]
+
+
+def no_layer_matches(patterns: tuple[str, ...] | list[str], paths: list[str], file: str,
+                     what: str = "layer paths") -> InspectError:
+    """The one error of every command whose --layer matches nothing: the file's `paths`, closest first."""
+    import difflib
+
+    def closeness(path: str) -> float:
+        return max(difflib.SequenceMatcher(None, p.lower(), path.lower()).ratio() for p in patterns)
+
+    ranked = sorted(dict.fromkeys(p for p in paths if p), key=closeness, reverse=True)
+    shown = ", ".join(ranked[:_LISTED_PATHS]) + (f", ... ({len(ranked) - _LISTED_PATHS} more)"
+                                                   if len(ranked) > _LISTED_PATHS else "")
+    return InspectError(f"--layer {', '.join(patterns)} matches nothing; the {what} are (closest first): "
+                        f"{shown or '(none)'}", file)
+
+
+#: How many layer paths a no-match error lists.
+_LISTED_PATHS = 30

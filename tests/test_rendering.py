@@ -191,29 +191,34 @@ def test_color_never_always_and_no_color():
 # --- a real terminal --------------------------------------------------------------------------------------------
 
 
-def _tmux_screen(command: str, width: int = 80) -> str:
-    """Run `command` in a fresh tmux session `width` columns wide; the screen (and its scroll-back), with lines the
-    terminal wrapped joined back (-J), so a line wider than the terminal shows as one long line."""
+def _tmux_session(command: str, width: int = 80, watch: str | None = None) -> tuple[list[str], str]:
+    """Run `command` in a fresh tmux session `width` columns wide. Returns what matched the regex `watch` on the
+    screen while it ran, and the final screen (with its scroll-back) from the command's first line of output to its
+    last, lines the terminal wrapped joined back (-J) so that a line wider than the terminal shows as one."""
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (apt-get install -y tmux; .ci/run does it)")
     socket, session = f"lstm-inspect-test-{uuid.uuid4().hex[:8]}", "render"
-    # The echoed words are written split ("__DO""NE__") so the typed command line never matches them.
+    # The echoed words are typed split ("__DO""NE__") so that the command line itself never matches them.
     start_marker, marker = "__START__", "__DONE__"
     tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", str(width), "-y", "50", "bash --norc --noprofile"],
-                   check=True, env=env)
+    seen: list[str] = []
+    subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", str(width), "-y", "50",
+                           "bash --norc --noprofile"], check=True, env=env)
     try:
         subprocess.run(tmux + ["set-option", "-t", session, "history-limit", "5000"], check=True)
-        subprocess.run(tmux + ["send-keys", "-t", session, f'clear; echo __ST""ART__; {command}; echo __DO""NE__$?', "Enter"], check=True)
-        deadline = time.monotonic() + 120
+        subprocess.run(tmux + ["send-keys", "-t", session, f'clear; echo __ST""ART__; {command}; echo __DO""NE__$?',
+                               "Enter"], check=True)
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             screen = subprocess.run(tmux + ["capture-pane", "-p", "-J", "-S", "-5000", "-t", session],
                                     capture_output=True, text=True, check=True).stdout
+            if watch:
+                seen += [m.group(0) for m in re.finditer(watch, screen)]
             if re.search(rf"^{marker}\d+", screen, re.M):
                 break
-            time.sleep(0.3)
+            time.sleep(0.2)
         else:
             pytest.fail(f"{command} did not finish in the terminal:\n{screen}")
     finally:
@@ -221,8 +226,12 @@ def _tmux_screen(command: str, width: int = 80) -> str:
     lines = screen.splitlines()
     start = next(i for i, line in enumerate(lines) if line == start_marker) + 1
     end = next(i for i, line in enumerate(lines) if line.startswith(marker))
-    assert lines[end] == f"{marker}0", lines[end]
-    return "\n".join(lines[start:end])
+    assert lines[end] == f"{marker}0", "\n".join(lines)
+    return seen, "\n".join(lines[start:end])
+
+
+def _tmux_screen(command: str, width: int = 80) -> str:
+    return _tmux_session(command, width)[1]
 
 
 def _cli(args: str) -> str:

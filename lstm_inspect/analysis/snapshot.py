@@ -75,7 +75,15 @@ def snapshot(model: ModelFile, layers: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def write(record: dict[str, Any], path: str) -> None:
-    with open(path, "w") as handle:
+    """The snapshot as JSON at exactly `path` (which must end in .json)."""
+    from ..output_paths import JSON, checked_output
+
+    path = checked_output(path, JSON)
+    try:
+        handle = open(path, "w")
+    except OSError as exc:
+        raise InspectError(f"cannot write: {exc.strerror or exc}", path) from exc
+    with handle:
         json.dump(record, handle, indent=2, allow_nan=False, default=_json_default)
         handle.write("\n")
 

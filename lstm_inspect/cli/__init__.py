@@ -62,7 +62,7 @@ class _Boundary(click.Group):
         except click.ClickException as exc:
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
-                hint = f" (see '{exc.ctx.command_path} --help')"
+                hint = f" (see '{' '.join(['lstm-inspect'] + exc.ctx.command_path.split()[1:])} --help')"
             click.echo(f"lstm-inspect: error: {exc.format_message().rstrip('.')}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:

@@ -12,6 +12,9 @@ from ..errors import ExitCode, InspectError
 from ..text_safety import dumps, visible
 
 FORMATS = ("human", "json", "junit", "github", "sarif")
+#: What `check -o` may be called in each format.
+OUTPUT_EXTENSIONS = {"human": (".txt", ".log"), "json": (".json",), "junit": (".xml",), "github": (".txt", ".log"),
+                     "sarif": (".sarif", ".json")}
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -108,11 +111,18 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     fmt = fmt or conf.get("format", "human")
     if fmt not in FORMATS:
         raise InspectError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}", conf_file)
+    if output:
+        from ..output_paths import checked_output
+
+        checked_output(output, OUTPUT_EXTENSIONS[fmt], f"a --format {fmt} report")  # refused before any file is checked
     jobs = jobs if jobs is not None else conf.get("jobs", 1)
     if jobs < 0:
         raise InspectError("--jobs must be 0 (one per CPU) or more")
     jobs = jobs or os.cpu_count() or 1
 
+    missing = [p for p in paths if not os.path.lexists(p) and not any(c in p for c in "*?[")]
+    if missing:  # a mistyped path is the command line's error, not a report about a file
+        raise InspectError("no such file or directory", missing[0])
     files, path_notes = discovery.discover(paths)
     notes += path_notes
     if not files:
@@ -132,7 +142,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         from ..render.check import render_check
 
         if output:
-            with open(output, "w") as handle:
+            with _open_output(output) as handle:
                 render_check(results, make_console(file=handle), options.strict, notes)
         else:
             render_check(results, make_console(), options.strict, notes)
@@ -143,12 +153,12 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
             click.echo(f"lstm-inspect: note: {visible(note)}", err=True)
         text = FORMATTERS[fmt](results, rule_ids, options.strict)
         if output:
-            with open(output, "w") as handle:
+            with _open_output(output) as handle:
                 handle.write(text)
         else:
             click.echo(text, nl=False)
-    for result in results:
-        if result.error and fmt != "human":
+    for result in results:  # the report has them too; stderr gets every error, one line each
+        if result.error:
             click.echo(f"lstm-inspect: error: {visible(result.path)}: {visible(result.error)}", err=True)
     sys.stdout.flush()
     code = check.exit_code(results)
@@ -160,6 +170,13 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
 #: How a file that hit a bug in lstm-inspect is reported: that file only, the others keep their verdicts, and the
 #: run ends with exit code 3.
 _BUG = "internal error (a bug in lstm-inspect, please report it): "
+
+
+def _open_output(path: str) -> Any:
+    try:
+        return open(path, "w")
+    except OSError as exc:
+        raise InspectError(f"cannot write: {exc.strerror or exc}", path) from exc
 
 
 def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str], None]) -> list[Any]:
@@ -220,6 +237,10 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
         with open_model(model) as opened:
             return snapshot.snapshot(opened, layers)
 
+    if output:
+        from ..output_paths import JSON, checked_output
+
+        checked_output(output, JSON)
     record = isolated(record_of, label=model)
     if output:
         snapshot.write(record, output)

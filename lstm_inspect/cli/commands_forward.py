@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -58,15 +59,21 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
     from ..api import forward
     from ..exporter import write_npz
 
+    from ..output_paths import NPZ, checked_output
+
+    checked_output(output, NPZ)  # refused before the run
     inputs = _load_inputs(input_path)
 
     def run_and_write() -> tuple[int, list[str]]:
         from ..run import native_forward
+        from ..model import select_layers
         from ..readers import open_model
 
         with open_model(model) as opened:
-            notes = native_forward.stated_defaults(opened, layers, forget_bias, nonlinearity) \
-                if native_forward.handles(opened) else []
+            native = native_forward.handles(opened)
+            notes = native_forward.stated_defaults(opened, layers, forget_bias, nonlinearity) if native else []
+            if not native:
+                select_layers(opened, layers)  # a --layer that matches nothing, before the inputs are checked
         result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64,
                          forget_bias=forget_bias, nonlinearity=nonlinearity)
         write_npz(result, output)
@@ -103,11 +110,14 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
     from ..api import verify
     from ..run.verify_keras import DEFAULT_ATOL, DEFAULT_RTOL, to_dict
 
+    from ..render.forward_views import verify_progress
+
     inputs = _load_inputs(input_path) if input_path else None
-    result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
-                    rtol=DEFAULT_RTOL if rtol is None else rtol,
-                    atol=DEFAULT_ATOL if atol is None else atol, layers=layers, forget_bias=forget_bias,
-                    nonlinearity=nonlinearity)
+    with verify_progress(enabled=sys.stderr.isatty()) as progress:
+        result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
+                        rtol=DEFAULT_RTOL if rtol is None else rtol,
+                        atol=DEFAULT_ATOL if atol is None else atol, layers=layers, forget_bias=forget_bias,
+                        nonlinearity=nonlinearity, progress=progress)
     if as_json:
         click.echo(dumps(to_dict(result)))
     else:

@@ -47,6 +47,9 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
     layout."""
     from ..api import export, export_layout
 
+    from ..output_paths import ARRAYS, checked_output
+
+    checked_output(output, ARRAYS)  # refused before any reading
     if merge_stacked and layout != "torch":
         raise click.UsageError("--merge-stacked only applies to --layout torch (one torch module, several layers)")
     if layout == "keras" and not fused:

@@ -1,7 +1,9 @@
 """Human-readable output of `verify` and `explain` with rich."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import os
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from rich.console import Console, Group
 from rich.cells import cell_len
@@ -18,6 +20,21 @@ if TYPE_CHECKING:
 
 def _sci(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.2e}"
+
+
+@contextlib.contextmanager
+def verify_progress(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner on the terminal naming what `verify` runs now (on a copy of stderr, which stays usable while the
+    reference framework's own stderr is silenced); yields the callback, a no-op when not `enabled`."""
+    if not enabled:
+        yield lambda message: None
+        return
+    from .text import make_console
+
+    with os.fdopen(os.dup(2), "w") as terminal:
+        console = make_console(file=terminal)
+        with console.status("verify: starting") as status:
+            yield lambda message: status.update(Text(f"verify: {message}"))
 
 
 def render_verify(result: "VerifyResult", console: Console) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InspectError
-from ..model import Layer, ModelFile
+from ..model import Layer, ModelFile, no_layer_matches
 from .layer_ops import LAYER_FUNCS, MERGE_CLASSES, Value, as_list, combine_masks, merge
 from .recurrent import CELL_CLASSES, RECURRENT_CLASSES, RecurrentLayers
 
@@ -418,7 +418,7 @@ def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtyp
         matched = {layer.key for layer in model.layers if any(name in layer.key for name in layers)
                    and layer.class_name != "InputLayer"}
         if not matched:
-            raise InspectError(f"no layer matches {', '.join(layers)}", model.path)
+            raise no_layer_matches(layers, [layer.key for layer in model.layers], model.path)
         wanted = set(matched)
     state = _Run(model.keras_major, np.dtype(dtype), trace, wanted)
     finished = False

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import gates
 from ..errors import InspectError
-from ..model import Layer, ModelFile
+from ..model import Layer, ModelFile, no_layer_matches
 
 TORCH_DEFAULT_NONLINEARITY = "tanh"
 TF1_DEFAULT_FORGET_BIAS = 1.0
@@ -99,8 +99,7 @@ def select(model: ModelFile, patterns: tuple[str, ...] | list[str]) -> list[Laye
         return found
     chosen = [m for m in found if any(p in m.key for p in patterns)]
     if not chosen:
-        raise InspectError(f"--layer {', '.join(patterns)} matches no recurrent module; modules: "
-                           f"{', '.join(m.key for m in found)}", model.path)
+        raise no_layer_matches(patterns, [m.key for m in found], model.path, "recurrent modules")
     return chosen
 
 

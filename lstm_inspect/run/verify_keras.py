@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import InspectError
 from ..gates import CUDNN_CLASSES
-from ..model import FILE_KINDS, KERAS_KINDS, ModelFile
+from ..model import FILE_KINDS, KERAS_KINDS, ModelFile, no_layer_matches, select_layers
 from ..readers import open_model
 from . import native_forward
+from .quiet import one_line, silenced_stderr
 from .forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
@@ -114,14 +115,18 @@ def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: fl
 
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
            rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, seed: int = 0, layers: tuple[str, ...] = (),
-           forget_bias: float | None = None, nonlinearity: str | None = None) -> VerifyResult:
+           forget_bias: float | None = None, nonlinearity: str | None = None,
+           progress: Callable[[str], None] | None = None) -> VerifyResult:
     """Run the file with lstm-inspect's numpy pass and with Keras (or, for PyTorch / ONNX / TF1 files, with torch,
     onnxruntime or TensorFlow) on the same inputs and compare every layer (or the `layers` whose path contains one
-    of the patterns)."""
+    of the patterns). `progress` is told what runs now (which layer, which reference). The reference framework's
+    own start-up noise on stderr is silenced; when it fails, the error is one line."""
     label = os.fspath(path)
+    note = progress or (lambda message: None)
     with open_model(label) as model:
         if native_forward.handles(model):
-            return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity)
+            return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity,
+                                  note)
         savedmodel = model.kind == "tf-savedmodel" and model.has_config  # tf-keras loads its own SavedModels
         if model.kind not in KERAS_KINDS and not savedmodel:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
@@ -132,48 +137,63 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
                                "to compare against; verify the full model file (.keras or model.save('x.h5'))",
                                label)
         package = keras_package_for(model)
+        select_layers(model, layers)  # a --layer that matches nothing is refused before anything runs
         if inputs is None:
             inputs = make_inputs(model, batch, steps, seed)
         specs = input_specs(model)
         values = match_inputs(specs, inputs)
+        note(f"numpy: running {len(model.layers)} layers")
         ours = run(model, values)
         file_version = model.keras_version
         cudnn = [f"{layer.key} ({layer.class_name})" for layer in model.layers if layer.class_name in CUDNN_CLASSES]
     if importlib.util.find_spec(package) is None or importlib.util.find_spec("tensorflow") is None:
         raise KerasMissing(f"verify needs {'Keras 3' if package == 'keras' else 'tf-keras'} with TensorFlow to "
                            f"run this Keras {file_version or '?'} file; install it with: {INSTALL_HINT}", label)
+    note(f"importing {package} (with TensorFlow)")
     if cudnn and not _gpu_visible():
         raise InspectError(f"cannot verify {', '.join(cudnn)}: Keras runs the legacy cuDNN layers only on a GPU with "
                            "cuDNN and TensorFlow sees none here; `forward` runs them in numpy (an LSTM/GRU with "
                            "tanh/sigmoid, the two cuDNN biases summed; CuDNNGRU as reset_after=True)", label)
-    K = _import_keras(package)
     import warnings
 
-    with warnings.catch_warnings():
+    with silenced_stderr(), warnings.catch_warnings():
+        K = _import_keras(package)
         warnings.simplefilter("ignore")
-        result = _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol)
+        result = _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol, note)
     if layers:
         result.diffs = [d for d in result.diffs if any(p in d.key for p in layers)]
         if not result.diffs:
-            raise InspectError(f"--layer {', '.join(layers)} matches no layer output", label)
+            raise no_layer_matches(layers, list(ours), label, "layer outputs")
     return result
 
 
 def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: int, rtol: float, atol: float,
-                   layers: tuple[str, ...], forget_bias: float | None, nonlinearity: str | None) -> VerifyResult:
+                   layers: tuple[str, ...], forget_bias: float | None, nonlinearity: str | None,
+                   note: Callable[[str], None]) -> VerifyResult:
     """Each recurrent module of a PyTorch / ONNX / TF1 file run by `native_forward` and by its own framework."""
     from . import verify_native
 
-    package, version = verify_native.oracle_package(model)
     chosen = native_forward.select(model, layers)
+    note("importing the reference framework")
+    with silenced_stderr():
+        package, version = verify_native.oracle_package(model)
     xs = verify_native.inputs_per_module(model, chosen, inputs, batch, steps, seed)
     fb = native_forward.TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
     nl = nonlinearity or native_forward.TORCH_DEFAULT_NONLINEARITY
     ours: dict[str, np.ndarray] = {}
     theirs: dict[str, np.ndarray] = {}
-    for module in chosen:
+    for number, module in enumerate(chosen, 1):
+        note(f"{module.key} ({number}/{len(chosen)}): numpy")
         ours.update(native_forward.run_module(module, xs[module.key], np.float64, fb, nl))
-        theirs.update(verify_native.outputs(model, module, xs[module.key], fb, nl))
+        note(f"{module.key} ({number}/{len(chosen)}): {package} {version}")
+        try:
+            with silenced_stderr():
+                theirs.update(verify_native.outputs(model, module, xs[module.key], fb, nl))
+        except InspectError:
+            raise
+        except Exception as exc:  # the framework's own failure (an op this machine lacks, ...): one line
+            raise InspectError(f"{package} cannot run {module.key} on this machine: {one_line(exc)}",
+                               model.path) from exc
     result = VerifyResult(model.path, package, version, None, rtol, atol,
                           {key: tuple(x.shape) for key, x in xs.items()})
     result.diffs = compare(ours, theirs, rtol, atol)
@@ -182,7 +202,9 @@ def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: 
 
 
 def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], specs: list[InputSpec],
-               values: list[np.ndarray], file_version: str | None, rtol: float, atol: float) -> VerifyResult:
+               values: list[np.ndarray], file_version: str | None, rtol: float, atol: float,
+               note: Callable[[str], None]) -> VerifyResult:
+    note(f"{package} {K.__version__}: loading the model")
     try:
         if package == "keras":
             keras_model = K.saving.load_model(label, compile=False, safe_mode=True)
@@ -191,16 +213,48 @@ def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], sp
     except Exception as exc:  # Keras raises many kinds; report one line
         raise InspectError(f"{package} could not load the model: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300], label) from exc
-    theirs = keras_outputs(K, keras_model, values)
+    names = [key for key in ours if not key.startswith(OUTPUT_KEY)]
+    note(f"{package} {K.__version__}: running " + (", ".join(names) if len(names) <= 4 else f"{len(names)} layers"))
+    try:
+        theirs = keras_outputs(K, keras_model, values)
+    except InspectError:
+        raise
+    except Exception as exc:  # TensorFlow cannot run an op here (NCHW convolution on a CPU, ...): one line
+        layer = _layer_named_in(str(exc), keras_model)
+        what = f"layer {layer!r}" if layer else "this model"
+        raise InspectError(f"Keras cannot run {what} on this machine: {one_line(exc)}", label) from exc
     result = VerifyResult(label, package, str(K.__version__), file_version, rtol, atol,
                           {s.name: tuple(v.shape) for s, v in zip(specs, values)})
     result.diffs = compare(ours, theirs, rtol, atol)
     return result
 
 
+def _layer_named_in(message: str, keras_model: Any) -> str | None:
+    """The layer a Keras / TensorFlow error is about: named in it, or the owner of the class it was calling."""
+    import re
+
+    layers = _all_layers(keras_model)
+    calling = re.search(r"when calling ([\w]+)\.call\(\)", message)
+    for layer in reversed(layers):
+        classes = {type(layer).__name__, type(getattr(layer, "cell", None)).__name__}
+        if (calling and calling.group(1) in classes) or re.search(rf"\b{re.escape(layer.name)}\b", message):
+            return layer.name
+    return None
+
+
+def _all_layers(keras_model: Any) -> list[Any]:
+    """Every layer of a Keras model, nested ones too (to name the one an error is about)."""
+    found = []
+    for layer in getattr(keras_model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
+
+
 def _gpu_visible() -> bool:
     """Whether TensorFlow sees a GPU (so that Keras can run a CuDNNLSTM / CuDNNGRU)."""
-    _import_keras("tensorflow")
+    with silenced_stderr():
+        _import_keras("tensorflow")
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
