@@ -124,7 +124,7 @@ def test_export_gru_reset_after_keys(tmp_path):
 
 def test_export_nothing_matched_is_an_error(tmp_path):
     result = run("export", str(FIXTURES / "k2_classic.h5"), "-o", str(tmp_path / "x.npz"), "--layer", "nope")
-    assert result.exit_code == 2 and "nothing to export" in result.stderr
+    assert result.exit_code == 2 and "--layer nope matches nothing" in result.stderr
 
 
 def test_demo_inspects_the_bundled_example():

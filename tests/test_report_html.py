@@ -209,7 +209,7 @@ def test_layer_option_and_bad_input(tmp_path):
     keys = set(re.findall(r'data-block="([^"]+)"', page.read_text()))
     assert keys and all(k.startswith("lstm_b/") for k in keys)
     result = CliRunner().invoke(cli, ["report", str(FIXTURES / "k3_stacked.keras"), "-o", str(page), "--layer", "zz"])
-    assert result.exit_code == 2 and "no layer matched --layer" in result.output
+    assert result.exit_code == 2 and "--layer zz matches nothing" in result.output
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not a model")
     result = CliRunner().invoke(cli, ["report", str(bad), "-o", str(tmp_path / "x.html")])
