@@ -170,3 +170,100 @@ def test_hostile_shard_index(work, entries, keep, metadata):
     index["metadata"] = metadata
     (folder / "model.weights.json").write_text(json.dumps(index))
     outcome(folder / "model.weights.json", folder)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorFlow's own formats (tests/fixtures/tf_formats, written by TensorFlow): the tensor bundle (.index table and
+# .data shard), the protobuf wire decoder (object graph, SavedMetadata) and the TFLite flatbuffer reader.
+
+TF_FORMATS = Path(__file__).parent / "fixtures" / "tf_formats"
+TF_FUZZ = settings(FUZZ, max_examples=max(EXAMPLES // 10, 1))
+BUNDLES = ["tfk_stack_ckpt", "tf1_lstm.ckpt"]
+TFLITES = ["tfl_lstm.tflite", "tfl_lstm_int8.tflite"]
+
+
+def _mutate(data: bytes, flips, where: float, junk: bytes, keep: float) -> bytes:
+    out = bytearray(data)
+    for at, bit in flips:
+        out[int(at * len(out))] ^= 1 << bit
+    start = int(where * len(out))
+    out[start:start + len(junk)] = junk
+    return bytes(out[: max(1, int(keep * len(out)))]) if keep < 1 else bytes(out)
+
+
+mutations = dict(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), max_size=8),
+                 where=st.floats(0, 1, exclude_max=True), junk=st.binary(max_size=64),
+                 keep=st.one_of(st.just(1.0), st.floats(0, 1)))
+
+
+@TF_FUZZ
+@given(seed=st.sampled_from(BUNDLES), part=st.sampled_from(["index", "data-00000-of-00001"]), **mutations)
+def test_tf_bundle_mutations(work, seed, part, flips, where, junk, keep):
+    """A checkpoint whose index table or data shard is damaged: a report (CRCs caught it, or it missed the
+    tensors) or one line, every tensor read (inspect computes statistics)."""
+    folder = work / "bundle"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for name in ("index", "data-00000-of-00001"):
+        data = (TF_FORMATS / f"{seed}.{name}").read_bytes()
+        (folder / f"m.{name}").write_bytes(_mutate(data, flips, where, junk, keep) if name == part else data)
+    outcome(folder / "m", work)
+
+
+@TF_FUZZ
+@given(seed=st.sampled_from(TFLITES), **mutations)
+def test_tflite_mutations(work, seed, flips, where, junk, keep):
+    outcome(_mutant(work, seed, _mutate((TF_FORMATS / seed).read_bytes(), flips, where, junk, keep)), work)
+
+
+def _walk_proto(message, depth: int = 0) -> None:
+    """Decode every length-delimited field as a nested message, as deep as a schema could ask (bounded)."""
+    from lstm_inspect.readers.protowire import Message, ProtoError
+
+    if depth > 4:
+        return
+    for values in message.fields.values():
+        for value in values:
+            if isinstance(value, bytes):
+                try:
+                    _walk_proto(Message(value), depth + 1)
+                except ProtoError:
+                    pass
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))
+@given(data=st.one_of(st.binary(max_size=256), st.sampled_from(["graph", "metadata"]).flatmap(
+    lambda which: st.tuples(st.just(which), st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                                               st.integers(0, 7)), min_size=1, max_size=16)))))
+def test_protowire_and_object_graph(data):
+    """In-process (pure Python): random and mutated protobuf bytes — the TrackableObjectGraph of a real TF2
+    checkpoint, the SavedMetadata of a real SavedModel — decode or raise one ProtoError / InspectError."""
+    from lstm_inspect.readers import tf2_checkpoint, tf_bundle, tf_saved_model
+    from lstm_inspect.readers.protowire import Message, ProtoError
+
+    if isinstance(data, bytes):
+        try:
+            _walk_proto(Message(data))
+        except ProtoError:
+            pass
+        return
+    which, flips = data
+    if which == "graph":
+        bundle = tf_bundle.Bundle(str(TF_FORMATS / "tfk_stack_ckpt"), "fuzz")
+        (raw,) = bundle.read_strings(tf2_checkpoint.OBJECT_GRAPH_KEY)
+    else:
+        raw = (TF_FORMATS / "tfk_stack_sm" / "keras_metadata.pb").read_bytes()
+    mutated = bytearray(raw)
+    for at, bit in flips:
+        mutated[int(at * len(mutated))] ^= 1 << bit
+    try:
+        if which == "graph":
+            bundle.read_strings = lambda name: [bytes(mutated)]  # past the CRC, straight to the parser
+            tf2_checkpoint.variables(bundle, "fuzz")
+        else:
+            folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"fuzz-meta-{os.getpid()}"
+            folder.mkdir(exist_ok=True)
+            (folder / "keras_metadata.pb").write_bytes(bytes(mutated))
+            tf_saved_model.keras_metadata(str(folder), "fuzz")
+    except InspectError as exc:
+        assert "\n" not in str(exc)

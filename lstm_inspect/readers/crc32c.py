@@ -7,6 +7,8 @@ repeated squaring. TensorFlow stores CRCs *masked* (`mask`), so that a CRC of da
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
@@ -49,15 +51,23 @@ def _compose(a: list[int], b: list[int]) -> list[int]:
     return [_apply(a, column) for column in b]
 
 
+_POWERS: list[list[int]] = []  # _POWERS[k]: the shift by 2**k zero bytes, built on first use
+
+
+@functools.lru_cache(maxsize=256)
 def _shift_operator(nbytes: int) -> list[int]:
     """The linear map that a zero-start CRC register undergoes when `nbytes` zero bytes follow."""
-    one = [_raw_loop(1 << bit, b"\0") for bit in range(32)]
+    if not _POWERS:
+        _POWERS.append([_raw_loop(1 << bit, b"\0") for bit in range(32)])
     result = [1 << bit for bit in range(32)]
+    k = 0
     while nbytes:
+        while len(_POWERS) <= k:
+            _POWERS.append(_compose(_POWERS[-1], _POWERS[-1]))
         if nbytes & 1:
-            result = _compose(one, result)
-        one = _compose(one, one)
+            result = _compose(_POWERS[k], result)
         nbytes >>= 1
+        k += 1
     return result
 
 
