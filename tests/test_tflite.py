@@ -131,6 +131,37 @@ def test_export_to_torch_runs_like_the_interpreter(tmp_path):
     np.testing.assert_allclose(y, data["y"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name,tol", [("tfl_lstm", 1e-6), ("tfl_lstm_int8", 0.05)])
+def test_forward_of_a_plain_stack_equals_the_interpreter(tmp_path, name, tol):
+    """LSTM -> Dense, one op per layer, reads as a Sequential: `forward` runs it (int8 dequantized)."""
+    data = oracle(name)
+    with open_model(HERE / f"{name}.tflite") as model:
+        assert model.has_config and model.root.class_name == "Sequential"
+        assert [layer.class_name for layer in model.root.children] == ["InputLayer", "LSTM", "Dense"]
+    np.save(tmp_path / "x.npy", data["x"])
+    result = CliRunner().invoke(cli, ["forward", str(HERE / f"{name}.tflite"), "--input", str(tmp_path / "x.npy"),
+                                      "-o", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "y.npz") as out:
+        np.testing.assert_allclose(out["__output__"], data["y"], atol=tol, rtol=1e-5)
+
+
+def test_verify_against_the_tflite_interpreter():
+    """verify runs the interpreter (states reset per sample: the LSTM op keeps them in variables between invokes)."""
+    ok = CliRunner().invoke(cli, ["verify", str(HERE / "tfl_lstm.tflite")])
+    assert ok.exit_code == 0 and "outputs match tflite" in ok.output, ok.output
+    strict = CliRunner().invoke(cli, ["verify", str(HERE / "tfl_lstm_int8.tflite")])
+    assert strict.exit_code == 1 and "MISMATCH" in strict.output, strict.output  # run-time input quantization
+    loose = CliRunner().invoke(cli, ["verify", str(HERE / "tfl_lstm_int8.tflite"), "--atol", "0.05"])
+    assert loose.exit_code == 0, loose.output
+
+
+def test_stacks_with_other_ops_have_no_config():
+    for name in ("tfl_bidi", "tfl_gru"):
+        with open_model(HERE / f"{name}.tflite") as model:
+            assert not model.has_config
+
+
 @pytest.mark.parametrize("cut", [9, 100, 1000])
 def test_truncated_file_is_one_line(tmp_path, cut):
     path = tmp_path / "cut.tflite"

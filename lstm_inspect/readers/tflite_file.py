@@ -163,14 +163,17 @@ def _read(f: _File, label: str) -> ModelFile:
         return base if n == 0 else f"{base}_{n}"
 
     loops = 0
+    chain: list[tuple[list[int], list[int]]] = []  # (inputs, outputs) of each op that became a layer
     for i, (code, op, inputs, outputs) in enumerate(decoded):
         if code in (UNI_LSTM, UNI_RNN):
             reversed_input = bool(inputs) and _is_time_reverse(decoded, producers.get(inputs[0]))
             family = "lstm" if code == UNI_LSTM else "simple_rnn"
             layer = _recurrent(f, name_for(family), op, inputs, code, reversed_input, label)
             model.root.children.append(layer)
+            chain.append((inputs, outputs))
         elif code == BIDI_LSTM:
             model.root.children.append(_bidirectional(f, name_for("bidirectional"), op, inputs, label))
+            chain.append(([], []))  # not run by forward
         elif code == FULLY_CONNECTED and len(inputs) >= 2 and f.constant(inputs[1]):
             bias_name = f.tensor_info(inputs[2])[0] if len(inputs) > 2 and inputs[2] >= 0 else ""
             named = re.search(r"([^/]+)/BiasAdd$", bias_name)
@@ -178,10 +181,16 @@ def _read(f: _File, label: str) -> ModelFile:
             layer.weights.append(_tensor(f, inputs[1], "kernel", True))
             if len(inputs) > 2 and inputs[2] >= 0 and f.constant(inputs[2]):
                 layer.weights.append(_tensor(f, inputs[2], "bias", False))
-            layer.config = {"units": layer.weights[0].shape[-1], "stored": _stored(f, inputs[1:3], ("kernel", "bias"))}
+            options = op.table(4)
+            layer.config = {"units": layer.weights[0].shape[-1], "use_bias": len(layer.weights) == 2,
+                            "activation": ACTIVATIONS.get(int(options.scalar(0, "b", 0)) if options else 0, "?"),
+                            "stored": _stored(f, inputs[1:3], ("kernel", "bias"))}
             model.root.children.append(layer)
+            chain.append((inputs, outputs))
         elif code == WHILE:
             loops += 1
+        else:
+            chain.append(([-2], []))  # an op between the layers: the model is not a plain stack
     for layer in model.root.children:
         layer.path = (layer.name,)
         for child in layer.children:
@@ -196,7 +205,36 @@ def _read(f: _File, label: str) -> ModelFile:
                               + "); stored dtype, scales and zero points in each layer's config")
     if not model.root.children:
         raise UnsupportedFile("a TFLite model with no recurrent or fully-connected layer holding weights", label)
+    if not loops:
+        _as_sequential(f, model, chain)
     return model
+
+
+def _as_sequential(f: _File, model: ModelFile, chain: list[tuple[list[int], list[int]]]) -> None:
+    """A graph that is one op per layer, each taking the previous one's output (float input, batch-major), is a
+    Keras Sequential: give it that config, so `forward` and `verify` can run it."""
+    graph_in = [int(v) for v in f.graph.array(1, "<i4")]
+    graph_out = [int(v) for v in f.graph.array(2, "<i4")]
+    if len(graph_in) != 1 or len(graph_out) != 1 or not chain:
+        return
+    current = graph_in[0]
+    for inputs, outputs in chain:
+        if not inputs or inputs[0] != current or len(outputs) != 1:
+            return
+        current = outputs[0]
+    if current != graph_out[0]:
+        return
+    _, shape, dtype, _ = f.tensor_info(graph_in[0])
+    if dtype != "float32" or any(layer.config.get("time_major") or layer.config.get("cifg")
+                                 for layer in model.root.children):
+        return
+    first = Layer(name="input", class_name="InputLayer", path=("input",),
+                  config={"batch_input_shape": [None, *shape[1:]], "dtype": "float32"})
+    model.root = Layer(name="model", class_name="Sequential", path=(), children=[first, *model.root.children],
+                       config={"name": "model"})
+    model.has_config = True
+    for layer in model.root.children[1:]:
+        layer.config.setdefault("use_bias", True)
 
 
 def _is_time_reverse(decoded: list, producer: int | None) -> bool:
@@ -204,11 +242,15 @@ def _is_time_reverse(decoded: list, producer: int | None) -> bool:
 
 
 def _tensor(f: _File, index: int, role: str, transpose: bool) -> Tensor:
+    """The block as Keras holds it; its source names the TFLite tensor, its stored dtype and quantization (shown
+    in every block table and in --json) and whether it was transposed."""
     name, shape, dtype, _ = f.tensor_info(index)
     if transpose and len(shape) == 2:
         shape = shape[::-1]
-    return Tensor(name=role, shape=shape, dtype=dtype, source=f"T{index} {name}".replace("/", "|") + (" (transposed)" if transpose else ""),
-                  _load=lambda: f.value(index, transpose))
+    stored = _stored(f, [index], (role,))[role]
+    source = f"T{index} {name}".replace("/", "|") + (f" [{stored}]" if stored != "float32" else "") \
+        + (" transposed" if transpose and len(shape) == 2 else "")
+    return Tensor(name=role, shape=shape, dtype=dtype, source=source, _load=lambda: f.value(index, transpose))
 
 
 def _stored(f: _File, indices: list[int], roles: tuple[str, ...]) -> dict[str, str]:

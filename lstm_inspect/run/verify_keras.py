@@ -127,6 +127,10 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         if native_forward.handles(model):
             return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity,
                                   note)
+        if model.kind == "tflite" and model.has_config:
+            specs = input_specs(model)
+            values = match_inputs(specs, make_inputs(model, batch, steps, seed) if inputs is None else inputs)
+            return _run_tflite(label, run(model, values), specs, values, rtol, atol)
         savedmodel = model.kind == "tf-savedmodel" and model.has_config  # tf-keras loads its own SavedModels
         if model.kind not in KERAS_KINDS and not savedmodel:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
@@ -249,6 +253,40 @@ def _all_layers(keras_model: Any) -> list[Any]:
         found.append(layer)
         found.extend(_all_layers(layer))
     return found
+
+
+def _run_tflite(label: str, ours: dict[str, np.ndarray], specs: list[InputSpec], values: list[np.ndarray],
+                rtol: float, atol: float) -> VerifyResult:
+    """The TFLite interpreter on the same inputs, one sample at a time (converted models have a fixed batch of 1);
+    only the model's output is compared (the interpreter exposes no intermediate layer outputs)."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise KerasMissing(f"verify needs TensorFlow's TFLite interpreter to run this file; install it with: "
+                           f"{INSTALL_HINT}", label)
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            interpreter = tf.lite.Interpreter(model_path=label)
+            interpreter.allocate_tensors()
+            (given,), (wanted,) = interpreter.get_input_details(), interpreter.get_output_details()
+            outputs = []
+            for sample in values[0]:
+                interpreter.reset_all_variables()  # the LSTM op keeps its states in variables between invokes
+                interpreter.set_tensor(given["index"], sample[None].astype(given["dtype"]))
+                interpreter.invoke()
+                outputs.append(interpreter.get_tensor(wanted["index"])[0])
+        except Exception as exc:  # the interpreter raises RuntimeError / ValueError on what it cannot run
+            raise InspectError(f"the TFLite interpreter could not run the model: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300], label) from exc
+    result = VerifyResult(label, "tflite", str(tf.__version__), None, rtol, atol,
+                          {s.name: tuple(v.shape) for s, v in zip(specs, values)})
+    result.diffs = compare({OUTPUT_KEY: ours[OUTPUT_KEY]}, {OUTPUT_KEY: np.stack(outputs)}, rtol, atol)
+    result.notes = ["the TFLite interpreter exposes the model's output only: intermediate layers are not compared"]
+    return result
 
 
 def _gpu_visible() -> bool:
