@@ -171,5 +171,17 @@ def test_truncated_file_is_one_line(tmp_path, cut):
     assert "Traceback" not in result.output
 
 
+def test_damage_found_when_a_tensor_is_read_is_one_line(tmp_path):
+    """Found by tests/test_fuzz.py: a flipped bit in a buffer's offset is only met when the tensor is read (lazily,
+    for the statistics) — it was a FlatBufferError escaping as a bug (exit 3)."""
+    data = bytearray((HERE / "tfl_lstm.tflite").read_bytes())
+    data[int(0.203125 * len(data))] ^= 1
+    path = tmp_path / "m.tflite"
+    path.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 2 and "not a valid TFLite flatbuffer" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_zz_report():
     print("\nTFLite: " + ", ".join(f"{k} {v:.2e}" for k, v in WORST.items()))

@@ -113,6 +113,12 @@ class _File:
 
     def value(self, index: int, transpose: bool) -> np.ndarray:
         """The tensor as float32 (dequantized / widened), transposed to Keras's orientation when asked."""
+        try:
+            return self._value(index, transpose)
+        except FlatBufferError as exc:  # read lazily, after `read` returned: its guard no longer applies
+            raise CorruptFile(f"not a valid TFLite flatbuffer: {exc}", self.label) from exc
+
+    def _value(self, index: int, transpose: bool) -> np.ndarray:
         array = self.raw(index)
         _, _, dtype, _ = self.tensor_info(index)
         q = self.quantization(index)
