@@ -120,7 +120,8 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
         raise InspectError("--jobs must be 0 (one per CPU) or more")
     jobs = jobs or os.cpu_count() or 1
 
-    missing = [p for p in paths if not os.path.lexists(p) and not any(c in p for c in "*?[")]
+    missing = [p for p in paths if not os.path.lexists(p) and not any(c in p for c in "*?[")
+               and not os.path.isfile(p + ".index")]  # a TensorFlow checkpoint is named by its prefix
     if missing:  # a mistyped path is the command line's error, not a report about a file
         raise InspectError("no such file or directory", missing[0])
     files, path_notes = discovery.discover(paths)
