@@ -8,6 +8,7 @@ in-process.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -15,12 +16,15 @@ import select
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import ExitCode, InspectError
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_MEMORY = 4 << 30
+#: The largest answer a child may send. The parent parses and renders it, so it is bounded too: past this the
+#: child is killed and the file refused (a report this large comes from a hostile config, not a model).
+MAX_RESULT_BYTES = 64 << 20
 _FORK_LOCK = threading.Lock()
 
 
@@ -86,6 +90,71 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     raise InternalError(message.get("internal", "unknown failure in the isolated reader"))
 
 
+class _RenderingTimeout(InspectError):
+    pass
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _RenderingTimeout(f"showing the result took longer than {_PARENT['timeout']:g} s (--timeout); gave up")
+
+
+#: The parent's own bounds, set once (memory) or re-armed after each child (time).
+_PARENT: dict[str, Any] = {"memory_set": False, "timeout": None}
+
+
+def bound_parent(timeout: float | None, max_memory: int | None) -> None:
+    """Bound the rest of this (parent) process's work — parsing the child's answer, rendering it — like the child:
+    an address-space limit of what it has now plus `max_memory` (set once), and `timeout` seconds from now (a timer
+    re-armed after every child; only in the main thread, where signals arrive)."""
+    if max_memory and not _PARENT["memory_set"]:
+        _PARENT["memory_set"] = True
+        _limit_memory(max_memory)
+    if timeout and threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        _PARENT["timeout"] = timeout
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+
+
+def in_child() -> bool:
+    """True in an isolated reading child (single-threaded, so it may tighten its own memory limit for a while)."""
+    return bool(_PARENT.get("in_child"))
+
+
+@contextlib.contextmanager
+def memory_budget(extra: int) -> Iterator[bool]:
+    """In an isolated child, lower the address-space limit to what the process has now plus `extra` for the
+    block, then restore it; yields whether the bound applies. A read whose real size no header tells (an HDF5
+    variable-length string attribute) then fails with MemoryError past `extra`, not at --max-memory."""
+    import resource
+
+    if not in_child():
+        yield False
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space() + extra
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield True
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _address_space() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def disarm_parent() -> None:
+    """Stop the parent's timer while a child works (the child has its own)."""
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _max_fd() -> int:
     try:
         return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
@@ -109,6 +178,7 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_
         import faulthandler
 
         faulthandler.disable()  # a crash here is reported by the parent, in one line
+        _PARENT["in_child"] = True
         if max_memory:
             _limit_memory(max_memory)
         try:
@@ -161,6 +231,11 @@ def _collect(fd: int, pid: int, timeout: float | None, label: str) -> tuple[byte
         if ready and _drain(fd, chunks):
             _, status = os.waitpid(pid, 0)
             return b"".join(chunks), status
+        if len(chunks) << 16 > MAX_RESULT_BYTES:  # chunks are at most 64 KiB
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise InspectError(f"the result is larger than {MAX_RESULT_BYTES:,} bytes; refusing it (narrow it with "
+                               "--layer)", label)
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             _drain(fd, chunks)
@@ -181,3 +256,5 @@ def _drain(fd: int, chunks: list[bytes]) -> bool:
         if not chunk:
             return True
         chunks.append(chunk)
+        if len(chunks) << 16 > MAX_RESULT_BYTES:
+            return False  # the caller refuses an answer this large

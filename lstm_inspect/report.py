@@ -59,8 +59,35 @@ def layer_stats(layer: Layer, blocks: list[Any]) -> tuple[dict[int, stats.Stats]
     return weight_stats, block_stats
 
 
+#: A config value the report shows is at most this long as JSON text; a longer one (a hostile config can put
+#: megabytes in ``units``) is summarised, so the report stays bounded whatever the config holds.
+MAX_CONFIG_VALUE_CHARS = 2000
+
+
+def _bounded(value: Any) -> Any:
+    """`value`, or a one-line summary when its JSON text would pass MAX_CONFIG_VALUE_CHARS (counted without
+    building it, stopping at the bound)."""
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+            size += 2 + 4 * len(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+            size += 2 + 2 * len(item)
+        else:
+            size += len(item) + 2 if isinstance(item, str) else 24
+        if size > MAX_CONFIG_VALUE_CHARS:
+            what = f"{type(value).__name__} of {len(value):,} items" if isinstance(value, (dict, list, tuple)) \
+                else f"{type(value).__name__} of {len(value):,} characters" if isinstance(value, str) else "value"
+            return f"<{what}: over {MAX_CONFIG_VALUE_CHARS:,} characters, not shown>"
+    return value
+
+
 def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, Any]:
-    config = {k: layer.config[k] for k in CONFIG_FIELDS if k in layer.config}
+    config = {k: _bounded(layer.config[k]) for k in CONFIG_FIELDS if k in layer.config}
     for key in ("activation", "recurrent_activation"):
         if key in config:
             config[key] = activation_name(config[key])

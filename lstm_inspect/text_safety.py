@@ -50,11 +50,21 @@ def visible_lines(text: str) -> str:
     return _UNSAFE_KEEP_NEWLINES.sub(_code, text)
 
 
+#: The human output shows at most this many characters of one string from a file (a name can be megabytes).
+MAX_SHOWN_CHARS = 1000
+
+
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def sanitize(data: Any) -> Any:
-    """`data` (JSON-like: dicts, lists, strings, numbers) with `visible` applied to every string, keys included:
-    what the human renderers draw from."""
+    """`data` (JSON-like: dicts, lists, strings, numbers) with `visible` applied to every string, keys included,
+    and strings past MAX_SHOWN_CHARS shortened: what the human renderers draw from."""
     if isinstance(data, str):
-        return visible(data)
+        return shorten(visible(data))
     if isinstance(data, dict):
         return {sanitize(k): sanitize(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):

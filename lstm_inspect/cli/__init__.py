@@ -72,7 +72,10 @@ class _Boundary(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                _disarm_parent()  # the command is over: its time bound must not fire while it reports
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except InspectError as exc:
@@ -80,6 +83,11 @@ class _Boundary(click.Group):
                 raise
             click.echo(f"lstm-inspect: error: {visible(exc)}", err=True)
             ctx.exit(int(exc.exit_code))
+        except MemoryError:  # the parent's own bound (see bound_parent): one line, like a child's
+            if ctx.params.get("traceback"):
+                raise
+            click.echo("lstm-inspect: error: showing the result needs more than --max-memory", err=True)
+            ctx.exit(int(ExitCode.BAD_INPUT))
         except BrokenPipeError:
             # Output piped into `head` and closed: not an error. Point stdout at devnull so exit is quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -187,10 +195,35 @@ def isolated(func: Any, *args: Any, label: str, settings: dict[str, Any] | None 
     settings = settings or isolation_settings()
     if settings["in_process"]:
         return func(*args)
+    isolation.disarm_parent()
     try:
-        return isolation.run(func, *args, label=label, timeout=settings["timeout"], max_memory=settings["max_memory"])
+        result = isolation.run(func, *args, label=label, timeout=settings["timeout"],
+                               max_memory=settings["max_memory"])
     except isolation.InternalError as exc:
         raise RuntimeError(str(exc)) from None  # a bug in the child: reported by the boundary as exit 3
+    bound_parent(settings)
+    return result
+
+
+def _disarm_parent() -> None:
+    if _BOUND_PARENT:
+        from .. import isolation
+
+        isolation.disarm_parent()
+
+
+#: Set by the console script: the parent process bounds itself too (not when the CLI runs inside another
+#: program, such as a test runner, whose own memory and signals are not ours to take).
+_BOUND_PARENT = False
+
+
+def bound_parent(settings: dict[str, Any]) -> None:
+    """What follows a child's answer — parsing it, rendering it — runs under --timeout and --max-memory as well
+    (see `isolation.bound_parent`)."""
+    if _BOUND_PARENT and not settings["in_process"]:
+        from .. import isolation
+
+        isolation.bound_parent(settings["timeout"], settings["max_memory"])
 
 
 def layer_option(func: Any) -> Any:
@@ -200,6 +233,8 @@ def layer_option(func: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """The console script."""
+    global _BOUND_PARENT
+    _BOUND_PARENT = True
     try:
         cli.main(args=argv, prog_name="lstm-inspect", standalone_mode=True)
     except SystemExit as exc:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from . import cli, isolated, isolation_settings, layer_option
+from . import bound_parent, cli, isolated, isolation_settings, layer_option
 from ..errors import ExitCode, InspectError
 from ..text_safety import dumps, visible
 
@@ -137,6 +137,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
 
     with progress(len(files), err_console, show_bar) as advance:
         results = run_checks(files, options, jobs, advance)
+    bound_parent(isolation_settings())  # rendering the verdicts is bounded like reading the files
 
     rule_ids = [r for r in check.RULES if options.enabled(r)]
     if fmt == "human":

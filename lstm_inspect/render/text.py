@@ -79,13 +79,27 @@ def _shape(shape: list[int]) -> str:
 def render_inspect(report: dict[str, Any], console: Console) -> None:
     report = sanitize(report)  # every string came from the file: shown, never acted on
     console.print(_header(report))
-    for warning in report["warnings"]:
+    for warning in report["warnings"][:MAX_SHOWN_WARNINGS]:
         console.print(Text("warning: ", style="bold yellow") + Text(warning))
+    if len(report["warnings"]) > MAX_SHOWN_WARNINGS:
+        console.print(Text(f"… and {len(report['warnings']) - MAX_SHOWN_WARNINGS:,} more warnings (--json lists all)",
+                           style="yellow"))
+    # A hostile config can hold 100,000 layers: the terminal shows the first ones, --json / --layer the rest.
+    layers = report["layers"]
+    report = {**report, "layers": layers[:MAX_SHOWN_LAYERS]}
     for table in _layer_tables(report, console.width):
         console.print(table)
+    if len(layers) > MAX_SHOWN_LAYERS:
+        console.print(Text(f"… and {len(layers) - MAX_SHOWN_LAYERS:,} more layers (--json lists all; --layer NAME "
+                           "shows some)", style="yellow"))
     for layer in report["layers"]:
         if layer["recurrent"]:
             console.print(_recurrent_panel(layer, console.width))
+
+
+#: How much of a huge model the terminal output shows (the JSON output has everything).
+MAX_SHOWN_LAYERS = 1000
+MAX_SHOWN_WARNINGS = 100
 
 
 def _header(report: dict[str, Any]) -> Text:
