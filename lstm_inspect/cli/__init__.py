@@ -1,4 +1,5 @@
-"""The command line: a thin click layer over the library. Only this package imports click.
+"""The command line: a thin click layer over the library. Only this package imports click; it may import every
+other layer, and only `__main__` imports it.
 
 Each group of commands lives in its own module (`commands_*.py`) and registers itself on `cli` when imported
 at the bottom of this file.

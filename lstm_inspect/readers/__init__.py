@@ -1,4 +1,8 @@
-"""Open any supported model file by looking at its content; the extension is only a hint in messages."""
+"""Open any supported model file by looking at its content; the extension is only a hint in messages.
+
+Every file format lives in this package (one module per format; `keras_config.py` normalises Keras configs) and
+builds the neutral `ModelFile`. May import only `model`, `errors` and `schema`; frameworks lazily, where a format
+needs them."""
 from __future__ import annotations
 
 import os
