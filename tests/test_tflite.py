@@ -80,19 +80,23 @@ def test_int8_weights_within_half_a_step_and_their_scales_shown():
     assert WORST["int8 vs interpreter"] < 0.05 and WORST["int8 vs keras"] < 0.05
 
 
-def test_bidirectional_is_two_ops_the_backward_one_reversed():
+def test_bidirectional_two_ops_read_as_one_layer_again():
+    """The converter writes a Bidirectional as two ops — the backward one between REVERSE_V2s, emitted first — and
+    a CONCATENATION: read back as Bidirectional(forward_lstm, backward_lstm) with Keras's weights, and run."""
     data = oracle("tfl_bidi")
     arrays = export_arrays(HERE / "tfl_bidi.tflite")
     with open_model(HERE / "tfl_bidi.tflite") as model:
-        directions = {layer.name: layer.config["go_backwards"] for layer in model.layers if layer.class_name == "LSTM"}
-    assert directions == {"lstm": True, "lstm_1": False}  # the converter emits the backward op first
+        assert [(layer.key, layer.class_name, layer.config.get("go_backwards")) for layer in model.layers] == [
+            ("input", "InputLayer", None), ("bidirectional", "Bidirectional", None),
+            ("bidirectional/forward_lstm", "LSTM", False), ("bidirectional/backward_lstm", "LSTM", True),
+            ("dense", "Dense", None)]
     forward = keras_blocks(data["bidi/0"], data["bidi/1"], data["bidi/2"])
     backward = keras_blocks(data["bidi/3"], data["bidi/4"], data["bidi/5"])
     for key in forward:
-        np.testing.assert_array_equal(arrays[f"lstm_1/{key}"], forward[key])
-        np.testing.assert_array_equal(arrays[f"lstm/{key}"], backward[key])
-    fw = reference.run("LSTM", data["x"], {k: arrays[f"lstm_1/{k}"] for k in forward})
-    bw = reference.run("LSTM", data["x"], {k: arrays[f"lstm/{k}"] for k in forward}, go_backwards=True)[:, ::-1]
+        np.testing.assert_array_equal(arrays[f"bidirectional/forward_lstm/{key}"], forward[key])
+        np.testing.assert_array_equal(arrays[f"bidirectional/backward_lstm/{key}"], backward[key])
+    fw = reference.run("LSTM", data["x"], forward)
+    bw = reference.run("LSTM", data["x"], backward, go_backwards=True)[:, ::-1]
     y = np.concatenate([fw, bw], axis=-1) @ arrays["dense/kernel"] + arrays["dense/bias"]
     np.testing.assert_allclose(y, data["y"], rtol=1e-5, atol=1e-5)
 
@@ -131,13 +135,14 @@ def test_export_to_torch_runs_like_the_interpreter(tmp_path):
     np.testing.assert_allclose(y, data["y"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,tol", [("tfl_lstm", 1e-6), ("tfl_lstm_int8", 0.05)])
+@pytest.mark.parametrize("name,tol", [("tfl_lstm", 1e-6), ("tfl_lstm_int8", 0.05), ("tfl_bidi", 1e-6)])
 def test_forward_of_a_plain_stack_equals_the_interpreter(tmp_path, name, tol):
-    """LSTM -> Dense, one op per layer, reads as a Sequential: `forward` runs it (int8 dequantized)."""
+    """LSTM -> Dense and Bidirectional(LSTM) -> Dense read as a Sequential: `forward` runs them (int8
+    dequantized)."""
     data = oracle(name)
     with open_model(HERE / f"{name}.tflite") as model:
         assert model.has_config and model.root.class_name == "Sequential"
-        assert [layer.class_name for layer in model.root.children] == ["InputLayer", "LSTM", "Dense"]
+        assert [layer.class_name for layer in model.root.children][::2] == ["InputLayer", "Dense"]
     np.save(tmp_path / "x.npy", data["x"])
     result = CliRunner().invoke(cli, ["forward", str(HERE / f"{name}.tflite"), "--input", str(tmp_path / "x.npy"),
                                       "-o", str(tmp_path / "y.npz")])
@@ -154,10 +159,12 @@ def test_verify_against_the_tflite_interpreter():
     assert strict.exit_code == 1 and "MISMATCH" in strict.output, strict.output  # run-time input quantization
     loose = CliRunner().invoke(cli, ["verify", str(HERE / "tfl_lstm_int8.tflite"), "--atol", "0.05"])
     assert loose.exit_code == 0, loose.output
+    bidi = CliRunner().invoke(cli, ["verify", str(HERE / "tfl_bidi.tflite")])
+    assert bidi.exit_code == 0, bidi.output
 
 
-def test_stacks_with_other_ops_have_no_config():
-    for name in ("tfl_bidi", "tfl_gru"):
+def test_graphs_with_other_ops_have_no_config():
+    for name in ("tfl_gru", "tfl_rnn"):
         with open_model(HERE / f"{name}.tflite") as model:
             assert not model.has_config
 

@@ -31,7 +31,7 @@ MAX_BYTES = 2 << 30
 #: TFLite TensorType -> numpy dtype.
 TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
          10: "float64"}
-FULLY_CONNECTED, UNI_RNN, UNI_LSTM, BIDI_LSTM, WHILE, REVERSE_V2 = 9, 35, 44, 52, 119, 105
+CONCATENATION, FULLY_CONNECTED, UNI_RNN, UNI_LSTM, BIDI_LSTM, WHILE, REVERSE_V2 = 2, 9, 35, 44, 52, 119, 105
 ACTIVATIONS = {0: "linear", 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh", 5: "sign_bit"}
 #: UNIDIRECTIONAL_SEQUENCE_LSTM operand -> (block, transposed)
 LSTM_OPERANDS = {1: ("W_i", True), 2: ("W_f", True), 3: ("W_c", True), 4: ("W_o", True), 5: ("U_i", True),
@@ -148,7 +148,6 @@ def _read(f: _File, label: str) -> ModelFile:
     model = ModelFile(path=label, kind="tflite", root=Layer(name="model", class_name="TFLiteModel", path=()),
                       has_config=False, backend="tflite")
     ops = f.graph.tables(3)
-    producers: dict[int, int] = {}
     consumers: dict[int, list[int]] = {}
     decoded = []
     for i, op in enumerate(ops):
@@ -157,8 +156,6 @@ def _read(f: _File, label: str) -> ModelFile:
             raise CorruptFile(f"operator {i} names operator code {index} of {len(f.codes)}", label)
         inputs, outputs = [int(v) for v in op.array(1, "<i4")], [int(v) for v in op.array(2, "<i4")]
         decoded.append((f.codes[index], op, inputs, outputs))
-        for t in outputs:
-            producers[t] = i
         for t in inputs:
             consumers.setdefault(t, []).append(i)
     counts: dict[str, int] = {}
@@ -169,17 +166,25 @@ def _read(f: _File, label: str) -> ModelFile:
         return base if n == 0 else f"{base}_{n}"
 
     loops = 0
-    chain: list[tuple[list[int], list[int]]] = []  # (inputs, outputs) of each op that became a layer
+    chain: list[dict[str, Any]] = []  # each layer's data input and output tensors, in op order; None: another op
+    reversed_inputs: dict[int, int] = {}  # REVERSE_V2 output -> its input, where an LSTM reads the reversed sequence
     for i, (code, op, inputs, outputs) in enumerate(decoded):
-        if code in (UNI_LSTM, UNI_RNN):
-            reversed_input = bool(inputs) and _is_time_reverse(decoded, producers.get(inputs[0]))
+        if code in (UNI_LSTM, UNI_RNN) and inputs:
+            source = reversed_inputs.get(inputs[0])
             family = "lstm" if code == UNI_LSTM else "simple_rnn"
-            layer = _recurrent(f, name_for(family), op, inputs, code, reversed_input, label)
+            layer = _recurrent(f, name_for(family), op, inputs, code, source is not None, label)
             model.root.children.append(layer)
-            chain.append((inputs, outputs))
+            chain.append({"layer": layer, "in": inputs[0] if source is None else source, "out": outputs[:1]})
+        elif code == REVERSE_V2 and _time_reverse(f, inputs) and \
+                all(decoded[c][0] in (UNI_LSTM, UNI_RNN) for c in consumers.get(outputs[0], [])):
+            reversed_inputs[outputs[0]] = inputs[0]  # read by the backward half of a Bidirectional
+        elif code == REVERSE_V2 and _time_reverse(f, inputs) and _restore(chain, inputs[0], outputs[0]):
+            pass  # the backward half's output put back in time order
+        elif code == CONCATENATION and _pair(chain, inputs, outputs, op, name_for, model):
+            pass
         elif code == BIDI_LSTM:
             model.root.children.append(_bidirectional(f, name_for("bidirectional"), op, inputs, label))
-            chain.append(([], []))  # not run by forward
+            chain.append({"layer": None})  # not run by forward
         elif code == FULLY_CONNECTED and len(inputs) >= 2 and f.constant(inputs[1]):
             bias_name = f.tensor_info(inputs[2])[0] if len(inputs) > 2 and inputs[2] >= 0 else ""
             named = re.search(r"([^/]+)/BiasAdd$", bias_name)
@@ -192,11 +197,11 @@ def _read(f: _File, label: str) -> ModelFile:
                             "activation": ACTIVATIONS.get(int(options.scalar(0, "b", 0)) if options else 0, "?"),
                             "stored": _stored(f, inputs[1:3], ("kernel", "bias"))}
             model.root.children.append(layer)
-            chain.append((inputs, outputs))
+            chain.append({"layer": layer, "in": inputs[0], "out": outputs[:1]})
         elif code == WHILE:
             loops += 1
         else:
-            chain.append(([-2], []))  # an op between the layers: the model is not a plain stack
+            chain.append({"layer": None})  # an op between the layers: the model is not a plain stack
     for layer in model.root.children:
         layer.path = (layer.name,)
         for child in layer.children:
@@ -216,23 +221,23 @@ def _read(f: _File, label: str) -> ModelFile:
     return model
 
 
-def _as_sequential(f: _File, model: ModelFile, chain: list[tuple[list[int], list[int]]]) -> None:
-    """A graph that is one op per layer, each taking the previous one's output (float input, batch-major), is a
-    Keras Sequential: give it that config, so `forward` and `verify` can run it."""
+def _as_sequential(f: _File, model: ModelFile, chain: list[dict[str, Any]]) -> None:
+    """A graph that is one op per layer (a Bidirectional: its pair of ops), each taking the previous one's output
+    (float input, batch-major), is a Keras Sequential: give it that config, so `forward` and `verify` can run it."""
     graph_in = [int(v) for v in f.graph.array(1, "<i4")]
     graph_out = [int(v) for v in f.graph.array(2, "<i4")]
     if len(graph_in) != 1 or len(graph_out) != 1 or not chain:
         return
     current = graph_in[0]
-    for inputs, outputs in chain:
-        if not inputs or inputs[0] != current or len(outputs) != 1:
+    for entry in chain:
+        if entry["layer"] is None or entry["in"] != current or len(entry["out"]) != 1:
             return
-        current = outputs[0]
+        current = entry["out"][0]
     if current != graph_out[0]:
         return
     _, shape, dtype, _ = f.tensor_info(graph_in[0])
     if dtype != "float32" or any(layer.config.get("time_major") or layer.config.get("cifg")
-                                 for layer in model.root.children):
+                                 for layer in model.layers):
         return
     first = Layer(name="input", class_name="InputLayer", path=("input",),
                   config={"batch_input_shape": [None, *shape[1:]], "dtype": "float32"})
@@ -243,8 +248,50 @@ def _as_sequential(f: _File, model: ModelFile, chain: list[tuple[list[int], list
         layer.config.setdefault("use_bias", True)
 
 
-def _is_time_reverse(decoded: list, producer: int | None) -> bool:
-    return producer is not None and decoded[producer][0] == REVERSE_V2
+def _time_reverse(f: _File, inputs: list[int]) -> bool:
+    """REVERSE_V2 along axis 1: time, in a batch-major sequence."""
+    if len(inputs) != 2 or not f.constant(inputs[1]):
+        return False
+    axis = f.raw(inputs[1])
+    return axis.size == 1 and int(axis.reshape(-1)[0]) == 1
+
+
+def _restore(chain: list[dict[str, Any]], tensor: int, restored: int) -> bool:
+    """A REVERSE_V2 of a backward recurrent layer's output: that layer's output is now the restored sequence."""
+    for entry in chain:
+        layer = entry["layer"]
+        if layer is not None and entry["out"] == [tensor] and layer.config.get("go_backwards"):
+            entry["out"] = [restored]
+            return True
+    return False
+
+
+def _pair(chain: list[dict[str, Any]], inputs: list[int], outputs: list[int], op: Table, name_for: Any,
+          model: ModelFile) -> bool:
+    """CONCATENATION on the last axis of a forward and a (restored) backward recurrent layer reading the same
+    input: the two halves of a Keras Bidirectional(merge_mode="concat"), made one layer again."""
+    options = op.table(4)
+    axis = int(options.scalar(0, "i", 0)) if options else 0
+    if len(inputs) != 2 or len(outputs) != 1 or axis not in (-1, 2):
+        return False
+    by_out = {tuple(e["out"]): e for e in chain if e["layer"] is not None}
+    fw, bw = by_out.get((inputs[0],)), by_out.get((inputs[1],))
+    if fw is None or bw is None or fw["in"] != bw["in"] or fw["layer"].class_name != bw["layer"].class_name or \
+            fw["layer"].config.get("go_backwards") or not bw["layer"].config.get("go_backwards"):
+        return False
+    family = "lstm" if fw["layer"].class_name == "LSTM" else "simple_rnn"
+    parent = Layer(name=name_for("bidirectional"), class_name="Bidirectional", path=(),
+                   config={"merge_mode": "concat"})
+    for half, entry in (("forward", fw), ("backward", bw)):
+        entry["layer"].name = f"{half}_{family}"
+        parent.children.append(entry["layer"])
+    position = min(model.root.children.index(fw["layer"]), model.root.children.index(bw["layer"]))
+    model.root.children = [c for c in model.root.children if c not in parent.children]
+    model.root.children.insert(position, parent)
+    at = min(chain.index(fw), chain.index(bw))
+    chain[:] = [e for e in chain if e is not fw and e is not bw]
+    chain.insert(at, {"layer": parent, "in": fw["in"], "out": outputs})
+    return True
 
 
 def _tensor(f: _File, index: int, role: str, transpose: bool) -> Tensor:
