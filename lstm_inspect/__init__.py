@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute)
 _EXPORTS = {
-    "open_model": ("readers", "open_model"),
+    "open_model": ("render.notebook", "open_model"),
     "inspect": ("api", "inspect"),
     "export": ("api", "export"),
     "export_arrays": ("api", "export_arrays"),
@@ -22,7 +22,11 @@ _EXPORTS = {
     "verify": ("api", "verify"),
     "explain": ("api", "explain"),
     "example_path": ("api", "example_path"),
-    "split_gates": ("gates", "split"),
+    "write_report": ("render.pictures", "report"),
+    "write_plots": ("render.pictures", "plot"),
+    "block_figure": ("render.pictures", "block_figure"),
+    "diff": ("render.notebook", "diff"),
+    "split_gates": ("render.notebook", "split_gates"),
     "compute_stats": ("analysis.stats", "compute"),
     "ModelFile": ("model", "ModelFile"),
     "Layer": ("model", "Layer"),

@@ -223,6 +223,9 @@ def test_png_writer_and_pooling():
 
     rgb = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(rgb)))), rgb)
+    colours = np.random.default_rng(2).integers(0, 256, (256, 3), dtype=np.uint8)
+    indices = rgb[..., 0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(indices, colours))).convert("RGB")), colours[indices])
     matrix = np.random.default_rng(1).normal(size=(1030, 700))
     matrix[1029, 3] = -50.0
     pooled, window = pool(matrix)

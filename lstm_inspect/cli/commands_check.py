@@ -258,8 +258,11 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
 @click.option("--atol", type=float, default=0.0, show_default=True,
               help="A block is unchanged when max |Δ| is at most this.")
 @click.option("--all", "show_all", is_flag=True, help="List unchanged blocks too.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML page: per-gate heatmaps of B - A, relative change per block.")
 @layer_option
-def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, layers: tuple[str, ...]) -> None:
+def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, html_path: str | None,
+                 layers: tuple[str, ...]) -> None:
     """Compare the weights of two model files: exit 0 identical, 1 different, 2 unreadable."""
     from ..analysis.diff import diff_models
     from ..readers import open_model
@@ -267,6 +270,10 @@ def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, lay
     if not atol >= 0:
         raise InspectError("--atol must be 0 or more")
     def compare() -> dict[str, Any]:
+        if html_path:
+            from ..render.pictures import diff_html
+
+            return diff_html(a, b, html_path, atol=atol, layers=layers)
         with open_model(a) as model_a, open_model(b) as model_b:
             return diff_models(model_a, model_b, atol=atol, layers=layers)
 

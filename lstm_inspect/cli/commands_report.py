@@ -19,11 +19,35 @@ def report_command(model: str, output: str, input_path: str | None, seed: int, l
     """Write one self-contained HTML page about MODEL: layer tree, check findings, and per recurrent layer a
     heatmap of every gate block, histograms, bias profiles, norms, singular values and gate activations over
     time. Opens offline; loads nothing and runs no script."""
-    from ..render.html_report import write_report
+    from ..render.pictures import report
     from .commands_forward import _load_inputs
 
     inputs = _load_inputs(input_path) if input_path else None
     label = os.path.basename(input_path) if input_path else None
-    done = isolated(write_report, model, output, inputs, layers, seed, label, label=model)
+    done = isolated(report, model, output, inputs, layers, seed, label, label=model)
     click.echo(f"wrote {output} ({done['bytes'] / 1e6:.2f} MB: {len(done['layers'])} recurrent layers, "
                f"{len(done['blocks'])} gate blocks, {len(done['traces'])} activation maps)", err=True)
+
+
+@cli.command("plot")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", "directory", required=True, type=click.Path(file_okay=False),
+              help="The directory to write into (made when missing): <layer path>/<block>.<format>.")
+@click.option("--format", "image_format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--input", "input_path", type=click.Path(),
+              help="X.npy, or X.npz keyed by input name, for the activations; a seeded random input otherwise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input.")
+@layer_option
+def plot_command(model: str, directory: str, image_format: str, input_path: str | None, seed: int,
+                 layers: tuple[str, ...]) -> None:
+    """Write the report's figures of MODEL as image files, one per gate block (heatmap or bias profile) plus
+    histograms, singular values, activations and saturation per recurrent layer. Needs matplotlib:
+    pip install 'lstm-inspect[plot]'."""
+    from ..render.pictures import plot
+    from ..render.plots import require_matplotlib
+    from .commands_forward import _load_inputs
+
+    require_matplotlib()  # before any work: without the extra, one line and exit 2
+    inputs = _load_inputs(input_path) if input_path else None
+    written = isolated(plot, model, directory, image_format, inputs, layers, seed, label=model)
+    click.echo(f"wrote {len(written)} {image_format} files under {directory}", err=True)

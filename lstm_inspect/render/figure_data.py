@@ -22,8 +22,13 @@ MAX_SVD_SIDE = 2048
 #: A gate value counts as saturated below SATURATION_LOW or above SATURATION_HIGH.
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
 HISTOGRAM_BINS = 60
+#: Heatmap pixels a whole page may hold (matrices; activation maps): about a byte each once compressed, so the
+#: page stays under 10 MB however large the model. Past it, every heatmap is pooled to a smaller side than 512.
+PAGE_PIXELS, TRACE_PIXELS = 5_000_000, 1_500_000
 #: Trace names that are gates (values in [0, 1] after a sigmoid); the others are candidates and states.
 GATE_TRACES = ("i", "f", "o", "z", "r")
+#: Every name `forward --trace` records under a recurrent layer's path.
+TRACE_NAMES = frozenset({"i", "f", "c", "o", "z", "r", "h", "cell", "hidden"})
 
 
 @dataclass
@@ -94,8 +99,30 @@ class LayerFigures:
         return [b for b in self.blocks if b.kind == kind]
 
 
-def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = ()) -> LayerFigures:
-    """The figures of one split recurrent layer. Reads its blocks one at a time."""
+def heatmap_side(shapes: Iterable[tuple[int, int]], budget: int) -> int:
+    """The largest side (at most 512) at which max-|w| pooling leaves the matrices of `shapes` at most `budget`
+    pixels in all."""
+    shapes = list(shapes)
+    side = MAX_SIDE
+    while side > 16 and sum(min(r, side) * min(c, side) for r, c in shapes) > budget:
+        side = int(side * 0.9)
+    return side
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The (rows, cols) a block of `shape` is drawn as, or None for a vector."""
+    if len(shape) < 2:
+        return None
+    rows = 1
+    for n in shape[:-1]:
+        rows *= int(n)
+    return rows, int(shape[-1])
+
+
+def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = (),
+                  max_side: int = MAX_SIDE) -> LayerFigures:
+    """The figures of one split recurrent layer, heatmaps pooled to at most `max_side`. Reads its blocks one at
+    a time."""
     path = split.layer.key
     blocks: list[BlockFigure] = []
     magnitudes: list[float] = []
@@ -108,7 +135,7 @@ def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = (
                              compute_stats(values))
         finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
         if values.ndim >= 2:
-            figure.matrix, figure.window = pool(as_matrix(values), MAX_SIDE)
+            figure.matrix, figure.window = pool(as_matrix(values), max_side)
             if finite.size:
                 magnitudes.append(float(np.percentile(finite, 99.9)))
                 maxima.append(float(finite.max()))
@@ -150,7 +177,8 @@ def release(split: gates.GateSplit) -> None:
         tensor.release()
 
 
-def trace_figures(path: str, gate_order: tuple[str, ...], traced: dict[str, np.ndarray]) -> list[TraceFigure]:
+def trace_figures(path: str, gate_order: tuple[str, ...], traced: dict[str, np.ndarray],
+                  max_side: int = MAX_SIDE) -> list[TraceFigure]:
     """Units × time heatmaps of a layer's traced gates and states, with the saturated share of each gate."""
     prefix = f"{path}/"
     names = [k[len(prefix):] for k in traced if k.startswith(prefix) and "/" not in k[len(prefix):]]
@@ -162,7 +190,7 @@ def trace_figures(path: str, gate_order: tuple[str, ...], traced: dict[str, np.n
             continue
         spatial = values.ndim > 3  # ConvLSTM: (batch, time, *positions, filters), averaged over the positions
         first = values[0].reshape(values.shape[1], -1, values.shape[-1]).mean(axis=1) if spatial else values[0]
-        matrix, window = pool(first.T, MAX_SIDE)
+        matrix, window = pool(first.T, max_side)
         finite = values[np.isfinite(values)]
         bounded = finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.0
         is_gate = name in GATE_TRACES and bounded
@@ -198,7 +226,7 @@ def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = N
             input_label: str | None = None) -> ModelFigures:
     """Everything the report shows about the file at `path`: its checks, a traced forward pass on `inputs` (a
     seeded random input fitting the model when None), then each recurrent layer's figures, one layer at a time."""
-    from .. import report as overview_of
+    from ..report import inspect as inspect_model
     from ..errors import InspectError
     from ..readers import open_model
 
@@ -206,17 +234,20 @@ def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = N
     traced, input_note = _trace(path, inputs, seed, input_label)
     figures = []
     with open_model(path) as model:
-        overview = overview_of.inspect(model, layers, with_stats=False)
+        overview = inspect_model(model, layers, with_stats=False)
         chosen = {entry["path"] for entry in overview["layers"]}
         if layers and not chosen:
             raise InspectError("no layer matched --layer", path)
-        for layer in model.layers:
-            split = gates.split(layer) if layer.key in chosen else None
-            if split is None or not split.blocks:
-                continue
-            figure = layer_figures(split, [f for f in findings if f["layer"] == layer.key])
+        splits = [split for split in (gates.split(layer) for layer in model.layers if layer.key in chosen)
+                  if split is not None and split.blocks]
+        side = heatmap_side([s for split in splits for b in split.blocks if (s := matrix_shape(b.shape))],
+                            PAGE_PIXELS)
+        trace_side = heatmap_side([(v.shape[-1], v.shape[1]) for v in traced.values()], TRACE_PIXELS)
+        for split in splits:
+            layer = split.layer
+            figure = layer_figures(split, [f for f in findings if f["layer"] == layer.key], side)
             release(split)
-            figure.traces = trace_figures(layer.key, split.layout.gates, traced)
+            figure.traces = trace_figures(layer.key, split.layout.gates, traced, trace_side)
             if not figure.traces:
                 figure.trace_note = input_note if not traced else "the forward pass recorded no gates for this layer"
             figures.append(figure)
@@ -260,4 +291,4 @@ def _trace(path: str, inputs: Any, seed: int, input_label: str | None) -> tuple[
         outputs = forward(path, inputs, trace=True, dtype=np.float32)
     except InspectError as exc:
         return {}, f"No activations: {exc.message}."
-    return {k: v for k, v in outputs.items() if np.ndim(v) >= 3}, note
+    return {k: v for k, v in outputs.items() if k.rpartition("/")[2] in TRACE_NAMES and np.ndim(v) >= 3}, note

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from html import escape
 from typing import Any, Iterable
 
@@ -17,19 +16,11 @@ import numpy as np
 
 from .. import __version__
 from ..text_safety import visible
-from .figure_data import (
-    SATURATION_HIGH,
-    SATURATION_LOW,
-    BlockFigure,
-    LayerFigures,
-    ModelFigures,
-    TraceFigure,
-    collect,
-)
-from .png import DIVERGING, SEQUENTIAL, colour_bar, colourise, encode_png
+from .figure_data import SATURATION_HIGH, SATURATION_LOW, BlockFigure, LayerFigures, ModelFigures, TraceFigure
+from .png import DIVERGING, SEQUENTIAL, colour_bar, heatmap_png
 from .svg import GATE_COLOURS, histogram_chart, line_chart, number, saturation_chart
 
-HEAT_WIDTH, HEAT_MAX_HEIGHT, HEAT_MIN_HEIGHT = 232, 320, 14
+HEAT_WIDTH, HEAT_MAX_HEIGHT, HEAT_MIN_HEIGHT = 232, 320, 20
 TRACE_WIDTH = 232
 
 CSS = """
@@ -55,7 +46,9 @@ box-shadow:0 1px 2px rgba(0,0,0,.04)}
 .li-report figure{margin:0;padding:8px;border:1px solid #e5e8eb;border-radius:6px;background:#fff;
 width:fit-content;max-width:100%}
 .li-report figure.li-flag{border:2px solid #cf222e;padding:7px;background:#fff8f8}
+.li-report figure.li-block,.li-report figure.li-trace{width:234px}
 .li-report figcaption{font-size:12px;color:#424a53;margin-top:4px;max-width:248px}
+.li-gate{color:#57606a}
 .li-report figcaption b{font-size:13px;color:#1f2328}
 .li-heat{display:block;image-rendering:pixelated;image-rendering:crisp-edges;border:1px solid #d0d7de}
 .li-bar{display:block;image-rendering:pixelated;height:10px;width:232px;border:1px solid #d0d7de}
@@ -218,13 +211,18 @@ def gate_blocks(layer: LayerFigures) -> str:
     return "".join(parts)
 
 
+def _gate_name(layer: LayerFigures, block: BlockFigure) -> str:
+    names = dict(zip(layer.gates, layer.gate_names))
+    return names.get(block.gate, "") if block.gate else ""
+
+
 def _colour(layer: LayerFigures, gate: str) -> str:
     return GATE_COLOURS[layer.gates.index(gate) % len(GATE_COLOURS)] if gate in layer.gates else GATE_COLOURS[0]
 
 
 def heatmap_img(matrix: np.ndarray, low: float, high: float, anchors: tuple[str, ...], width: int,
                 height: int, alt: str) -> str:
-    png = encode_png(colourise(matrix, low, high, anchors))
+    png = heatmap_png(matrix, low, high, anchors)
     return (f"<img class=\"li-heat\" src=\"{_data_uri(png)}\" width=\"{width}\" height=\"{height}\" "
             f"alt=\"{_a(alt)}\">")
 
@@ -238,7 +236,7 @@ def _display_size(rows: int, cols: int) -> tuple[int, int]:
     return int(round(width)), int(round(max(height, HEAT_MIN_HEIGHT)))
 
 
-def _block_caption(block: BlockFigure) -> str:
+def _block_caption(block: BlockFigure, gate_name: str) -> str:
     s = block.stats
     numbers = [] if s.mean is None else [f"mean {number(s.mean)}", f"std {number(s.std)}", f"‖·‖ {number(s.l2)}"]
     if block.spectral_norm is not None:
@@ -252,7 +250,8 @@ def _block_caption(block: BlockFigure) -> str:
         items = "".join(f"<li>{_severity(f['severity'])} <code>{_t(f['rule'])}</code> {_t(f['message'])}</li>"
                         for f in block.findings)
         finds = f"<ul class=\"li-finds\">{items}</ul>"
-    return (f"<figcaption><b>{_t(block.block)}</b> {_t(tuple(block.shape))} "
+    gate = f" <span class=\"li-gate\">{_t(gate_name)}</span>" if gate_name else ""
+    return (f"<figcaption><b>{_t(block.block)}</b>{gate} · {_t(tuple(block.shape))}<br>"
             f"<span class=\"li-src\">{_t(block.source)}</span><br>{_t(' · '.join(numbers))}{pooled}</figcaption>"
             f"{finds}")
 
@@ -266,14 +265,14 @@ def _heatmap_figure(block: BlockFigure, layer: LayerFigures) -> str:
     assert block.matrix is not None
     width, height = _display_size(*block.matrix.shape)
     img = heatmap_img(block.matrix, -layer.scale, layer.scale, DIVERGING, width, height, f"heatmap of {block.key}")
-    return f"{_figure_open(block)}{img}{_block_caption(block)}</figure>"
+    return f"{_figure_open(block)}{img}{_block_caption(block, _gate_name(layer, block))}</figure>"
 
 
 def _profile_figure(block: BlockFigure, layer: LayerFigures, y_range: tuple[float, float]) -> str:
     assert block.vector is not None
     svg = line_chart([(block.block, _colour(layer, block.gate), block.vector)], "unit", "value", width=232,
                      height=130, y_range=y_range, legend=False)
-    return f"{_figure_open(block)}{svg}{_block_caption(block)}</figure>"
+    return f"{_figure_open(block)}{svg}{_block_caption(block, _gate_name(layer, block))}</figure>"
 
 
 def distributions(layer: LayerFigures) -> str:
@@ -358,18 +357,3 @@ def _scale_bar(low: float, high: float, anchors: tuple[str, ...]) -> str:
 def _scale_legend(low: float, high: float, anchors: tuple[str, ...], text: str) -> str:
     return f"<div class=\"li-legend\"><div>{_scale_bar(low, high, anchors)}</div><div>{_t(text)}</div></div>"
 
-
-def write_report(path: str | os.PathLike[str], output: str | os.PathLike[str], inputs: Any = None,
-                 layers: tuple[str, ...] | list[str] = (), seed: int = 0,
-                 input_label: str | None = None) -> dict[str, Any]:
-    """Write the HTML report of `lstm-inspect report`: one self-contained page (no network, no script) with every
-    recurrent layer's gate heatmaps, histograms, bias profiles, norms and spectra, the check findings, and gate
-    activations over time from a traced forward pass on `inputs` (a seeded random input when None).
-    Returns ``{"output", "bytes", "layers", "blocks", "traces"}``."""
-    figures = collect(os.fspath(path), layers, inputs, seed, input_label)
-    page = report_page(figures).encode("utf-8")
-    with open(output, "wb") as handle:
-        handle.write(page)
-    return {"output": os.fspath(output), "bytes": len(page), "layers": [f.path for f in figures.layers],
-            "blocks": [b.key for f in figures.layers for b in f.blocks],
-            "traces": [t.key for f in figures.layers for t in f.traces]}

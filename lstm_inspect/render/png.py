@@ -66,29 +66,45 @@ def pool(matrix: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tupl
     return np.take_along_axis(windows, pick[..., None], axis=2)[..., 0], (fr, fc)
 
 
-def colourise(matrix: np.ndarray, low: float, high: float, anchors: tuple[str, ...]) -> np.ndarray:
-    """(rows, cols, 3) uint8: values mapped linearly from [low, high] onto the colour map (clipped)."""
-    table = lookup_table(anchors)
+def colour_indices(matrix: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(rows, cols) uint8 palette indices: values mapped linearly from [low, high] onto 0..254 (clipped); 255 marks
+    a non-finite value."""
     span = high - low if high > low else 1.0
     finite = np.isfinite(matrix)
     position = np.clip((np.where(finite, matrix, low) - low) / span, 0.0, 1.0)
-    rgb = table[np.round(position * (len(table) - 1)).astype(np.intp)]
-    rgb[~finite] = NON_FINITE
-    return rgb
+    indices = np.round(position * 254).astype(np.uint8)
+    indices[~finite] = 255
+    return indices
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """A truecolour 8-bit PNG of an (rows, cols, 3) uint8 array."""
-    rows, cols, _ = rgb.shape
-    raw = np.zeros((rows, 1 + cols * 3), dtype=np.uint8)  # filter byte 0 (None) before each row
-    raw[:, 1:] = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(rows, cols * 3)
+def palette(anchors: tuple[str, ...]) -> np.ndarray:
+    """The 256 colours of an indexed heatmap: the map in 255 steps, then the non-finite colour."""
+    return np.concatenate([lookup_table(anchors, 255), np.array([NON_FINITE], dtype=np.uint8)])
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-            + chunk(b"IEND", b""))
+def heatmap_png(matrix: np.ndarray, low: float, high: float, anchors: tuple[str, ...]) -> bytes:
+    """An indexed-colour PNG of a matrix (one byte per pixel before compression: a third of truecolour)."""
+    return encode_png(colour_indices(matrix, low, high), palette(anchors))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(pixels: np.ndarray, colours: np.ndarray | None = None) -> bytes:
+    """An 8-bit PNG: truecolour from an (rows, cols, 3) uint8 array, or indexed from (rows, cols) uint8 indices
+    into `colours` (n, 3)."""
+    indexed = colours is not None
+    rows, cols = pixels.shape[:2]
+    width = cols if indexed else cols * 3
+    raw = np.zeros((rows, 1 + width), dtype=np.uint8)  # filter byte 0 (None) before each row
+    raw[:, 1:] = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(rows, width)
+    header = struct.pack(">IIBBBBB", cols, rows, 8, 3 if indexed else 2, 0, 0, 0)
+    chunks = _chunk(b"IHDR", header)
+    if indexed:
+        chunks += _chunk(b"PLTE", np.ascontiguousarray(colours, dtype=np.uint8).tobytes())
+    return (b"\x89PNG\r\n\x1a\n" + chunks + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _chunk(b"IEND", b""))
 
 
 def colour_bar(anchors: tuple[str, ...], width: int = 256) -> bytes:

@@ -28,7 +28,7 @@ class _Frame:
     def __init__(self, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
                  log_y: bool = False):
         self.width, self.height = width, height
-        self.left, self.right, self.top, self.bottom = 52, 10, 10, 30
+        self.left, self.right, self.top, self.bottom = 52, 10, 20, 30
         self.x0, self.x1 = x_range if x_range[1] > x_range[0] else (x_range[0], x_range[0] + 1)
         low, high = y_range
         if log_y:
@@ -50,8 +50,12 @@ class _Frame:
     def axes(self, x_label: str, y_label: str, y_ticks: Sequence[float], x_ticks: Sequence[float]) -> list[str]:
         parts = []
         bottom, right = self.height - self.bottom, self.width - self.right
-        for tick in y_ticks:
+        placed: list[float] = []
+        for tick in sorted(y_ticks, key=lambda t: t != 0):  # 0 first; a tick too close to a placed one is left out
             y = self.y(tick)
+            if any(abs(y - other) < 11 for other in placed):
+                continue
+            placed.append(y)
             parts.append(f'<line x1="{self.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="{GRID}"/>')
             parts.append(f'<text x="{self.left - 4}" y="{y + 3.5:.1f}" text-anchor="end">{escape(number(tick))}</text>')
         for tick in x_ticks:
