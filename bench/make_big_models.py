@@ -5,6 +5,7 @@
 
 | size | model | largest array |
 |---|---|---|
+| 0.125 GB | LSTM(2048) x 1 on 2048 inputs (tests/test_bounded_memory.py) | 64 MiB |
 | 0.5 GB | LSTM(4096) x 1 on 4096 inputs | 256 MiB |
 | 1 GB | LSTM(4096) x 2 | 256 MiB |
 | 2 GB | LSTM(4096) x 4 | 256 MiB |
@@ -32,7 +33,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-SIZES = {"0.5": (4096, 1), "1": (4096, 2), "2": (4096, 4), "4": (8192, 2)}
+SIZES = {"0.125": (2048, 1), "0.5": (4096, 1), "1": (4096, 2), "2": (4096, 4), "4": (8192, 2)}
 SMALL = 8
 ROW_BLOCK_BYTES = 64 << 20
 

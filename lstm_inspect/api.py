@@ -44,13 +44,15 @@ def export_arrays(path: str | os.PathLike[str], layers: tuple[str, ...] | list[s
 
 def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers: tuple[str, ...] | list[str] = (),
            fused: bool = False, forget_bias: float | None = None) -> list[str]:
-    """Write the arrays of `export_arrays` to an .npz (or .safetensors) file; returns the keys written."""
-    arrays = export_arrays(path, layers, fused, forget_bias)
-    if not arrays:
-        what = "no layer matched --layer" if layers else "the model stores no weights"
-        raise InspectError(f"nothing to export: {what}", os.fspath(path))
-    _export.write_arrays(arrays, output)
-    return list(arrays)
+    """Write the arrays of `export_arrays` to an .npz (or .safetensors) file, streaming each from the model file in
+    bounded chunks; returns the keys written."""
+    with open_model(path) as model:
+        sources = _export.export_sources(model, layers, fused, forget_bias)
+        if not sources:
+            what = "no layer matched --layer" if layers else "the model stores no weights"
+            raise InspectError(f"nothing to export: {what}", os.fspath(path))
+        _export.write_arrays(sources, output)
+    return list(sources)
 
 
 def convert(path: str | os.PathLike[str], layout: str, layers: tuple[str, ...] | list[str] = (),
@@ -80,12 +82,12 @@ def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         return None
     if layout == "keras":
         with open_model(path) as model:
-            arrays, converted = _export.fused_keras_arrays(model, layers, forget_bias)
-        if not arrays:
-            raise InspectError("nothing to export: " + ("no layer matched --layer" if layers else
-                                                        "the model stores no weights"), os.fspath(path))
-        _export.write_arrays(arrays, output)
-        converted.arrays = arrays
+            sources, converted = _export.fused_keras_arrays(model, layers, forget_bias, sources=True)
+            if not sources:
+                raise InspectError("nothing to export: " + ("no layer matched --layer" if layers else
+                                                            "the model stores no weights"), os.fspath(path))
+            _export.write_arrays(sources, output)
+        converted.arrays = sources  # what was written: arrays, or the blocks / weights streamed from the file
         return converted
     converted = convert(path, layout, layers, forget_bias=forget_bias, merge_stacked=merge_stacked)
     _export.write_arrays(converted.arrays, output, converted.metadata())

@@ -79,7 +79,8 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     try:
         message = json.loads(payload.decode("utf-8"))
     except ValueError as exc:
-        raise InspectError("the isolated reader died without an answer (out of memory?)", label) from exc
+        raise InspectError("the isolated reader died without an answer (out of memory? "
+                           f"raise --max-memory{_mib(max_memory)})", label) from exc
     if "ok" in message:
         return message["ok"]
     if "error" in message:
@@ -185,9 +186,9 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_
             message: dict[str, Any] = {"ok": func(*args)}
         except InspectError as exc:
             message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
-        except MemoryError:
-            message = {"error": {"message": f"reading needs more than the {max_memory:,}-byte memory limit "
-                                            "(--max-memory)", "path": None, "exit_code": int(ExitCode.BAD_INPUT)}}
+        except MemoryError as exc:
+            message = {"error": {"message": memory_message(max_memory, exc), "path": None,
+                                 "exit_code": int(ExitCode.BAD_INPUT)}}
         except RecursionError:
             message = {"error": {"message": "structure nested too deeply to read", "path": None,
                                  "exit_code": int(ExitCode.BAD_INPUT)}}
@@ -202,6 +203,21 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_
         status = 70
     finally:
         os._exit(status)
+
+
+def memory_message(max_memory: int | None, exc: BaseException | None = None) -> str:
+    """What running out of memory says: the memory limit (naming --max-memory and its value), how much the failed
+    allocation asked for when numpy says so, and what to raise."""
+    detail = str(exc).strip() if exc is not None else ""
+    asked = f": {detail[:160]}" if detail else ""
+    if not max_memory:
+        return f"out of memory{asked}"
+    return (f"reading needs more than the memory limit, --max-memory {max_memory / 2**20:,.0f} MiB{asked}; raise "
+            "--max-memory (or lower --chunk-size)")
+
+
+def _mib(max_memory: int | None) -> str:
+    return f" above {max_memory / 2**20:,.0f} MiB" if max_memory else ""
 
 
 def _limit_memory(max_memory: int) -> None:
@@ -243,7 +259,8 @@ def _collect(fd: int, pid: int, timeout: float | None, label: str) -> tuple[byte
         if deadline is not None and time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise InspectError(f"reading took longer than {timeout:g} s (--timeout); gave up on this file", label)
+            raise InspectError(f"reading took longer than {timeout:g} s (the --timeout limit); gave up on this file: "
+                               f"raise --timeout above {timeout:g} if it is a large file", label)
 
 
 def _drain(fd: int, chunks: list[bytes]) -> bool:

@@ -18,9 +18,9 @@ CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 #: Bytes of one chunk when an array is read in parts (`Tensor.row_chunks`); the CLI's ``--chunk-size`` sets it.
 CHUNK_BYTES = 32 << 20
-#: `Tensor.read` keeps arrays up to this size for the next call; larger ones are read again each time, so that no
-#: large array stays in memory after its user is done with it.
-CACHE_BYTES = 4 << 20
+#: `Tensor.read` keeps arrays up to this size (biases) for the next call; larger ones are read again each time, so
+#: that no large array stays in memory after its user is done with it.
+CACHE_BYTES = 64 << 10
 
 
 #: No dimension of a real weight comes near this; a larger one is a corrupt or hostile header (numpy could not even
@@ -74,24 +74,33 @@ class Tensor:
             self._value = value
         return value
 
-    def read_part(self, index: tuple) -> np.ndarray:
-        """The values at `index`, reading only them from the file when the reader can."""
+    def read_part(self, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        """The values at `index`, reading only them from the file when the reader can (into `out` when given)."""
         if self._read_part is None or self._value is not None or self.nbytes <= CACHE_BYTES:
-            return self.read()[index]
-        return self._read_part(index, None)
+            value = self.read()[index]
+            if out is None:
+                return value
+            out[...] = value
+            return out
+        return self._read_part(index, out)
 
-    def row_chunks(self, max_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, rows)``: the array in pieces along its first axis, each at most `max_bytes` (default
-        `CHUNK_BYTES`; at least one row), read into one reused buffer — a piece is valid until the next is made."""
-        max_bytes = max_bytes or CHUNK_BYTES
-        if self._read_part is None or self._value is not None or not self.shape or self.nbytes <= max_bytes:
+    def row_chunks(self, max_bytes: int | None = None, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows)``: the array in pieces along its first axis, `rows` rows at a time or at most
+        `max_bytes` each (default `CHUNK_BYTES`; at least one row), read from the file into one reused buffer — a
+        piece is valid until the next is made."""
+        if not self.shape or not self.shape[0]:
             yield 0, self.read()
             return
-        row_bytes = max(1, self.nbytes // max(1, self.shape[0]))
-        step = max(1, max_bytes // row_bytes)
-        buffer = np.empty((min(step, self.shape[0]), *self.shape[1:]), dtype=self.dtype)
-        for start in range(0, self.shape[0], step):
-            stop = min(self.shape[0], start + step)
+        if rows is None:
+            rows = max(1, (max_bytes or CHUNK_BYTES) // max(1, self.nbytes // self.shape[0]))
+        if self._read_part is None or self._value is not None or rows >= self.shape[0]:
+            value = self.read()
+            for start in range(0, self.shape[0], rows):
+                yield start, value[start:start + rows]
+            return
+        buffer = np.empty((rows, *self.shape[1:]), dtype=self.dtype)
+        for start in range(0, self.shape[0], rows):
+            stop = min(self.shape[0], start + rows)
             yield start, self._read_part((slice(start, stop),), buffer[: stop - start])
 
     def release(self) -> None:

@@ -43,22 +43,6 @@ def inspect(model: ModelFile, layers: tuple[str, ...] | list[str] = (), with_sta
     }
 
 
-def layer_stats(layer: Layer, blocks: list[Any]) -> tuple[dict[int, stats.Stats], dict[int, stats.Stats]]:
-    """The statistics of each weight of `layer` and of each gate block, by ``id``: every stored array read once,
-    in bounded chunks, each value summarised once (`stats.summarise`)."""
-    by_tensor: dict[int, list[Any]] = {}
-    for block in blocks:
-        by_tensor.setdefault(id(block.tensor), []).append(block)
-    tensors = {id(t): t for t in layer.weights}
-    tensors.update((id(b.tensor), b.tensor) for b in blocks)
-    weight_stats, block_stats = {}, {}
-    for key, tensor in tensors.items():
-        own = by_tensor.get(key, [])
-        weight_stats[key], results = stats.summarise(tensor, own)
-        block_stats.update((id(b), s) for b, s in zip(own, results))
-    return weight_stats, block_stats
-
-
 #: A config value the report shows is at most this long as JSON text; a longer one (a hostile config can put
 #: megabytes in ``units``) is summarised, so the report stays bounded whatever the config holds.
 MAX_CONFIG_VALUE_CHARS = 2000
@@ -105,7 +89,7 @@ def layer_entry(layer: Layer, model: ModelFile, with_stats: bool) -> dict[str, A
     }
     split = gates.split(layer)
     blocks = split.blocks if split is not None else []
-    weight_stats, block_stats = layer_stats(layer, blocks) if with_stats else ({}, {})
+    weight_stats, block_stats = stats.layer_stats(layer.weights, blocks) if with_stats else ({}, {})
     entry["weights"] = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "source": t.source,
                          "stats": weight_stats[id(t)].as_dict() if with_stats else None} for t in layer.weights]
     if split is not None:

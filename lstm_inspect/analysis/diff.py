@@ -14,43 +14,81 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import gates
+from .. import model as model_module
 from ..model import Layer, ModelFile, select_layers
+from . import stats
 from .snapshot import _shape_text, class_key, layer_entries, match_blocks, match_layers, signature
 
 DIFF_VERSION = 1
 
 
-def block_delta(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    """max |b - a|, ||b - a|| / ||a|| (Frobenius), and the cosine between a and b, over float64 copies."""
-    # ravel first: a float64 copy of an empty array shaped (0, 10**6, 10**6, ...) would not fit in memory's index
-    x = np.asarray(a).ravel().astype(np.float64)
-    y = np.asarray(b).ravel().astype(np.float64)
-    both_finite = bool(np.isfinite(x).all() and np.isfinite(y).all())
-    if not both_finite:
-        same = bool(np.array_equal(x, y, equal_nan=True))
+def block_delta(a: Any, b: Any, rows: int | None = None) -> dict[str, Any]:
+    """max |b - a|, ||b - a|| / ||a|| (Frobenius), and the cosine between a and b, in float64, for two arrays or
+    two sources of the same shape (gate blocks, weights) walked in step, `rows` rows at a time, so that neither is
+    ever whole in memory."""
+    max_abs = sum_aa = sum_bb = sum_dd = sum_ab = 0.0
+    finite = same = True
+    for (_, chunk_a), (_, chunk_b) in zip(_row_chunks(a, rows), _row_chunks(b, rows)):
+        for piece_a, piece_b in zip(stats._pieces(chunk_a), stats._pieces(chunk_b)):
+            x = np.asarray(piece_a, dtype=np.float64).ravel()
+            y = np.asarray(piece_b, dtype=np.float64).ravel()
+            if finite and not (np.isfinite(x).all() and np.isfinite(y).all()):
+                finite = False
+            if not finite:
+                same = same and bool(np.array_equal(x, y, equal_nan=True))
+                continue
+            delta = y - x
+            if delta.size:
+                max_abs = max(max_abs, float(np.abs(delta).max()))
+            sum_aa += float(np.dot(x, x))
+            sum_bb += float(np.dot(y, y))
+            sum_dd += float(np.dot(delta, delta))
+            sum_ab += float(np.dot(x, y))
+    if not finite:
         return {"max_abs_diff": 0.0 if same else None, "rel_frobenius": 0.0 if same else None,
                 "cosine": None, "non_finite": True}
-    delta = y - x
-    max_abs = float(np.abs(delta).max()) if delta.size else 0.0
-    norm_a, norm_b, norm_d = (float(np.linalg.norm(v)) for v in (x, y, delta))
+    norm_a, norm_b, norm_d = math.sqrt(sum_aa), math.sqrt(sum_bb), math.sqrt(sum_dd)
     rel = norm_d / norm_a if norm_a else (0.0 if norm_d == 0 else math.inf)
-    cosine = float(x @ y / (norm_a * norm_b)) if norm_a and norm_b else (1.0 if norm_a == norm_b else 0.0)
+    cosine = sum_ab / (norm_a * norm_b) if norm_a and norm_b else (1.0 if norm_a == norm_b else 0.0)
     return {"max_abs_diff": max_abs, "rel_frobenius": rel, "cosine": max(-1.0, min(1.0, cosine)),
             "non_finite": False}
 
 
+def _row_chunks(values: Any, rows: int | None):
+    """Row pieces of an array, or of a source that reads them from its file (`Tensor`, gate `Block`)."""
+    if hasattr(values, "row_chunks"):
+        yield from values.row_chunks(rows=rows)
+        return
+    values = np.asarray(values)
+    if values.ndim == 0 or rows is None:
+        yield 0, values
+        return
+    for start in range(0, values.shape[0], rows):
+        yield start, values[start:start + rows]
 
-def compare_block(key_a: str, key_b: str, va: np.ndarray, vb: np.ndarray, atol: float) -> dict[str, Any]:
-    """One block's record in a diff: shapes, dtypes, the deltas of `block_delta` and its status."""
-    block: dict[str, Any] = {"key": key_b if key_a == key_b else f"{key_a}->{key_b}", "shape_a": list(va.shape),
-                             "shape_b": list(vb.shape), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
-    if va.shape != vb.shape:
+
+def _rows_per_chunk(shape: tuple[int, ...]) -> int:
+    """Rows per step when two arrays of `shape` are walked together: half the chunk budget each, as float64 (so
+    both sides step alike whatever their dtypes)."""
+    row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return max(1, model_module.CHUNK_BYTES // 2 // (8 * max(1, row)))
+
+
+def compare_block(key_a: str, key_b: str, va: Any, vb: Any, atol: float) -> dict[str, Any]:
+    """One block's record in a diff: shapes, dtypes, the deltas of `block_delta` and its status. `va` and `vb` are
+    arrays, or sources read from their files in step (gate blocks, weights)."""
+    va, vb = (v if hasattr(v, "row_chunks") else np.asarray(v.read() if hasattr(v, "read") else v) for v in (va, vb))
+    shape_a, shape_b = tuple(va.shape), tuple(vb.shape)
+    block: dict[str, Any] = {"key": key_b if key_a == key_b else f"{key_a}->{key_b}", "shape_a": list(shape_a),
+                             "shape_b": list(shape_b), "dtype_a": str(va.dtype), "dtype_b": str(vb.dtype)}
+    if shape_a != shape_b:
         block.update(status="shape-changed", max_abs_diff=None, rel_frobenius=None, cosine=None)
         return block
-    block.update(block_delta(va, vb))
+    block.update(block_delta(va, vb, _rows_per_chunk(shape_a) if shape_a else None))
     unchanged = block["max_abs_diff"] is not None and block["max_abs_diff"] <= atol
     block["status"] = "unchanged" if unchanged else "changed"
     return block
+
 
 def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[str] = ()) -> dict[str, Any]:
     """The documented diff record. ``identical`` is False when anything differs beyond `atol`. Files of different
@@ -79,7 +117,7 @@ def diff_models(a: ModelFile, b: ModelFile, atol: float = 0.0, layers: Sequence[
             shape_changes.append({"layer": eb["path"], **entry["shape_change"]})
         block_pairs, gone, extra = match_blocks(list(ea["blocks"]), list(eb["blocks"]))
         for ka, kb in block_pairs:
-            block = compare_block(ka, kb, ea["blocks"][ka]["_piece"].read(), eb["blocks"][kb]["_piece"].read(), atol)
+            block = compare_block(ka, kb, ea["blocks"][ka]["_source"], eb["blocks"][kb]["_source"], atol)
             compared_blocks += 1
             changed_blocks += block["status"] != "unchanged"
             entry["blocks"].append(block)
@@ -189,7 +227,8 @@ def _canonical_units(model: ModelFile, layers: Sequence[str]) -> list[dict[str, 
 
 
 def _shapes(unit: dict[str, Any]) -> list[tuple[tuple[int, ...], ...]]:
-    return [tuple(tuple(b.read().shape) for _, b in sorted(leaf["blocks"].items())) for leaf in unit["leaves"]]
+    return [tuple(tuple(b.shape if hasattr(b, "shape") else b.read().shape) for _, b in sorted(leaf["blocks"].items()))
+            for leaf in unit["leaves"]]
 
 
 def _pair_units(old: list[dict[str, Any]], new: list[dict[str, Any]]):
@@ -249,7 +288,7 @@ def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers
                 else ([(k, k) for k in la["blocks"] if k in lb["blocks"]], [k for k in la["blocks"] if k not in lb["blocks"]],
                       [k for k in lb["blocks"] if k not in la["blocks"]])
             for ka, kb in block_pairs:
-                block = compare_block(ka, kb, la["blocks"][ka].read(), lb["blocks"][kb].read(), atol)
+                block = compare_block(ka, kb, la["blocks"][ka], lb["blocks"][kb], atol)
                 compared += 1
                 changed += block["status"] != "unchanged"
                 entry["blocks"].append(block)

@@ -46,10 +46,18 @@ def layer_entries(model: ModelFile, layers: Sequence[str] = (), with_stats: bool
             "weights": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in layer.weights],
             "blocks": {},
         }
-        for piece in by_layer.get(id(layer), []):
-            block: dict[str, Any] = {"_piece": piece}  # dropped when written; `diff` reads the values from it
+        split = view.splits.get(id(layer))
+        blocks = {b.key: b for b in split.blocks} if split is not None else {}
+        pieces = by_layer.get(id(layer), [])
+        sources = [blocks[p.name] if p.kind is not None and p.name in blocks else p.tensor for p in pieces]
+        if with_stats:  # each stored array read once, in bounded chunks (no piece keeps its values)
+            weight_stats, block_stats = stats.layer_stats(layer.weights, [s for s in sources if s not in layer.weights])
+        for piece, source in zip(pieces, sources):
+            # `_source` (a gate block or a weight) is dropped when written; `diff` reads the values from it
+            block: dict[str, Any] = {"_source": source}
             if with_stats:
-                block["stats"] = stats.compute(piece.read()).as_dict()
+                found = weight_stats.get(id(source)) or block_stats.get(id(source))
+                block["stats"] = found.as_dict()
             entry["blocks"][piece.name] = block
         entries.append(entry)
     return entries
@@ -60,7 +68,7 @@ def snapshot(model: ModelFile, layers: Sequence[str] = ()) -> dict[str, Any]:
     entries = layer_entries(model, layers)
     for entry in entries:
         for block in entry["blocks"].values():
-            block.pop("_piece", None)
+            block.pop("_source", None)
     return {
         "format": SNAPSHOT_FORMAT,
         "version": SNAPSHOT_VERSION,

@@ -233,3 +233,19 @@ def _partition(shape: tuple[int, ...], regions: list[Region]) -> bool:
             if all(a1 < b2 and a2 < b1 for (a1, b1), (a2, b2) in zip(first, second)):
                 return False
     return True
+
+
+def layer_stats(weights: Sequence[Any], blocks: Sequence[Any]) -> tuple[dict[int, Stats], dict[int, Stats]]:
+    """The statistics of each weight (`model.Tensor`) and of each gate block, by ``id``: every stored array read
+    once, in bounded chunks, each value summarised once (`summarise`)."""
+    by_tensor: dict[int, list[Any]] = {}
+    for block in blocks:
+        by_tensor.setdefault(id(block.tensor), []).append(block)
+    tensors = {id(t): t for t in weights}
+    tensors.update((id(b.tensor), b.tensor) for b in blocks)
+    weight_stats, block_stats = {}, {}
+    for key, tensor in tensors.items():
+        own = by_tensor.get(key, [])
+        weight_stats[key], results = summarise(tensor, own)
+        block_stats.update((id(b), s) for b, s in zip(own, results))
+    return weight_stats, block_stats

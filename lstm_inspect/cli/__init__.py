@@ -102,7 +102,7 @@ class _Boundary(click.Group):
 
 
 _GROUP_FLAGS = {"--traceback", "--no-isolation", "--version", "-V", "-h", "--help", "--pager"}
-_GROUP_OPTIONS_WITH_VALUE = {"--timeout", "--max-memory", "--color"}
+_GROUP_OPTIONS_WITH_VALUE = {"--timeout", "--max-memory", "--chunk-size", "--color"}
 
 
 def _is_model_argument(word: str) -> bool:
@@ -139,17 +139,24 @@ class _Bytes(click.ParamType):
               help="Seconds one file may take to read before it is given up (reading runs in a child process).")
 @click.option("--max-memory", type=_Bytes(), default="4G", show_default=True,
               help="Memory one file's reading may use (child process address-space limit).")
+@click.option("--chunk-size", type=_Bytes(), default="32M", show_default=True,
+              help="Bytes of an array read at once by the commands that read every value (statistics, check, "
+                   "snapshot, export, diff); memory use stays near this, whatever the file's size.")
 @click.option("--no-isolation", is_flag=True,
               help="Read files in this process: no timeout, memory limit or crash containment. For trusted files.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour in the output: auto = on a terminal unless NO_COLOR is set.")
 @click.option("--pager", is_flag=True, help="Show the output in a pager ($PAGER, else less).")
-def cli(traceback: bool, timeout: float, max_memory: int, no_isolation: bool, color: str, pager: bool) -> None:
+def cli(traceback: bool, timeout: float, max_memory: int, chunk_size: int, no_isolation: bool, color: str,
+        pager: bool) -> None:
     """Open saved Keras models without TensorFlow and show what is inside their recurrent layers.
 
     `lstm-inspect MODEL` is short for `lstm-inspect inspect MODEL`.
     """
+    from .. import model
     from ..render.text import set_color
+
+    model.CHUNK_BYTES = chunk_size
 
     set_color(color)
     if pager:

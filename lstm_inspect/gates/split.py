@@ -10,11 +10,14 @@ their own order, (gates·u, in); their blocks are transposed into the same orien
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
+from .. import model as model_module
 from ..model import Layer, Tensor
 
 
@@ -134,6 +137,49 @@ class Block:
         # A zero-stride view gives the slice's shape without touching the data.
         shape = np.broadcast_to(np.empty((), dtype=np.bool_), self.tensor.shape)[self.index].shape
         return shape[::-1] if self.transpose else shape
+
+    @property
+    def dtype(self) -> str:
+        return self.tensor.dtype
+
+    def row_chunks(self, max_bytes: int | None = None, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows)``: the block's values in pieces of its first axis, like `Tensor.row_chunks`. A plain
+        block (a box of its array, not transposed) is read from the file a piece at a time into one reused buffer;
+        any other is read whole first."""
+        shape = self.shape
+        if not shape or not shape[0]:
+            yield 0, self.read()
+            return
+        if rows is None:
+            row_bytes = max(1, self.tensor.nbytes // max(1, self.tensor.size) * (math.prod(shape) // shape[0]))
+            rows = max(1, (max_bytes or model_module.CHUNK_BYTES) // row_bytes)
+        box = self._box()
+        if box is None or rows >= shape[0] or self.tensor.nbytes <= model_module.CACHE_BYTES:
+            value = self.read()
+            for start in range(0, shape[0], rows):
+                yield start, value[start:start + rows]
+            return
+        first, rest = box[0], box[1:]
+        buffer = np.empty((rows, *shape[1:]), dtype=self.tensor.dtype)
+        for start in range(0, shape[0], rows):
+            stop = min(shape[0], start + rows)
+            index = (slice(first.start + start, first.start + stop),) + rest
+            yield start, self.tensor.read_part(index, buffer[: stop - start])
+
+    def _box(self) -> tuple[slice, ...] | None:
+        """The index as one step-1 slice per axis of the tensor, when the block is such a box, not transposed."""
+        if self.transpose or self.memory_order or self.plus is not None or not self.tensor.shape:
+            return None
+        ndim = len(self.tensor.shape)
+        index = tuple(self.index)
+        if Ellipsis in index:
+            at = index.index(Ellipsis)
+            index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
+        index = index + (slice(None),) * (ndim - len(index))
+        if len(index) != ndim or not all(isinstance(part, slice) for part in index):
+            return None
+        box = tuple(slice(*part.indices(size)) for part, size in zip(index, self.tensor.shape))
+        return box if all(part.step == 1 for part in box) else None
 
     def read(self) -> np.ndarray:
         value = self.tensor.read_part(self.index)  # only the block's part of a large array

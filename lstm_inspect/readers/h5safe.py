@@ -43,7 +43,7 @@ def library_errors_as_corrupt(label: str) -> Iterator[None]:
     corrupt file; an exception raised in our own code is a bug and passes through."""
     try:
         yield
-    except (CorruptFile, UnsafeFile):
+    except (CorruptFile, UnsafeFile, MemoryError):
         raise
     except Exception as exc:
         frames = traceback.extract_tb(exc.__traceback__)

@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Every full-read command on large models against the floor (h5py reading every dataset once), side by side.
+
+    python bench/bench_big.py MODEL [MODEL ...] [--commands inspect,json,check,snapshot,export,diff]
+                              [--repeat 1] [--timeout 600]
+
+Build the models with ``bench/make_big_models.py``. Each command runs as a fresh whole process (warm page cache:
+the floor runs first and reads the file once); the figures are wall time, MB/s of the file's size, peak RSS of the
+whole process tree (the command and its forked reading child, summed, sampled every 10 ms from /proc) and the
+ratio of the time to the floor's. The load average is printed with each row: the machine may be shared.
+``diff`` compares the file with itself (two opens of one file) against twice the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+FLOOR = r"""
+import sys, zipfile, struct, io, os
+import h5py
+path = sys.argv[1]
+
+class Window(io.RawIOBase):
+    # the stored model.weights.h5 of a .keras archive, read in place (what any in-place reader has to do)
+    def __init__(self, fd, offset, size): self.fd, self.offset, self.size, self.pos = fd, offset, size, 0
+    def readable(self): return True
+    def seekable(self): return True
+    def tell(self): return self.pos
+    def seek(self, pos, whence=0):
+        self.pos = {0: 0, 1: self.pos, 2: self.size}[whence] + pos
+        return self.pos
+    def readinto(self, buf):
+        view = memoryview(buf).cast("B")[: max(0, self.size - self.pos)]
+        n = os.preadv(self.fd, [view], self.offset + self.pos)
+        self.pos += n
+        return n
+
+if path.endswith(".keras"):
+    archive = zipfile.ZipFile(path)
+    info = archive.getinfo("model.weights.h5")
+    fd = os.open(path, os.O_RDONLY)
+    head = os.pread(fd, 30, info.header_offset)
+    offset = info.header_offset + 30 + sum(struct.unpack("<HH", head[26:30]))
+    source = Window(fd, offset, info.file_size)
+else:
+    source = path
+total = 0
+def visit(name, node):
+    global total
+    if isinstance(node, h5py.Dataset):
+        total += node[()].nbytes   # read once, then released
+with h5py.File(source, "r") as f:
+    f.visititems(visit)
+print(total, file=sys.stderr)
+"""
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def run(command: list[str], timeout: float) -> tuple[float, int, int]:
+    """(wall seconds, peak tree RSS bytes, exit code)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_rss(process.pid))
+        if time.perf_counter() - start > timeout:
+            process.kill()
+        time.sleep(0.01)
+    seconds = time.perf_counter() - start
+    error = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+    if process.returncode not in (0, 1):
+        print(f"    ({' '.join(command[2:])}: exit {process.returncode}: {error[-200:]})", file=sys.stderr)
+    return seconds, peak, process.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--commands", default="inspect,json,check,snapshot,export,diff")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per command; the best is shown")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--options", default="", help="extra group options, e.g. '--max-memory 8G'")
+    args = parser.parse_args()
+    py = [sys.executable, "-m", "lstm_inspect", *args.options.split()]
+    out_dir = tempfile.mkdtemp(prefix="bench_big_")
+    print(f"| file | command | seconds | MB/s | × floor | peak MiB (tree) | exit | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        size = os.path.getsize(model)
+        name = os.path.basename(model)
+        with open(model, "rb") as handle:  # warm the page cache: every row measures reading from memory
+            while handle.read(64 << 20):
+                pass
+        commands = {
+            "inspect": py + ["inspect", model],
+            "json": py + ["inspect", "--json", model],
+            "check": py + ["check", "--format", "json", model],
+            "snapshot": py + ["snapshot", model, "-o", os.path.join(out_dir, "snap.json")],
+            "export": py + ["export", model, "-o", os.path.join(out_dir, "gates.npz")],
+            "export-st": py + ["export", model, "-o", os.path.join(out_dir, "gates.safetensors")],
+            "diff": py + ["diff", model, model],
+        }
+        rows = [("floor (h5py, every dataset once)", [sys.executable, "-c", FLOOR, model])]
+        rows += [(f"`{key}`", commands[key]) for key in args.commands.split(",")]
+        floor = None
+        for label, command in rows:
+            best = None
+            for _ in range(args.repeat):
+                result = run(command, args.timeout)
+                best = result if best is None or result[0] < best[0] else best
+            seconds, peak, code = best
+            floor = floor or seconds
+            reference = 2 * floor if label == "`diff`" else floor
+            rate = (2 if label == "`diff`" else 1) * size / 1e6 / seconds
+            print(f"| {name} | {label} | {seconds:.2f} | {rate:.0f} | {seconds / reference:.2f} | "
+                  f"{peak / 2**20:.0f} | {code} | {os.getloadavg()[0]:.1f} |", flush=True)
+            for leftover in os.listdir(out_dir):
+                os.remove(os.path.join(out_dir, leftover))
+
+
+if __name__ == "__main__":
+    main()
