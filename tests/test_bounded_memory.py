@@ -85,16 +85,19 @@ def _dataset(f: h5py.File, role: str) -> h5py.Dataset:
     return found[0 if role == "kernel" else 1]
 
 
-@pytest.mark.parametrize("command", ["snapshot", "export-npz", "export-safetensors", "diff"])
+@pytest.mark.parametrize("command", ["check", "snapshot", "export-npz", "export-safetensors", "diff"])
 def test_full_read_commands_under_a_small_limit(big, command, tmp_path):
     path = str(big["keras"])
-    args = {"snapshot": ["snapshot", path, "-o", str(tmp_path / "s.json")],
+    args = {"check": ["check", "--format", "json", path],
+            "snapshot": ["snapshot", path, "-o", str(tmp_path / "s.json")],
             "export-npz": ["export", path, "-o", str(tmp_path / "e.npz")],
             "export-safetensors": ["export", path, "-o", str(tmp_path / "e.safetensors")],
             "diff": ["diff", path, path]}[command]
     result, peak = run_cli("--max-memory", "100M", *args)
     assert result.returncode == 0, result.stderr
     assert peak < 200 << 20, f"peak RSS {peak / 2**20:.0f} MiB"
+    if command == "check":
+        assert json.loads(result.stdout)["summary"]["passed"] == 1
     if command == "export-npz":
         with np.load(tmp_path / "e.npz") as exported, _weights(big["keras"]) as f:
             assert np.array_equal(exported["lstm/W_c"], _dataset(f, "kernel")[:, 4096:6144])

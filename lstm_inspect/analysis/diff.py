@@ -30,8 +30,9 @@ def block_delta(a: Any, b: Any, rows: int | None = None) -> dict[str, Any]:
     finite = same = True
     for (_, chunk_a), (_, chunk_b) in zip(_row_chunks(a, rows), _row_chunks(b, rows)):
         for piece_a, piece_b in zip(stats._pieces(chunk_a), stats._pieces(chunk_b)):
-            x = np.asarray(piece_a, dtype=np.float64).ravel()
-            y = np.asarray(piece_b, dtype=np.float64).ravel()
+            # ravel first: a float64 copy of an empty array shaped (0, 10**6, 10**6, ...) fails numpy's size check
+            x = np.asarray(piece_a).ravel().astype(np.float64)
+            y = np.asarray(piece_b).ravel().astype(np.float64)
             if finite and not (np.isfinite(x).all() and np.isfinite(y).all()):
                 finite = False
             if not finite:

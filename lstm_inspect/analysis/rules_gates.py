@@ -4,13 +4,15 @@ spectral norm of recurrent kernel blocks.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from .. import gates
+from .. import model as model_module
+from . import stats
 from .findings import CheckOptions, Finding
-from .view import ModelView, all_finite, finding, fmt
+from .view import ModelView, finding, fmt
 
 
 def _effective_bias(split: gates.GateSplit, gate: str) -> np.ndarray | None:
@@ -60,47 +62,135 @@ def rule_bias_saturation(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
                                    f"{share:.0%} of units have |bias| > {fmt(limit)}: the {name} is pinned {state}")
 
 
-def spectral_norm(matrix: np.ndarray, iterations: int = 500, tol: float = 1e-9, seed: int = 0,
-                  exact_below: int = 256) -> float:
-    """The largest singular value of an array reshaped to (-1, last axis).
+#: Lanczos steps at most, and the relative change of the estimate of σ₁² that stops it.
+SPECTRAL_MAX_STEPS = 60
+SPECTRAL_TOL = 3e-4
+#: A block larger than this many times --chunk-size is not held in memory: each step streams it from the file.
+SPECTRAL_IN_MEMORY_CHUNKS = 4
 
-    Exact (SVD) when the smaller side is at most `exact_below`; otherwise power iteration on AᵀA, which costs two
-    matrix-vector products per step and converges from below (slowly only when the top two singular values are
-    close, and then the shortfall is tiny: ~1e-4 relative on a 120x120 Gaussian matrix)."""
-    a = np.asarray(matrix, dtype=np.float64)
+
+def spectral_norm(matrix: Any, tol: float = SPECTRAL_TOL, max_steps: int = SPECTRAL_MAX_STEPS, seed: int = 0,
+                  exact_below: int = 256) -> float:
+    """The largest singular value σ₁ of an array reshaped to (-1, last axis), or of a gate `Block` / `Tensor`.
+
+    Exact (SVD) when the smaller side is at most `exact_below`. Otherwise Lanczos on AᵀA, in the array's own
+    precision (float32 stays float32; no float64 copy), with full reorthogonalisation: each step is one product
+    Aᵀ(Av), and the largest Ritz value rises to σ₁² from below; it stops when it changes by less than `tol`
+    relative, or after `max_steps` steps. Measured (tests/test_check_rules.py, docs/check.md): always from below;
+    within 1e-4 relative of the SVD on the fixtures, 0.1-0.2% on Gaussian 1024-4096 square blocks (the hardest
+    case: no gap between the top singular values), in 20-30 steps. A block larger than a few chunks is streamed
+    (`spectral_norms`)."""
+    if hasattr(matrix, "row_chunks") and not isinstance(matrix, np.ndarray):
+        if _streamable(matrix, exact_below):
+            return spectral_norms([matrix], tol, max_steps, seed)[0]
+        matrix = matrix.read()
+    a = np.asarray(matrix)
     if a.ndim != 2:
         a = a.reshape(-1, a.shape[-1])
     if not a.size or not a.any():
         return 0.0
     if min(a.shape) <= exact_below:
-        return float(np.linalg.norm(a, ord=2))
-    v = np.random.default_rng(seed).standard_normal(a.shape[1])
-    v /= np.linalg.norm(v)
-    sigma = 0.0
-    for _ in range(iterations):
-        w = a.T @ (a @ v)
-        norm = float(np.linalg.norm(w))
-        if norm == 0.0:
+        return float(np.linalg.norm(a.astype(np.float64), ord=2))
+    a = a.astype(_work_dtype(a.dtype), copy=False)
+    run = _lanczos(a.shape[1], a.dtype, tol, max_steps, seed)
+    vector = next(run)
+    try:
+        while True:
+            vector = run.send(a.T @ (a @ vector))
+    except StopIteration as done:
+        return done.value
+
+
+def _streamable(block: Any, exact_below: int) -> bool:
+    """A gate block too large to hold (more than SPECTRAL_IN_MEMORY_CHUNKS chunks) that is a plain box of its array."""
+    shape = tuple(block.shape)
+    nbytes = math.prod(shape) * np.dtype(block.dtype).itemsize
+    return (len(shape) >= 2 and min(shape[0], shape[-1]) > exact_below and not getattr(block, "memory_order", False)
+            and nbytes > SPECTRAL_IN_MEMORY_CHUNKS * model_module.CHUNK_BYTES
+            and stats._region(block, tuple(block.tensor.shape)) is not None)
+
+
+def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int = SPECTRAL_MAX_STEPS,
+                   seed: int = 0) -> list[float]:
+    """σ₁ of several plain gate blocks, streamed: the blocks of one array run their Lanczos steps in lockstep, and
+    each step is one pass over that array in row chunks (contiguous reads, each row chunk serving every block), so
+    memory stays at one chunk whatever the block's size. σ of a transposed block is its slice's."""
+    results: dict[int, float] = {}
+    by_tensor: dict[int, list[Any]] = {}
+    for block in blocks:
+        by_tensor.setdefault(id(block.tensor), []).append(block)
+    for group in by_tensor.values():
+        tensor = group[0].tensor
+        regions = [stats._region(b, tuple(tensor.shape)) for b in group]
+        dtype = _work_dtype(tensor.dtype)
+        runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed) for r in regions]
+        vectors: list[np.ndarray | None] = [next(run) for run in runs]
+        while any(v is not None for v in vectors):
+            products = [np.zeros_like(v) if v is not None else None for v in vectors]
+            for start, rows in tensor.row_chunks():
+                for i, vector in enumerate(vectors):
+                    part = stats._rows_of(regions[i], start, rows) if vector is not None else None
+                    if part is not None:
+                        part = part.reshape(-1, part.shape[-1]).astype(dtype, copy=False)
+                        products[i] += part.T @ (part @ vector)
+            for i, vector in enumerate(vectors):
+                if vector is None:
+                    continue
+                try:
+                    vectors[i] = runs[i].send(products[i])
+                except StopIteration as done:
+                    results[id(group[i])] = done.value
+                    vectors[i] = None
+    return [results[id(b)] for b in blocks]
+
+
+def _work_dtype(dtype: Any) -> np.dtype:
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int):
+    """Lanczos on a symmetric positive semi-definite n x n operator AᵀA, as a generator: it yields the vector it
+    needs multiplied, is sent the product, and returns √ of the largest eigenvalue (σ₁ of A)."""
+    steps = min(max_steps, n)
+    basis = np.zeros((steps + 1, n), dtype=dtype)
+    q = np.random.default_rng(seed).standard_normal(n).astype(dtype)
+    basis[0] = q / np.linalg.norm(q)
+    alphas: list[float] = []
+    betas: list[float] = []
+    estimate = 0.0
+    for step in range(steps):
+        w = yield basis[step]
+        alphas.append(float(basis[step] @ w))
+        done = basis[: step + 1]
+        for _ in range(2):  # twice: classical Gram-Schmidt loses orthogonality in float32 otherwise
+            w -= done.T @ (done @ w)
+        beta = float(np.linalg.norm(w))
+        tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        new = float(np.linalg.eigvalsh(tridiagonal)[-1])
+        if new <= 0.0:
             return 0.0
-        v = w / norm
-        new = math.sqrt(norm)
-        if abs(new - sigma) <= tol * new:
-            return new
-        sigma = new
-    return sigma
+        # converged, or the Krylov space is exhausted (the whole spectrum is found: exact)
+        if abs(new - estimate) <= tol * new or beta <= 10 * np.finfo(dtype).eps * new:
+            return math.sqrt(new)
+        estimate = new
+        betas.append(beta)
+        basis[step + 1] = w / beta
+    return math.sqrt(estimate)
 
 
 def rule_spectral_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     limit = o.t("spectral_norm_max")
     if limit is None:
         return
-    for piece in view.pieces:
-        if piece.kind != "U":
-            continue
-        values = piece.read()
-        if not values.size or not all_finite(values):
-            continue
-        sigma = spectral_norm(values)
+    pieces = [p for p in view.summarise() if p.kind == "U" and p.stats.params and not (p.stats.nan or p.stats.inf)]
+    # the large blocks streamed together (one pass over each array per Lanczos step serves all its blocks)
+    streamed = [p for p in pieces if p.source is not None and hasattr(p.source, "row_chunks")
+                and hasattr(p.source, "tensor") and _streamable(p.source, 256)]
+    sigmas = dict(zip(map(id, streamed), spectral_norms([p.source for p in streamed])))
+    for piece in pieces:
+        sigma = sigmas.get(id(piece))
+        if sigma is None:
+            sigma = spectral_norm(piece.source if piece.source is not None else piece.read())
         if sigma > limit:
             yield finding(o, "spectral-norm", piece.layer, piece.name,
                            f"spectral norm {fmt(sigma)} > {fmt(limit)}: the recurrence can amplify its state")

@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Iterable
 
@@ -11,81 +10,101 @@ import numpy as np
 
 from .. import gates
 from .findings import CheckOptions, Finding
-from .view import STATISTICS, ModelView, Piece, all_finite, finding, fmt, rms_of
+from .view import STATISTICS, ModelView, Piece, finding, fmt
 
 
 FLOAT16_MAX = 65504.0
 
 
 def rule_non_finite(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    for piece in view.pieces:
-        values = piece.read()
-        if not np.issubdtype(values.dtype, np.floating) or all_finite(values):
+    for piece in view.summarise():
+        stats = piece.stats
+        if not piece.floating or not (stats.nan or stats.inf):
             continue
-        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
-        parts = [f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else ""]
+        parts = [f"{stats.nan} NaN" if stats.nan else "", f"{stats.inf} Inf" if stats.inf else ""]
         yield finding(o, "non-finite", piece.layer, piece.name,
-                       f"{' and '.join(p for p in parts if p)} of {values.size} values")
+                       f"{' and '.join(p for p in parts if p)} of {stats.params} values")
+
+
+def _finite(piece: Piece) -> bool:
+    return not (piece.stats.nan or piece.stats.inf)
 
 
 def rule_dead_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    for piece in view.pieces:
-        if piece.kind not in ("W", "U"):
+    for piece in view.summarise():
+        stats = piece.stats
+        if piece.kind not in ("W", "U") or stats.params < 2 or not _finite(piece):
             continue
-        values = piece.read()
-        if values.size < 2 or not all_finite(values):
-            continue
-        if not values.any():
-            yield finding(o, "dead-block", piece.layer, piece.name, f"all {values.size} values are zero: dead gate")
-        elif values.min() == values.max():
+        if stats.zero_fraction == 1.0:
+            yield finding(o, "dead-block", piece.layer, piece.name, f"all {stats.params} values are zero: dead gate")
+        elif stats.min == stats.max:
             yield finding(o, "dead-block", piece.layer, piece.name,
-                           f"all {values.size} values equal {fmt(float(values.flat[0]))}: the gate ignores "
-                           "which input it sees")
+                           f"all {stats.params} values equal {fmt(stats.min)}: the gate ignores which input it sees")
 
 
 def rule_duplicate_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    seen: dict[tuple[Any, ...], Piece] = {}
+    """Candidates share shape, dtype, min, max and the count of zeros (exact, whatever order the values were
+    summarised in); only those are compared value by value, row chunk by row chunk."""
+    seen: dict[tuple[Any, ...], list[Piece]] = {}
     min_size = o.t("duplicate_min_size") or 2
-    for piece in view.pieces:
-        values = piece.read()
-        if values.size < min_size or not np.issubdtype(values.dtype, np.floating) or not all_finite(values):
+    for piece in view.summarise():
+        stats = piece.stats
+        if stats.params < min_size or not piece.floating or not _finite(piece) or stats.min == stats.max:
             continue
-        if values.min() == values.max():
-            continue
-        key = (values.shape, values.dtype.str, hashlib.sha1(np.ascontiguousarray(values).tobytes()).digest())
-        first = seen.get(key)
+        key = (tuple(stats.shape), np.dtype(piece.tensor.dtype).str, stats.min, stats.max, stats.zero_fraction)
+        earlier = seen.setdefault(key, [])
+        first = next((p for p in earlier if _same_values(p, piece)), None)
         if first is None:
-            seen[key] = piece
-        elif np.array_equal(first.read(), values):
-            where = first.name if first.layer is piece.layer else f"{first.layer.key} {first.name}"
-            yield finding(o, "duplicate-block", piece.layer, piece.name,
-                           f"identical to {where} ({values.size} values): copied weights?")
+            earlier.append(piece)
+            continue
+        where = first.name if first.layer is piece.layer else f"{first.layer.key} {first.name}"
+        yield finding(o, "duplicate-block", piece.layer, piece.name,
+                       f"identical to {where} ({stats.params} values): copied weights?")
+
+
+def _same_values(a: Piece, b: Piece) -> bool:
+    rows = max(1, (1 << 22) // max(1, 8 * math.prod(a.stats.shape[1:])))
+    for (_, x), (_, y) in zip(_rows(a, rows), _rows(b, rows)):
+        if not np.array_equal(x, y):
+            return False
+    return True
+
+
+def _rows(piece: Piece, rows: int):
+    if piece.source is not None and hasattr(piece.source, "row_chunks") and piece.stats.shape:
+        yield from piece.source.row_chunks(rows=rows)
+    else:
+        yield 0, piece.read()
+
+
+def _max_abs(piece: Piece) -> float:
+    return max(abs(piece.stats.min), abs(piece.stats.max)) if piece.stats.min is not None else 0.0
 
 
 def rule_max_abs(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     limit = o.t("max_abs")
     if limit is None:
         return
-    for piece in view.pieces:
+    for piece in view.summarise():
         if piece.tensor.name in STATISTICS:
             continue
-        values = piece.read()
-        finite = values[np.isfinite(values)] if not all_finite(values) else values
-        if finite.size and float(np.abs(finite).max()) > limit:
-            yield finding(o, "max-abs", piece.layer, piece.name,
-                           f"max |w| = {fmt(float(np.abs(finite).max()))} > {fmt(limit)}")
+        if piece.stats.min is not None and _max_abs(piece) > limit:
+            yield finding(o, "max-abs", piece.layer, piece.name, f"max |w| = {fmt(_max_abs(piece))} > {fmt(limit)}")
+
+
+def _rms(piece: Piece) -> float:
+    return piece.stats.l2 / math.sqrt(piece.stats.params) if piece.stats.params and piece.stats.l2 else 0.0
 
 
 def rule_block_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     max_rms, max_norm = o.t("max_block_rms"), o.t("max_block_norm")
-    for piece in view.pieces:
+    for piece in view.summarise():
         if piece.tensor.name in STATISTICS:
             continue
-        values = piece.read()
-        if not values.size or not all_finite(values):
+        if not piece.stats.params or not _finite(piece):
             continue
-        norm = float(np.linalg.norm(values.ravel().astype(np.float64)))
-        rms = norm / math.sqrt(values.size)
+        norm = piece.stats.l2 or 0.0
+        rms = _rms(piece)
         if max_rms is not None and rms > max_rms:
             yield finding(o, "block-norm", piece.layer, piece.name, f"RMS {fmt(rms)} > {fmt(max_rms)}")
         elif max_norm is not None and norm > max_norm:
@@ -99,13 +118,11 @@ def rule_outlier_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         return
     for kind in ("W", "U"):
         peers = []
-        for piece in view.pieces:
-            if piece.kind == kind:
-                values = piece.read()
-                if values.size >= min_size and all_finite(values):
-                    rms = rms_of(values)
-                    if rms > 0:
-                        peers.append((piece, rms))
+        for piece in view.summarise():
+            if piece.kind == kind and piece.stats.params >= min_size and _finite(piece):
+                rms = _rms(piece)
+                if rms > 0:
+                    peers.append((piece, rms))
         if len(peers) < min_blocks:
             continue
         median = float(np.median([rms for _, rms in peers]))
@@ -122,12 +139,10 @@ def rule_float16(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     if headroom is None:
         return
     limit = FLOAT16_MAX / headroom
-    for piece in view.pieces:
+    for piece in view.summarise():
         if piece.tensor.dtype not in ("float16", "<f2", "f2"):
             continue
-        values = piece.read()
-        finite = values[np.isfinite(values)]
-        if finite.size and float(np.abs(finite).max()) > limit:
+        if piece.stats.min is not None and _max_abs(piece) > limit:
             yield finding(o, "float16-overflow", piece.layer, piece.name,
-                           f"float16 value {fmt(float(np.abs(finite).max()))} is within {fmt(headroom)}x of "
+                           f"float16 value {fmt(_max_abs(piece))} is within {fmt(headroom)}x of "
                            f"the float16 maximum {FLOAT16_MAX:g}")

@@ -4,14 +4,20 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .. import gates
 from ..model import Layer, ModelFile, Tensor, select_layers
+from . import stats
 from .findings import CheckOptions, Finding
+from .stats import Stats
+
+#: `Piece.read` keeps arrays up to this size (biases, small blocks) for the other rules.
+KEEP_BYTES = 1 << 20
 
 #: Weights that track data statistics rather than being learned: exempt from the magnitude rules.
 STATISTICS = frozenset({"moving_mean", "moving_variance"})
@@ -29,11 +35,28 @@ class Piece:
     tensor: Tensor
     _read: Callable[[], np.ndarray]
     _value: np.ndarray | None = None
+    source: Any = None
+    """The gate `Block` or the `Tensor` the values come from (read again in row chunks when large)."""
+    stats: Stats | None = None
+    """The piece's statistics, filled for every piece by `ModelView.summarise` in one chunked pass over the file."""
 
     def read(self) -> np.ndarray:
-        if self._value is None:
-            self._value = np.asarray(self._read())
-        return self._value
+        """The whole array; kept for the next call only when small (a large block is read again: no rule keeps a
+        large array alive)."""
+        if self._value is not None:
+            return self._value
+        value = np.asarray(self._read())
+        if value.nbytes <= KEEP_BYTES:
+            self._value = value
+        return value
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.source.shape) if self.source is not None else self.read().size
+
+    @property
+    def floating(self) -> bool:
+        return np.dtype(self.tensor.dtype).kind == "f"
 
 
 class ModelView:
@@ -50,11 +73,28 @@ class ModelView:
             if split is not None:
                 self.splits[id(layer)] = split
                 for block in split.blocks:
-                    self.pieces.append(Piece(layer, block.key, block.kind, block.tensor, block.read))
+                    self.pieces.append(Piece(layer, block.key, block.kind, block.tensor, block.read, source=block))
                     covered.add(id(block.tensor))
             for tensor in layer.weights:
                 if id(tensor) not in covered:
-                    self.pieces.append(Piece(layer, tensor.name, None, tensor, tensor.read))
+                    self.pieces.append(Piece(layer, tensor.name, None, tensor, tensor.read, source=tensor))
+        self._summarised = False
+
+    def summarise(self) -> list[Piece]:
+        """Every piece with its `Piece.stats`: each stored array read once, in bounded row chunks, each value
+        summarised once (`stats.layer_stats`). The rules work from these instead of keeping arrays."""
+        if not self._summarised:
+            by_layer: dict[int, list[Piece]] = {}
+            for piece in self.pieces:
+                by_layer.setdefault(id(piece.layer), []).append(piece)
+            for pieces in by_layer.values():
+                layer = pieces[0].layer
+                blocks = [p.source for p in pieces if p.kind is not None]
+                weight_stats, block_stats = stats.layer_stats(layer.weights, blocks)
+                for piece in pieces:
+                    piece.stats = block_stats.get(id(piece.source)) or weight_stats.get(id(piece.source))
+            self._summarised = True
+        return self.pieces
 
 
 def finding(options: CheckOptions, rule: str, layer: Layer | str, block: str | None, message: str) -> Finding:
