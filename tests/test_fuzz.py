@@ -178,7 +178,7 @@ def test_hostile_shard_index(work, entries, keep, metadata):
 
 TF_FORMATS = Path(__file__).parent / "fixtures" / "tf_formats"
 TF_FUZZ = settings(FUZZ, max_examples=max(EXAMPLES // 10, 1))
-BUNDLES = ["tfk_stack_ckpt", "tf1_lstm.ckpt"]
+BUNDLES = ["tfk_stack_ckpt", "tf1_lstm.ckpt", "tf1_part.ckpt"]
 TFLITES = ["tfl_lstm.tflite", "tfl_lstm_int8.tflite"]
 
 
@@ -244,6 +244,10 @@ def test_protowire_and_object_graph(data):
     if isinstance(data, bytes):
         try:
             _walk_proto(Message(data))
+        except ProtoError:
+            pass
+        try:  # a partitioned variable's slice key: OrderedCode, decoded by hand
+            tf_bundle.decode_slice_key(b"\0" + data)
         except ProtoError:
             pass
         return

@@ -232,3 +232,32 @@ def test_check_walk_finds_savedmodels_and_tflite(tmp_path):
     result = run_cli("check", tmp_path / "models", "--format", "json")
     assert result.exit_code in (0, 1), result.output
     assert '"tf-savedmodel"' in result.output and '"tflite"' in result.output
+
+
+def test_partitioned_variables_are_put_together():
+    """Variables stored in slices under encoded keys: a TF1 fixed_size_partitioner variable (3 slices) and a tf-keras
+    LSTM written with TF2's experimental_sharding_callback (13 shards, kernels cut across them): each read whole,
+    equal to the writer's value and to TensorFlow's own reading."""
+    import tensorflow as tf
+
+    data = oracle("partitioned")
+    with open_model(HERE / "tf1_part.ckpt") as model:
+        (tensor,) = [t for layer in model.layers for t in layer.weights]
+        np.testing.assert_array_equal(tensor.read(), data["part"])
+        np.testing.assert_array_equal(tensor.read(), tf.train.load_checkpoint(str(HERE / "tf1_part.ckpt")).get_tensor("part"))
+    with open_model(HERE / "tfk_sharded") as model:
+        assert [layer.class_name for layer in model.layers] == ["LSTM", "Dense"]
+        for layer in model.layers:
+            order = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}
+            for i, t in enumerate(sorted(layer.weights, key=lambda t: order[t.name])):
+                np.testing.assert_array_equal(t.read(), data[f"{layer.name}/{i}"])
+
+
+def test_slice_missing_is_one_line(tmp_path):
+    index = (HERE / "tf1_part.ckpt.index").read_bytes()
+    (tmp_path / "p.ckpt.index").write_bytes(index)
+    data = bytearray((HERE / "tf1_part.ckpt.data-00000-of-00001").read_bytes())
+    data[5] ^= 1
+    (tmp_path / "p.ckpt.data-00000-of-00001").write_bytes(bytes(data))
+    result = run_cli("inspect", tmp_path / "p.ckpt")
+    assert result.exit_code == 2 and "CRC-32C" in result.output, result.output

@@ -66,7 +66,7 @@ class Entry:
 
     @property
     def readable(self) -> bool:
-        return self.dtype_code in DTYPES and not self.slices
+        return self.dtype_code in DTYPES
 
 
 def shard_name(prefix: str, shard: int, count: int) -> str:
@@ -122,8 +122,14 @@ class Bundle:
         self.shard_sizes = [_regular_file(shard_name(prefix, i, self.num_shards), "data shard", label)
                             for i in range(self.num_shards)]
         self.entries: dict[str, Entry] = {}
+        self.slices: dict[str, list[tuple[tuple[tuple[int, int], ...], Entry]]] = {}
         for key, value in raw.items():
-            if key.startswith(b"\0"):  # a slice of a partitioned variable (an encoded name): listed with its variable
+            if key.startswith(b"\0"):  # a slice of a partitioned variable, under an encoded key: read with it
+                try:
+                    name, extents = decode_slice_key(key)
+                except ProtoError as exc:
+                    raise CorruptFile(f"checkpoint index: broken slice key {key[:40]!r}: {exc}", label) from exc
+                self.slices.setdefault(name, []).append((extents, self._entry(key, value, name)))
                 continue
             entry = self._entry(key, value)
             self.entries[entry.name] = entry
@@ -198,9 +204,9 @@ class Bundle:
 
     # -- entries -------------------------------------------------------------------------------------------------
 
-    def _entry(self, key: bytes, value: bytes) -> Entry:
+    def _entry(self, key: bytes, value: bytes, slice_of: str | None = None) -> Entry:
         try:
-            name = key.decode("utf-8")
+            name = key.decode("utf-8") if slice_of is None else f"{slice_of} (slice)"
         except UnicodeDecodeError:
             raise CorruptFile(f"checkpoint index: tensor name {key[:80]!r} is not UTF-8", self.label) from None
         try:
@@ -250,8 +256,7 @@ class Bundle:
         """A numeric tensor as a numpy array (bfloat16 widened to float32, bool as bool)."""
         entry = self.entries[name]
         if entry.slices:
-            raise UnsupportedFile(f"{name!r} is a partitioned variable ({entry.slices} slices); slices are not read",
-                                  self.label)
+            return self._read_sliced(entry)
         if entry.dtype_code not in DTYPES:
             raise UnsupportedFile(f"{name!r} holds {entry.dtype} values, which are not read as arrays", self.label)
         array = np.frombuffer(self._bytes(entry), dtype=DTYPES[entry.dtype_code][1]).reshape(entry.shape)
@@ -260,6 +265,31 @@ class Bundle:
         if entry.dtype == "bool":
             return array != 0
         return array.astype(array.dtype.newbyteorder("="))
+
+    def _read_sliced(self, entry: Entry) -> np.ndarray:
+        """A partitioned variable (TF1 partitioners, TF2's experimental_sharding_callback): its slices, each a
+        tensor of its own under an encoded key, put together; they must cover every element exactly once."""
+        parts = self.slices.get(entry.name, [])
+        if entry.dtype_code not in DTYPES or len(parts) != entry.slices:
+            raise CorruptFile(f"{entry.name!r}: {entry.slices} slices declared, {len(parts)} stored", self.label)
+        out = np.zeros(entry.shape, dtype=DTYPES[entry.dtype_code][1])
+        covered = np.zeros(entry.shape, dtype=np.uint8)
+        for extents, part in parts:
+            if len(extents) != len(entry.shape) or part.dtype_code != entry.dtype_code:
+                raise CorruptFile(f"{entry.name!r}: a slice does not match the variable", self.label)
+            where = tuple(slice(0, dim) if length < 0 else slice(start, start + length)
+                          for (start, length), dim in zip(extents, entry.shape))
+            shape = tuple(len(range(dim)[w]) for w, dim in zip(where, entry.shape))
+            if part.shape != shape or any(s < 0 or (n >= 0 and s + n > d)
+                                          for (s, n), d in zip(extents, entry.shape)):
+                raise CorruptFile(f"{entry.name!r}: a slice {extents} does not fit {entry.shape}", self.label)
+            out[where] = np.frombuffer(self._bytes(part), dtype=DTYPES[part.dtype_code][1]).reshape(shape)
+            covered[where] += 1
+        if not (covered == 1).all():
+            raise CorruptFile(f"{entry.name!r}: its slices do not cover it exactly once", self.label)
+        if entry.dtype == "bfloat16":
+            return (out.astype(np.uint32) << 16).view(np.float32)
+        return out != 0 if entry.dtype == "bool" else out.astype(out.dtype.newbyteorder("="))
 
     def read_strings(self, name: str) -> list[bytes]:
         """A string tensor's elements (e.g. the serialized object graph of a TF2 checkpoint)."""
@@ -290,6 +320,60 @@ class Bundle:
             out.append(data[pos:pos + length])
             pos += length
         return out
+
+
+_HEADER_BITS = {1: (0x80, 0), 2: (0xC0, 0), 3: (0xE0, 0), 4: (0xF0, 0), 5: (0xF8, 0), 6: (0xFC, 0), 7: (0xFE, 0),
+                8: (0xFF, 0), 9: (0xFF, 0x80), 10: (0xFF, 0xC0)}
+
+
+def decode_slice_key(key: bytes) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """(variable name, ((start, length) per dimension; length -1: all of it)) from TensorFlow's slice key:
+    OrderedCode's NumIncreasing(0), String(name), NumIncreasing(rank), then SignedNumIncreasing start and length."""
+    pos = 0
+
+    def number() -> int:
+        nonlocal pos
+        size = key[pos] if pos < len(key) else -1
+        if not 0 <= size <= 8 or pos + 1 + size > len(key):
+            raise ProtoError("bad unsigned number")
+        value = int.from_bytes(key[pos + 1:pos + 1 + size], "big")
+        pos += 1 + size
+        return value
+
+    def signed() -> int:
+        nonlocal pos
+        if pos >= len(key):
+            raise ProtoError("runs past the end")
+        pair = (key[pos] << 8) | (key[pos + 1] if pos + 1 < len(key) else 0)
+        bits = pair if key[pos] & 0x80 else ~pair & 0xFFFF
+        length = next((n for n in range(16) if not bits & (0x8000 >> n)), 16)
+        if not 1 <= length <= 10 or pos + length > len(key):
+            raise ProtoError("bad signed number")
+        raw = bytearray(key[pos:pos + length])
+        high, low = _HEADER_BITS[length]
+        raw[0] ^= high
+        if length > 1:
+            raw[1] ^= low
+        pos += length
+        return int.from_bytes(raw, "big", signed=True)
+
+    if number() != 0:
+        raise ProtoError("not a slice key")
+    end = key.find(b"\0\1", pos)
+    if end < 0:
+        raise ProtoError("unterminated name")
+    name = key[pos:end].replace(b"\0\xff", b"\0").replace(b"\xff\0", b"\xff")
+    pos = end + 2
+    rank = number()
+    if rank > MAX_DIMS:
+        raise ProtoError(f"rank {rank}")
+    extents = tuple((signed(), signed()) for _ in range(rank))
+    if pos != len(key):
+        raise ProtoError("trailing bytes")
+    try:
+        return name.decode("utf-8"), extents
+    except UnicodeDecodeError:
+        raise ProtoError("name is not UTF-8") from None
 
 
 _CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<name>[^"\\]*)"\s*$', re.M)
