@@ -76,6 +76,20 @@ def keras_file_with_hostile_name(out: Path) -> Path:
     return target
 
 
+def tf1_checkpoint(out: Path) -> Path:
+    """TF1 cells written by TensorFlow itself (graph mode, in a subprocess): MultiRNNCell of an LSTMCell with
+    peepholes, a GRUCell and a BasicLSTMCell."""
+    import subprocess
+    import sys
+
+    from test_tf1_checkpoint import CASES, GENERATOR
+
+    done = subprocess.run([sys.executable, "-c", GENERATOR, str(out), json.dumps({"multi": CASES["multi"]})],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "multi.ckpt"
+
+
 def torch_and_onnx_files(out: Path) -> list[Path]:
     import torch
     from safetensors.torch import save_file
@@ -94,12 +108,13 @@ def torch_and_onnx_files(out: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """{case: (model file, report page)} for the bundled example, Keras fixtures of every recurrent kind, a torch
-    and an ONNX file, a file with a hostile layer name and one with a check finding (U_f zeroed)."""
+    """{case: (model file, report page)} for the bundled example, Keras fixtures of every recurrent kind, a torch,
+    an ONNX and a TF1 file, a file with a hostile layer name and one with a check finding (U_f zeroed)."""
     out = tmp_path_factory.mktemp("report")
     models = {"example": Path(example_path())}
     models.update({name: FIXTURES / name for name in KERAS_CASES})
     models.update({p.name: p for p in torch_and_onnx_files(out)})
+    models["tf1_multi"] = tf1_checkpoint(out)
     models["hostile"] = keras_file_with_hostile_name(out)
     models["dead_gate"] = hostile(out, set_block("recurrent_kernel", gate(1), np.zeros_like), name="dead.h5")
     built = {}
@@ -122,7 +137,7 @@ def shots_dir(tmp_path: Path) -> Path:
     return where
 
 
-CASES = ["example", *KERAS_CASES, "torch_lstm.safetensors", "gru.onnx", "hostile", "dead_gate"]
+CASES = ["example", *KERAS_CASES, "torch_lstm.safetensors", "gru.onnx", "tf1_multi", "hostile", "dead_gate"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -199,6 +214,7 @@ def test_forget_bias_profile_and_input_file(tmp_path):
         run("report", example, "-o", page, "--input", tmp_path / f"x{scale}.npy")
         html = page.read_text()
         assert f"the input x{scale}.npy" in html
+        assert "activation=relu instead of tanh" in html  # inspect's notes on the layer
         shares.append([float(m) for m in re.findall(r"saturated (\d+)% near 0", html)])
     assert sum(shares[1]) > sum(shares[0])
 

@@ -91,6 +91,8 @@ class LayerFigures:
     """Findings about the layer that name no block."""
     traces: list[TraceFigure] = field(default_factory=list)
     trace_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """What `inspect` notes about the layer: gate order, biases, activations, pitfalls, warnings."""
 
     def block(self, name: str) -> BlockFigure | None:
         return next((b for b in self.blocks if b.block == name), None)
@@ -238,6 +240,8 @@ def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = N
         chosen = {entry["path"] for entry in overview["layers"]}
         if layers and not chosen:
             raise InspectError("no layer matched --layer", path)
+        notes = {entry["path"]: entry["recurrent"]["warnings"] + entry["recurrent"]["notes"]
+                 for entry in overview["layers"] if entry.get("recurrent")}
         splits = [split for split in (gates.split(layer) for layer in model.layers if layer.key in chosen)
                   if split is not None and split.blocks]
         side = heatmap_side([s for split in splits for b in split.blocks if (s := matrix_shape(b.shape))],
@@ -246,6 +250,7 @@ def collect(path: str, layers: tuple[str, ...] | list[str] = (), inputs: Any = N
         for split in splits:
             layer = split.layer
             figure = layer_figures(split, [f for f in findings if f["layer"] == layer.key], side)
+            figure.notes = notes.get(layer.key, [])
             release(split)
             figure.traces = trace_figures(layer.key, split.layout.gates, traced, trace_side)
             if not figure.traces:

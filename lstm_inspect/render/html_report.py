@@ -58,6 +58,8 @@ width:fit-content;max-width:100%}
 .li-error{background:#cf222e}.li-warning{background:#bf8700}
 .li-finds{margin:4px 0 0;padding:0;list-style:none;font-size:12px;max-width:248px;color:#82071e}
 .li-nav a{margin-right:14px}
+.li-notes{font-size:13px;color:#424a53;margin:4px 0 8px}.li-notes summary{cursor:pointer;color:#0969da}
+.li-notes ul{margin:6px 0;padding-left:20px}
 .li-report a{color:#0969da;text-decoration:none}
 .li-legend{display:flex;gap:14px;align-items:center;flex-wrap:wrap;font-size:12px;color:#57606a;margin:6px 0}
 """
@@ -181,6 +183,10 @@ def layer_section(layer: LayerFigures, index: int = 0) -> str:
              f"<h2>{_t(layer.path)}</h2><p class=\"li-meta\">{' · '.join(facts)}<br>{_t(gate_list)}</p>"]
     if layer.findings:
         parts.append(f"<div class=\"li-note\">{_findings_table(layer.findings)}</div>")
+    if layer.notes:
+        items = "".join(f"<li>{_t(note)}</li>" for note in layer.notes)
+        parts.append(f"<details class=\"li-notes\"><summary>Notes ({len(layer.notes)}): gate order, biases, "
+                     f"activations, pitfalls</summary><ul>{items}</ul></details>")
     parts.append(gate_blocks(layer))
     parts.append(distributions(layer))
     parts.append(activations(layer))
