@@ -7,7 +7,7 @@ from . import gates
 from .analysis import stats
 from .analysis.notes import recurrent_notes
 from .gates.activations import activation_name
-from .model import FILE_KINDS, Layer, ModelFile, select_layers
+from .model import FILE_KINDS, KERAS_KINDS, Layer, ModelFile, select_layers
 
 SCHEMA_VERSION = 1
 
@@ -38,9 +38,27 @@ def inspect(model: ModelFile, layers: tuple[str, ...] | list[str] = (), with_sta
         "backend": model.backend,
         "has_config": model.has_config,
         "total_params": model.total_params,
+        "inputs": model_inputs(model),
         "warnings": warnings,
         "layers": entries,
     }
+
+
+def model_inputs(model: ModelFile) -> list[dict[str, Any]] | None:
+    """The model's inputs as its config records them: name, shape (batch axis first; None for a free axis; null
+    when the config gives no shape) and dtype. None when the file records no Keras architecture (weights only,
+    PyTorch, ONNX, TF1, arrays), so no input is known."""
+    if not model.has_config or model.kind not in KERAS_KINDS | {"tf-savedmodel"}:
+        return None
+    from .errors import InspectError
+    from .run.forward import input_specs
+
+    try:
+        specs = input_specs(model)
+    except (InspectError, TypeError, ValueError, KeyError, AttributeError, IndexError):
+        return None  # a config too odd to name its inputs (hostile or hand-built): none is known
+    return [{"name": spec.name, "shape": list(spec.shape) if len(spec.shape) > 1 else None, "dtype": spec.dtype}
+            for spec in specs]
 
 
 #: A config value the report shows is at most this long as JSON text; a longer one (a hostile config can put

@@ -189,3 +189,72 @@ def test_verify_on_a_terminal_shows_progress_and_no_framework_noise():
     assert "OK: 3 outputs match tf_keras" in screen
     for noise in ("cuda", "absl", "oneDNN", "WARNING"):
         assert noise not in screen, screen
+
+
+# --- input shapes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["k3_multi_io.keras", "k3_embed.keras", "k3_nested.keras", "k3_classic.h5"])
+def test_inputs_are_the_ones_keras_builds(name):
+    """inspect --json's inputs equal Keras 3's own model.inputs (name, shape with None, dtype); the text shows them."""
+    import json
+
+    import keras
+
+    path = str(FIXTURES / name)
+    report = json.loads(run("inspect", path, "--json", "--no-stats").stdout)
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    expected = [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)} for t in model.inputs]
+    got = report["inputs"]
+    assert got == expected
+    text = run("inspect", path, "--no-stats").stdout
+    for i in got:
+        assert f"{i['name']} (" + ", ".join(str(n) for n in i["shape"]) + f") {i['dtype']}" in text
+
+
+def test_inputs_of_files_without_an_architecture_are_none_known():
+    import json
+
+    for path in (str(FIXTURES / "k3_classic.weights.h5"), str(FIXTURES / "k2_classic_weights.h5")):
+        assert json.loads(run("inspect", path, "--json", "--no-stats").stdout)["inputs"] is None
+        assert "Inputs: none known" in run("inspect", path, "--no-stats").stdout
+
+
+# --- plain arrays -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_forward_output_reads_as_plain_arrays(tmp_path, trace):
+    """What `forward -o` writes (layer outputs, gates per step) is no model of any framework: listed as arrays."""
+    import json
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((2, 10, 5)).astype(np.float32))
+    out = tmp_path / "out.npz"
+    assert run("forward", CLASSIC, "--input", str(x), "-o", str(out), *(["--trace"] if trace else [])).exit_code == 0
+    report = json.loads(run("inspect", str(out), "--json").stdout)
+    assert report["backend"] is None and report["inputs"] is None
+    assert {layer["class_name"] for layer in report["layers"]} == {"arrays"}
+    stored = dict(np.load(out))
+    listed = {(layer["path"] + "/" if layer["path"] != "(top level)" else "") + w["name"]: w["shape"]
+              for layer in report["layers"] for w in layer["weights"]}
+    assert listed == {k: list(v.shape) for k, v in stored.items()}
+    text = run("inspect", str(out)).stdout
+    assert "layout" not in text and "torch" not in text and "inferred" not in text
+
+
+def test_safetensors_with_no_known_layout_is_plain(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "a.safetensors"
+    save_file({"alpha": np.ones((3, 2), np.float32), "beta/gamma_x": np.zeros(4, np.float32)}, str(path))
+    report = json.loads(run("inspect", str(path), "--json").stdout)
+    assert report["backend"] is None and {layer["class_name"] for layer in report["layers"]} == {"arrays"}
+    # a real state dict still reads as torch
+    save_file({"lstm.weight_ih_l0": np.ones((8, 3), np.float32), "lstm.weight_hh_l0": np.ones((8, 2), np.float32)},
+              str(path))
+    report = json.loads(run("inspect", str(path), "--json").stdout)
+    assert any(layer["class_name"].startswith("torch.nn.LSTM") or "LSTM" in layer["class_name"]
+               for layer in report["layers"])

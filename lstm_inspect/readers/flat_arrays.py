@@ -22,6 +22,7 @@ import re
 from typing import Mapping
 
 from ..model import Layer, ModelFile, Tensor
+from ..schema import WEIGHT_ROLES
 from . import infer
 from .torch_state import build_model as build_torch_model
 
@@ -36,20 +37,32 @@ _BLOCK_NAME = re.compile(r"^(W|U|b|rb|p)(_[a-z])?$|^proj$")
 
 
 def scheme_of(names: list[str], metadata: Mapping[str, str]) -> str:
-    """``torch``, ``onnx`` or ``keras``: which key scheme the array names follow."""
+    """``torch``, ``onnx``, ``keras`` or ``arrays``: which key scheme the array names follow. ``arrays`` when they
+    follow none (the outputs ``forward -o`` writes, anyone's np.savez): listed as they are, no framework claimed."""
     if metadata.get("layout") in ("torch", "onnx", "keras"):
         return metadata["layout"]
     if not any("/" in n for n in names):
-        return "torch"
+        return "torch" if any(_TORCH_PARAMETER.search(n) for n in names) else "arrays"
     leaves = {n.rsplit("/", 1)[-1] for n in names if "/" in n}
     if {"W", "R"} <= leaves and leaves <= set(ONNX_ROLES) | {"weight", "bias"}:
         return "onnx"
-    return "keras"
+    if any(leaf in KERAS_WEIGHT_NAMES or _BLOCK_NAME.match(leaf) for leaf in leaves):
+        return "keras"
+    return "arrays"
+
+
+#: The last part of a PyTorch state-dict key: a module's parameter or buffer (``lstm.weight_ih_l0``, ``fc.bias``).
+_TORCH_PARAMETER = re.compile(r"(^|\.)(weight|bias)\w*$|(^|\.)(running_mean|running_var|num_batches_tracked)$")
+#: The names Keras gives layer weights (schema.WEIGHT_ROLES and the other common ones).
+KERAS_WEIGHT_NAMES = frozenset({role for roles in WEIGHT_ROLES.values() for role, _, _ in roles} | {
+    "depthwise_kernel", "pointwise_kernel", "query", "key", "value", "attention_output", "kernel_0", "bias_0"})
 
 
 def build(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[str, str]) -> ModelFile:
     """The neutral model of a file of flat named arrays, by its key scheme."""
     scheme = scheme_of([t.name for t in tensors], metadata)
+    if scheme == "arrays":
+        return _plain_arrays(path, kind, tensors)
     if scheme == "torch":
         model = build_torch_model(path, kind, tensors, metadata)
         if kind != "torch-safetensors":
@@ -72,6 +85,25 @@ def build(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[str, st
     for layer in root.walk():
         if layer.class_name == "" and layer.children:
             _class_container(layer)
+    return model
+
+
+def _plain_arrays(path: str, kind: str, tensors: list[Tensor]) -> ModelFile:
+    """Arrays whose keys follow no known layout: one entry per key prefix (``lstm/i`` under ``lstm``), class
+    ``arrays``, no layer class inferred and no backend named."""
+    root = Layer(name="model", class_name="Arrays", path=())
+    model = ModelFile(path=path, kind=kind, root=root, has_config=False, backend=None)
+    groups: dict[tuple[str, ...], list[Tensor]] = {}
+    for tensor in tensors:
+        owner, _, leaf = tensor.name.rpartition("/")
+        groups.setdefault(tuple(owner.split("/")) if owner else (), []).append(tensor)
+        tensor.name = leaf
+    for owner, owned in groups.items():
+        name = owner[-1] if owner else "(top level)"
+        _attach(root, owner, Layer(name=name, class_name="arrays", path=owner or (name,), weights=owned))
+    for layer in root.walk():
+        if layer.class_name == "" and layer.children:
+            layer.class_name = "arrays"
     return model
 
 

@@ -111,7 +111,16 @@ def _header(report: dict[str, Any]) -> Text:
     if report["backend"]:
         text.append(f" · backend {report['backend']}")
     text.append(f"\nTotal params: {report['total_params']:,}")
+    text.append("\nInputs: " + _inputs(report.get("inputs")))
     return text
+
+
+def _inputs(inputs: list[dict[str, Any]] | None) -> str:
+    if inputs is None:
+        return "none known (the file records no model architecture)"
+    return "; ".join(f"{i['name']} " + ("(shape not recorded)" if i["shape"] is None else
+                                        "(" + ", ".join(str(n) for n in i["shape"]) + ")") + f" {i['dtype']}"
+                     for i in inputs) or "none"
 
 
 _SHOW = object()
