@@ -8,7 +8,6 @@ in-process.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -16,8 +15,9 @@ import select
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from . import limits
 from .errors import ExitCode, InspectError
 
 DEFAULT_TIMEOUT = 120.0
@@ -109,45 +109,11 @@ def bound_parent(timeout: float | None, max_memory: int | None) -> None:
     re-armed after every child; only in the main thread, where signals arrive)."""
     if max_memory and not _PARENT["memory_set"]:
         _PARENT["memory_set"] = True
-        _limit_memory(max_memory)
+        limits.limit_memory(max_memory)
     if timeout and threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         _PARENT["timeout"] = timeout
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
-
-
-def in_child() -> bool:
-    """True in an isolated reading child (single-threaded, so it may tighten its own memory limit for a while)."""
-    return bool(_PARENT.get("in_child"))
-
-
-@contextlib.contextmanager
-def memory_budget(extra: int) -> Iterator[bool]:
-    """In an isolated child, lower the address-space limit to what the process has now plus `extra` for the
-    block, then restore it; yields whether the bound applies. A read whose real size no header tells (an HDF5
-    variable-length string attribute) then fails with MemoryError past `extra`, not at --max-memory."""
-    import resource
-
-    if not in_child():
-        yield False
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = _address_space() + extra
-    if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield True
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-def _address_space() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
 
 
 def disarm_parent() -> None:
@@ -179,9 +145,9 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_
         import faulthandler
 
         faulthandler.disable()  # a crash here is reported by the parent, in one line
-        _PARENT["in_child"] = True
+        limits.mark_child()
         if max_memory:
-            _limit_memory(max_memory)
+            limits.limit_memory(max_memory)
         try:
             message: dict[str, Any] = {"ok": func(*args)}
         except InspectError as exc:
@@ -218,22 +184,6 @@ def memory_message(max_memory: int | None, exc: BaseException | None = None) -> 
 
 def _mib(max_memory: int | None) -> str:
     return f" above {max_memory / 2**20:,.0f} MiB" if max_memory else ""
-
-
-def _limit_memory(max_memory: int) -> None:
-    """Bound the child's address space to what it has now plus `max_memory`."""
-    import resource
-
-    try:
-        with open("/proc/self/statm") as handle:
-            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        current = 0
-    limit = current + max_memory
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _collect(fd: int, pid: int, timeout: float | None, label: str) -> tuple[bytes, int]:

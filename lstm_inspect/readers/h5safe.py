@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from .. import limits
 from ..errors import CorruptFile, UnsafeFile
 from ..model import element_count
 
@@ -204,15 +205,13 @@ def _read_attribute(obj: h5py.HLObject, name: str, attr_id: Any, label: str) -> 
     """The attribute's value. A variable-length one's storage size counts 16-byte heap descriptors, not the
     strings they point to (80 MB hid behind 16 bytes; 3,000 descriptors of one 1 MiB object took 4.1 GB), so it
     is read under a memory budget (in the isolated child) and its real bytes counted before it is used."""
-    from .. import isolation
-
     if not _is_variable(attr_id):
         return obj.attrs[name]
     refused = UnsafeFile(f"attribute {name!r} of {obj.name} holds more than {MAX_ATTRIBUTE_BYTES:,} bytes of "
                          "variable-length data; refusing it", label)
     bounded = False
     try:
-        with isolation.memory_budget(VARIABLE_ATTRIBUTE_BUDGET) as bounded:
+        with limits.memory_budget(VARIABLE_ATTRIBUTE_BUDGET) as bounded:
             value = obj.attrs[name]
     except MemoryError:
         raise refused from None
