@@ -128,3 +128,15 @@ def test_verify_refuses_lambda_before_keras_loads_it():
     with pytest.raises(InspectError) as info:
         verify_function(FIXTURES / "k2_lambda_custom.h5")
     assert "Lambda" in str(info.value)
+
+
+def test_verify_feeds_token_ids_to_an_embedding_declared_float(tmp_path):
+    """Written by tf-keras: Input(dtype float32) -> Embedding -> LSTM, as trained real models declare it (the
+    Embedding casts). verify must draw token ids for it, not normal floats (was: index out of range)."""
+    import tf_keras
+    model = tf_keras.Sequential([tf_keras.Input((6,), dtype="float32"), tf_keras.layers.Embedding(5, 3),
+                                 tf_keras.layers.LSTM(4), tf_keras.layers.Dense(2)])
+    path = tmp_path / "embed_float_input.h5"
+    model.save(path)
+    result = verify_function(str(path))
+    assert result.ok, [(d.layer, d.max_abs) for d in result.diffs]

@@ -36,14 +36,20 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in [
     Rule("duplicate-block", ERROR, "two weight blocks hold exactly the same values (copy bug)",
          ("duplicate_min_size",),
          "Random initialisation makes two equal non-constant blocks of a few values astronomically unlikely; "
-         "constant blocks (zero biases, unit gammas) are exempt."),
+         "constant blocks (zero biases, unit gammas) are exempt, and so are a recurrent layer's b_g / rb_g pairs "
+         "that training keeps equal by construction (both biases of a gate only ever added: every trained Keras "
+         "GRU reset_after=True has b_z == rb_z and b_r == rb_r); graph constants are not weights."),
     Rule("max-abs", WARNING, "a weight's largest |value| is above a limit", ("max_abs",),
-         "Keras initialisers stay well below 1 and trained LSTM/Dense weights rarely pass 10; 100 leaves a wide "
-         "margin. BatchNormalization moving statistics are exempt (they track raw input scales)."),
+         "Set from the real-world corpus (1,571 trained weights in 56 files): the largest healthy weight is 134 (a "
+         "regression head whose target is in the thousands), 55 outside such heads; trained output layers scale "
+         "with their targets (172 seen). 1000 flags none of them and still catches a blown-up weight. "
+         "BatchNormalization moving statistics and graph constants (ONNX scalars such as 2**20) are exempt."),
     Rule("block-norm", WARNING, "a block's RMS (Frobenius norm / sqrt(size)) or norm is above a limit",
          ("max_block_rms", "max_block_norm"),
-         "RMS is size-independent: glorot/orthogonal blocks have RMS < 0.5; 10 flags blown-up blocks only. "
-         "An absolute Frobenius limit is available but off by default because it depends on the layer size."),
+         "RMS is size-independent: glorot/orthogonal blocks have RMS < 0.5; in the real-world corpus 99.5% of "
+         "trained blocks stay below 5 and the largest healthy one is 132 (a one-value regression bias, where RMS "
+         "is |b|). 250 flags none of them. An absolute Frobenius limit is available but off by default because "
+         "it depends on the layer size."),
     Rule("outlier-block", WARNING, "a gate block's RMS differs from the median of the model's blocks of its kind "
          "by more than a factor", ("outlier_factor", "outlier_min_blocks", "outlier_min_size"),
          "Blocks of one kind (all input kernels W, or all recurrent kernels U) of a model share a scale: at Keras "
@@ -60,8 +66,10 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in [
          "initialisation puts b_f up to log(T) ~ 7 for T = 1000 steps, below the limit."),
     Rule("spectral-norm", WARNING, "a recurrent kernel block's spectral norm is above a limit (exploding dynamics)",
          ("spectral_norm_max",),
-         "Keras's orthogonal initialiser gives each recurrent block a spectral norm <= 1, and trained LSTMs "
-         "typically stay between 1 and 5; above 10 a unit change of the state moves the pre-activations by 10."),
+         "Orthogonal initialisation gives each recurrent block a spectral norm <= 1, but training grows it: over "
+         "398 trained recurrent blocks of the real-world corpus the median is 1.6, the 90th percentile 17, the "
+         "99th 34 and the largest 52 (a published char-level LSTM). 60 flags none of them: only a recurrence far "
+         "beyond any healthy model (exploding dynamics) is reported."),
     Rule("config-mismatch", ERROR, "the model config and the stored weights disagree", (),
          "Keras refuses to load such a file (units, reset_after or layer lists that do not fit the weights)."),
     Rule("float16-overflow", WARNING, "a float16 weight is close to float16's largest value (65504)",
@@ -82,8 +90,8 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in [
 #: Threshold names and their defaults (config keys accept ``-`` for ``_``).
 DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "duplicate_min_size": 4,
-    "max_abs": 100.0,
-    "max_block_rms": 10.0,
+    "max_abs": 1000.0,
+    "max_block_rms": 250.0,
     "max_block_norm": None,
     "outlier_factor": 50.0,
     "outlier_min_blocks": 4,
@@ -91,7 +99,7 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "forget_bias_min": -5.0,
     "saturation_bias": 10.0,
     "saturation_share": 0.5,
-    "spectral_norm_max": 10.0,
+    "spectral_norm_max": 60.0,
     "float16_headroom": 16.0,
     "baseline_rtol": 0.05,
 }

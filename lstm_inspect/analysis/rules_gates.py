@@ -182,7 +182,7 @@ def rule_spectral_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     limit = o.t("spectral_norm_max")
     if limit is None:
         return
-    pieces = [p for p in view.summarise() if p.kind == "U" and p.stats.params and not (p.stats.nan or p.stats.inf)]
+    pieces = [p for p in view.weights() if p.kind == "U" and p.stats.params and not (p.stats.nan or p.stats.inf)]
     # the large blocks streamed together (one pass over each array per Lanczos step serves all its blocks)
     streamed = [p for p in pieces if p.source is not None and hasattr(p.source, "row_chunks")
                 and hasattr(p.source, "tensor") and _streamable(p.source, 256)]

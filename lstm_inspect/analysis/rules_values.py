@@ -17,7 +17,7 @@ FLOAT16_MAX = 65504.0
 
 
 def rule_non_finite(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    for piece in view.summarise():
+    for piece in view.weights():
         stats = piece.stats
         if not piece.floating or not (stats.nan or stats.inf):
             continue
@@ -31,7 +31,7 @@ def _finite(piece: Piece) -> bool:
 
 
 def rule_dead_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    for piece in view.summarise():
+    for piece in view.weights():
         stats = piece.stats
         if piece.kind not in ("W", "U") or stats.params < 2 or not _finite(piece):
             continue
@@ -42,12 +42,27 @@ def rule_dead_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
                            f"all {stats.params} values equal {fmt(stats.min)}: the gate ignores which input it sees")
 
 
+def equal_by_construction(first: Piece, second: Piece, view: ModelView) -> bool:
+    """Two bias blocks of one recurrent layer that training keeps equal when they start equal: the input bias b_g
+    and recurrent bias rb_g of a gate whose two biases are only ever added (every LSTM gate, GRU z and r, and GRU h
+    when the reset gate comes before U_h). Both get the same gradient at every step, so from Keras's zero
+    initialisation (or torch's when both are zeroed) they stay equal. GRU reset-after h is not such a pair: rb_h is
+    scaled by r, so equal b_h and rb_h still mean a copy."""
+    if first.layer is not second.layer or {first.kind, second.kind} != {"b", "rb"}:
+        return False
+    gate = first.name.split("_", 1)[1] if "_" in first.name else ""
+    if gate != (second.name.split("_", 1)[1] if "_" in second.name else ""):
+        return False
+    split = view.splits.get(id(first.layer))
+    return split is not None and not (split.layout.family == "GRU" and gate == "h" and split.reset_after)
+
+
 def rule_duplicate_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     """Candidates share shape, dtype, min, max and the count of zeros (exact, whatever order the values were
     summarised in); only those are compared value by value, row chunk by row chunk."""
     seen: dict[tuple[Any, ...], list[Piece]] = {}
     min_size = o.t("duplicate_min_size") or 2
-    for piece in view.summarise():
+    for piece in view.weights():
         stats = piece.stats
         if stats.params < min_size or not piece.floating or not _finite(piece) or stats.min == stats.max:
             continue
@@ -56,6 +71,8 @@ def rule_duplicate_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         first = next((p for p in earlier if _same_values(p, piece)), None)
         if first is None:
             earlier.append(piece)
+            continue
+        if equal_by_construction(first, piece, view):
             continue
         where = first.name if first.layer is piece.layer else f"{first.layer.key} {first.name}"
         yield finding(o, "duplicate-block", piece.layer, piece.name,
@@ -85,7 +102,7 @@ def rule_max_abs(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     limit = o.t("max_abs")
     if limit is None:
         return
-    for piece in view.summarise():
+    for piece in view.weights():
         if piece.tensor.name in STATISTICS:
             continue
         if piece.stats.min is not None and _max_abs(piece) > limit:
@@ -98,7 +115,7 @@ def _rms(piece: Piece) -> float:
 
 def rule_block_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     max_rms, max_norm = o.t("max_block_rms"), o.t("max_block_norm")
-    for piece in view.summarise():
+    for piece in view.weights():
         if piece.tensor.name in STATISTICS:
             continue
         if not piece.stats.params or not _finite(piece):
@@ -118,7 +135,7 @@ def rule_outlier_block(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         return
     for kind in ("W", "U"):
         peers = []
-        for piece in view.summarise():
+        for piece in view.weights():
             if piece.kind == kind and piece.stats.params >= min_size and _finite(piece):
                 rms = _rms(piece)
                 if rms > 0:
@@ -139,7 +156,7 @@ def rule_float16(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     if headroom is None:
         return
     limit = FLOAT16_MAX / headroom
-    for piece in view.summarise():
+    for piece in view.weights():
         if piece.tensor.dtype not in ("float16", "<f2", "f2"):
             continue
         if piece.stats.min is not None and _max_abs(piece) > limit:

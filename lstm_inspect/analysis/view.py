@@ -22,6 +22,26 @@ KEEP_BYTES = 1 << 20
 #: Weights that track data statistics rather than being learned: exempt from the magnitude rules.
 STATISTICS = frozenset({"moving_mean", "moving_variance"})
 
+#: ONNX ops whose constant inputs are learned parameters (kernels, biases, normalisation scales): every other op's
+#: single-value constant is part of the graph's arithmetic (an exponent, an epsilon, a scale such as 2**20, a loop
+#: count), not a weight.
+ONNX_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Linear", "LSTM", "GRU", "RNN",
+                               "BatchNormalization", "InstanceNormalization", "LayerNormalization",
+                               "GroupNormalization", "Gather", "Embedding", "PRelu"})
+
+
+def is_graph_constant(layer: Layer, tensor: Tensor) -> bool:
+    """A value of the graph rather than a weight: a non-float tensor (shapes, axes, indices), or a single value fed
+    to an ONNX op that holds no learned parameters (Pow's exponent, Add's epsilon, Mul's scale, a Loop's count)."""
+    try:
+        floating = np.issubdtype(np.dtype(tensor.dtype), np.floating)
+    except TypeError:  # a dtype numpy does not name (bfloat16): floats by name
+        floating = "float" in str(tensor.dtype)
+    if not floating:
+        return True
+    op = layer.class_name[5:] if layer.class_name.startswith("onnx.") else None
+    return op is not None and op not in ONNX_WEIGHTED_OPS and math.prod(tensor.shape) <= 1
+
 
 @dataclass(eq=False)
 class Piece:
@@ -39,6 +59,8 @@ class Piece:
     """The gate `Block` or the `Tensor` the values come from (read again in row chunks when large)."""
     stats: Stats | None = None
     """The piece's statistics, filled for every piece by `ModelView.summarise` in one chunked pass over the file."""
+    constant: bool = False
+    """A value of the graph (`is_graph_constant`), not a weight: the value rules never look at it."""
 
     def read(self) -> np.ndarray:
         """The whole array; kept for the next call only when small (a large block is read again: no rule keeps a
@@ -77,7 +99,8 @@ class ModelView:
                     covered.add(id(block.tensor))
             for tensor in layer.weights:
                 if id(tensor) not in covered:
-                    self.pieces.append(Piece(layer, tensor.name, None, tensor, tensor.read, source=tensor))
+                    self.pieces.append(Piece(layer, tensor.name, None, tensor, tensor.read, source=tensor,
+                                             constant=is_graph_constant(layer, tensor)))
         self._summarised = False
 
     def summarise(self) -> list[Piece]:
@@ -95,6 +118,10 @@ class ModelView:
                     piece.stats = block_stats.get(id(piece.source)) or weight_stats.get(id(piece.source))
             self._summarised = True
         return self.pieces
+
+    def weights(self) -> list[Piece]:
+        """`summarise`'s pieces that are weights: every piece but the graph's own constants."""
+        return [piece for piece in self.summarise() if not piece.constant]
 
 
 def finding(options: CheckOptions, rule: str, layer: Layer | str, block: str | None, message: str) -> Finding:

@@ -9,6 +9,7 @@ framework instead (`verify_native`), with the same records.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -85,11 +86,25 @@ def make_inputs(model: ModelFile, batch: int = 2, steps: int = 8, seed: int = 0)
         if len(spec.shape) < 2:
             raise InspectError(f"input {spec.name!r}: the file does not record its shape; pass --input", model.path)
         shape = (batch,) + tuple(steps if n is None else int(n) for n in spec.shape[1:])
-        if "int" in spec.dtype:
+        if "int" in spec.dtype or _feeds_embedding(model, spec.name):
+            # an Embedding casts its input to integers: a float input declared for it still holds token ids
             out[spec.name] = rng.integers(0, max(min(vocab) if vocab else 10, 1), size=shape).astype(spec.dtype)
         else:
             out[spec.name] = rng.standard_normal(shape).astype(np.float32)
     return out
+
+
+def _feeds_embedding(model: ModelFile, input_name: str) -> bool:
+    """True when the input goes straight into an Embedding: the first layer of a Sequential model, or an Embedding
+    whose inbound nodes name the input (Keras 2 and Keras 3 configs both spell the input layer's name there)."""
+    root = model.root
+    if root.class_name == "Sequential":
+        first = next((c for c in root.children if c.class_name != "InputLayer"), None)
+        return first is not None and first.class_name == "Embedding"
+    for layer in model.layers:
+        if layer.class_name == "Embedding" and f'"{input_name}"' in json.dumps(layer.entry.get("inbound_nodes", [])):
+            return True
+    return False
 
 
 def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: float, atol: float) -> list[LayerDiff]:
