@@ -72,9 +72,9 @@ def test_discover_recurses_for_model_files_and_directories(mixed):
 
 def test_exit_codes_across_a_mixed_directory(mixed):
     assert run("check", mixed / "good.keras").exit_code == 0
-    assert run("check", mixed / "good.keras", mixed / "sub").exit_code == 0  # needs-code is a warning
-    assert run("check", "--strict", mixed / "sub").exit_code == 1
-    assert run("check", "--severity", "needs-code=error", mixed / "sub").exit_code == 1
+    assert run("check", mixed / "good.keras", mixed / "sub").exit_code == 1  # unsafe-code (the Lambda) is an error
+    assert run("check", "--severity", "unsafe-code=warning", mixed / "sub").exit_code == 0
+    assert run("check", "--severity", "unsafe-code=warning", "--strict", mixed / "sub").exit_code == 1
     assert run("check", mixed / "good.keras", mixed / "nan.h5").exit_code == 1
     result = run("check", mixed)
     assert result.exit_code == 2  # data.h5 is unreadable; the others are still checked
@@ -84,9 +84,9 @@ def test_exit_codes_across_a_mixed_directory(mixed):
     assert "good.keras" in out and "saved_dir" in out
     doc = json.loads(run("check", "--format", "json", mixed).stdout)
     status = {os.path.basename(f["file"]): f["status"] for f in doc["files"]}
-    assert status == {"data.h5": "error", "good.keras": "pass", "nan.h5": "fail", "lambda.keras": "pass",
+    assert status == {"data.h5": "error", "good.keras": "pass", "nan.h5": "fail", "lambda.keras": "fail",
                       "saved_dir": "pass"}
-    assert doc["summary"]["unreadable"] == 1 and doc["summary"]["failed"] == 1
+    assert doc["summary"]["unreadable"] == 1 and doc["summary"]["failed"] == 2
 
 
 def test_json_findings_name_rule_layer_and_block(mixed):
@@ -99,22 +99,23 @@ def test_json_findings_name_rule_layer_and_block(mixed):
 
 
 def test_junit_is_xml_with_one_case_per_file_and_rule(mixed):
-    result = run("check", "--format", "junit", "--select", "non-finite,needs-code", mixed)
+    result = run("check", "--format", "junit", "--select", "non-finite,unsafe-code", mixed)
     assert result.exit_code == 2
     root = ET.fromstring(result.stdout)
     assert root.tag == "testsuites"
     suites = {os.path.basename(s.get("name")): s for s in root.findall("testsuite")}
     assert set(suites) == {"data.h5", "good.keras", "nan.h5", "lambda.keras", "saved_dir"}
     cases = {c.get("name"): c for c in suites["nan.h5"].findall("testcase")}
-    assert set(cases) == {"non-finite", "needs-code"}
+    assert set(cases) == {"non-finite", "unsafe-code"}
     failure = cases["non-finite"].find("failure")
     assert failure is not None and "lstm/W_f" in failure.get("message")
-    assert cases["needs-code"].find("failure") is None
+    assert cases["unsafe-code"].find("failure") is None
     lam = {c.get("name"): c for c in suites["lambda.keras"].findall("testcase")}
-    assert lam["needs-code"].find("failure") is None and "times_two" in lam["needs-code"].find("system-out").text
+    failure = lam["unsafe-code"].find("failure")
+    assert failure is not None and "config.json: config.layers[" in failure.get("message")
     [read] = suites["data.h5"].findall("testcase")
     assert read.get("name") == "read" and read.find("error") is not None
-    assert int(root.get("failures")) == 1 and int(root.get("errors")) == 1
+    assert int(root.get("failures")) == 2 and int(root.get("errors")) == 1
     assert int(root.get("tests")) == sum(int(s.get("tests")) for s in suites.values()) == 9
 
 
@@ -124,7 +125,7 @@ def test_github_annotations(mixed):
     assert all(line.startswith(("::error file=", "::warning file=")) for line in lines), lines
     nan = [line for line in lines if "nan.h5" in line]
     assert nan == [f"::error file={mixed / 'nan.h5'},title=lstm-inspect non-finite::lstm/W_f: 1 NaN of 600 values"]
-    assert any(line.startswith("::warning ") and "needs-code" in line and "times_two" in line for line in lines)
+    assert any(line.startswith("::error ") and "unsafe-code" in line and "config.layers" in line for line in lines)
     assert any("title=read-error" in line and "data.h5" in line for line in lines)
     strict = run("check", "--format", "github", "--strict", mixed / "sub" / "lambda.keras").stdout.splitlines()
     assert strict and all(line.startswith("::error ") for line in strict)

@@ -199,21 +199,25 @@ def test_float16_overflow(tmp_path):
     assert findings(hostile(tmp_path, _as_float16(60.0), name="good.h5"), "float16-overflow") == []
 
 
-def test_needs_code_is_a_warning_unless_raised():
+def test_unsafe_code_is_an_error_unless_lowered():
     path = str(FIXTURES / "k3_lambda_custom.keras")
-    found = findings(Path(path), "needs-code")
-    assert {f.layer for f in found} == {"times_two", "scale"}
-    assert {f.severity for f in found} == {"warning"}
-    assert not checks.check_path(path, checks.CheckOptions(select=("needs-code",))).failed
-    raised = checks.check_path(path, checks.CheckOptions(select=("needs-code",), severity={"needs-code": "error"}))
-    assert raised.failed and {f.severity for f in raised.findings} == {"error"}
-    assert checks.check_path(path, checks.CheckOptions(select=("needs-code",), strict=True)).failed
-    assert findings(FIXTURES / BASE, "needs-code") == []
+    found = findings(Path(path), "unsafe-code")
+    assert [f.message.split(": ", 2)[:2] for f in found] == [["config.json", "config.layers[2].config.function"],
+                                                           ["config.json", "config.layers[3]"]]
+    assert {f.severity for f in found} == {"error"} and {f.layer for f in found} == {""}
+    assert checks.check_path(path, checks.CheckOptions(select=("unsafe-code",))).failed
+    lowered = checks.CheckOptions(select=("unsafe-code",), severity={"unsafe-code": "warning"})
+    assert not checks.check_path(path, lowered).failed
+    assert checks.check_path(path, checks.CheckOptions(select=("unsafe-code",), severity={"unsafe-code": "warning"},
+                                                       strict=True)).failed
+    assert findings(FIXTURES / BASE, "unsafe-code") == []
 
 
-def test_needs_code_sees_legacy_registered_class_names():
-    found = findings(FIXTURES / "k2_lambda_custom.h5", "needs-code")
-    assert {f.layer for f in found} == {"times_two", "scale"}
+def test_needs_code_is_an_alias_of_unsafe_code():
+    options = checks.CheckOptions(select=("needs-code",), severity={"needs-code": "warning"}).validate()
+    assert options.select == ("unsafe-code",) and options.severity == {"unsafe-code": "warning"}
+    found = checks.check_path(str(FIXTURES / "k2_lambda_custom.h5"), options).findings
+    assert [f.message.split(": ", 2)[1] for f in found] == ["config.layers[2].config.function[0]", "config.layers[3]"]
 
 
 def test_expectations():
@@ -249,17 +253,17 @@ def test_unknown_rule_or_threshold_is_bad_input():
     with pytest.raises(InspectError, match="unknown threshold"):
         checks.CheckOptions(thresholds={"nope": 1.0}).validate()
     with pytest.raises(InspectError, match="severity"):
-        checks.CheckOptions(severity={"needs-code": "fatal"}).validate()
+        checks.CheckOptions(severity={"unsafe-code": "fatal"}).validate()
 
 
-def test_every_fixture_passes_with_no_findings_but_needs_code():
+def test_every_fixture_passes_with_no_findings_but_unsafe_code():
     """The fixtures hold random non-degenerate weights and Keras's initial values: no rule may fire on them."""
     files, _ = discovery.discover([str(FIXTURES)])
     assert len(files) >= 100
     for path in files:
         result = checks.check_path(path)
         assert result.error is None, (path, result.error)
-        assert {f.rule for f in result.findings} <= {"needs-code"}, (path, result.findings)
+        assert {f.rule for f in result.findings} <= {"unsafe-code"}, (path, result.findings)
         if result.findings:
             assert "lambda_custom" in path
 

@@ -153,3 +153,22 @@ def test_keras_own_names_are_not_findings():
         "compile_config": {"loss": "categorical_crossentropy", "metrics": ["acc", "accuracy"],
                            "optimizer": {"class_name": "Custom>Adam", "config": {}}}}
     assert code_scan.scan_config(json.loads(json.dumps(document)), "config.json") == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_check_fails_each_file_on_unsafe_code(name):
+    from lstm_inspect.analysis import check
+
+    result = check.check_path(str(CODE / name))
+    assert result.status == "fail" and result.error is None
+    code = [f for f in result.findings if f.rule == "unsafe-code"]
+    assert [f.message for f in code] == [str(f) for f in code_scan.scan_file(str(CODE / name))]
+    assert {f.severity for f in code} == {"error"}
+
+
+@pytest.mark.parametrize("name", CLEAN)
+def test_check_passes_the_clean_files(name):
+    from lstm_inspect.analysis import check
+
+    result = check.check_path(str(CODE / name))
+    assert result.status == "pass" and result.findings == [], result

@@ -206,3 +206,20 @@ def test_view_outside_its_storage_is_refused(edit, message, tmp_path):
     from lstm_inspect.errors import CorruptFile
     with pytest.raises(CorruptFile, match=message):
         open_model(path)
+
+
+def test_check_flags_a_malicious_pt_without_running_it(tmp_path):
+    from click.testing import CliRunner
+
+    from lstm_inspect.cli import cli
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    torch.save(dict(module("lstm").state_dict(), evil=Payload(marker)), path)
+    result = CliRunner().invoke(cli, ["check", "--format", "json", str(path)])
+    assert result.exit_code == 1, result.output
+    [entry] = __import__("json").loads(result.stdout)["files"]
+    assert entry["status"] == "fail" and [f["rule"] for f in entry["findings"]] == ["unsafe-code"]
+    assert entry["findings"][0]["message"].startswith("evil/data.pkl @ byte ")
+    assert entry["findings"][0]["message"].endswith(": posix.system")
+    assert not marker.exists()

@@ -31,7 +31,7 @@ from .findings import (  # noqa: F401  (re-exported: the records are used as che
 )
 from .rules_expect import rule_baseline, rule_expect_layers, rule_expect_units, rule_params_range
 from .rules_gates import rule_bias_saturation, rule_forget_bias, rule_spectral_norm
-from .rules_structure import rule_config_mismatch, rule_needs_code
+from .rules_structure import code_findings, rule_config_mismatch, rule_unsafe_code
 from .rules_values import (
     rule_block_norm,
     rule_dead_block,
@@ -56,7 +56,7 @@ CHECKS: list[tuple[tuple[str, ...], Callable[[ModelView, CheckOptions], Iterable
     (("spectral-norm",), rule_spectral_norm),
     (("config-mismatch",), rule_config_mismatch),
     (("float16-overflow",), rule_float16),
-    (("needs-code",), rule_needs_code),
+    (("unsafe-code",), rule_unsafe_code),
     (("expect-layers",), rule_expect_layers),
     (("expect-units",), rule_expect_units),
     (("params-range",), rule_params_range),
@@ -89,6 +89,12 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
         result.error = exc.message
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # a file the readers did not foresee
         result.error = f"cannot read: {type(exc).__name__}: {exc}"
+    if result.error and options.enabled("unsafe-code"):
+        # the readers refuse a pickle that imports code; the verdict is then the code found, not "unreadable"
+        code = [Finding("unsafe-code", options.severity_of("unsafe-code"), "", None, str(found))
+                for found in code_findings(path)]
+        if code:
+            result.findings, result.error = code, None
     return result
 
 

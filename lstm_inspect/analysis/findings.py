@@ -75,8 +75,12 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in [
     Rule("float16-overflow", WARNING, "a float16 weight is close to float16's largest value (65504)",
          ("float16_headroom",),
          "A float16 weight above 65504/16 overflows to Inf as soon as it meets an input above 16."),
-    Rule("needs-code", WARNING, "a layer needs Python code to load (Lambda layer, custom class)", (),
-         "Loading runs or needs code that is not in the file; make it an error with --severity needs-code=error."),
+    Rule("unsafe-code", ERROR, "the file holds or names code that loading it would run (a Lambda, a serialized "
+         "function, a class or function from outside Keras, anywhere in the config; a pickle importing anything "
+         "but tensor rebuilds)", (),
+         "Keras and torch run such code when they load the file (safe_mode has been bypassed through config.json "
+         "more than once), and a model that needs code from a module not in the file runs whatever that module "
+         "does: a CI gate on model files fails on it. Formerly needs-code (a warning, top-level layers only)."),
     Rule("expect-layers", ERROR, "a layer named by --expect-layers is missing", ()),
     Rule("expect-units", ERROR, "a layer named by --expect-units has another number of units", ()),
     Rule("params-range", ERROR, "the total parameter count is outside --min-params/--max-params", ()),
@@ -86,6 +90,9 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in [
          "5% relative drift of a block's mean/std/min/max/norm, relative to the block's own scale: catches a "
          "retrain that went wrong without flagging every fine-tuning step. Use 1e-6 to demand identical weights."),
 ]}
+
+#: Former rule ids, still accepted in --select / --ignore / --severity and settings files.
+RULE_ALIASES = {"needs-code": "unsafe-code"}
 
 #: Threshold names and their defaults (config keys accept ``-`` for ``_``).
 DEFAULT_THRESHOLDS: dict[str, float | None] = {
@@ -127,7 +134,7 @@ class CheckOptions:
     """Rule ids to run (all when empty)."""
     ignore: tuple[str, ...] = ()
     severity: dict[str, str] = field(default_factory=dict)
-    """Per-rule severity overrides: ``{"needs-code": "error"}``."""
+    """Per-rule severity overrides: ``{"unsafe-code": "warning"}``."""
     strict: bool = False
     layers: tuple[str, ...] = ()
     """Only layers whose path contains one of these (all when empty)."""
@@ -139,6 +146,9 @@ class CheckOptions:
     """A loaded snapshot (see `lstm_inspect.analysis.snapshot`) to compare against."""
 
     def validate(self) -> "CheckOptions":
+        self.select = tuple(RULE_ALIASES.get(r, r) for r in self.select)
+        self.ignore = tuple(RULE_ALIASES.get(r, r) for r in self.ignore)
+        self.severity = {RULE_ALIASES.get(r, r): level for r, level in self.severity.items()}
         for rule_id in (*self.select, *self.ignore, *self.severity):
             if rule_id not in RULES:
                 raise InspectError(f"unknown rule id {rule_id!r} (known: {', '.join(RULES)})")

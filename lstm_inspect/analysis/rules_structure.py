@@ -1,5 +1,5 @@
-"""Check rules on how a file is put together: a config that disagrees with the stored weights, and layers that need
-Python code to load.
+"""Check rules on how a file is put together: a config that disagrees with the stored weights, and code that
+loading the file would run (`code_scan` walks the whole config and every pickle).
 """
 from __future__ import annotations
 
@@ -19,8 +19,13 @@ def rule_config_mismatch(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         yield finding(o, "config-mismatch", "", None, warning)
 
 
-def rule_needs_code(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
-    for layer in view.layers:
-        reason = layer.needs_code
-        if reason:
-            yield finding(o, "needs-code", layer, None, reason)
+def rule_unsafe_code(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
+    """Code anywhere in the file (`code_scan`): the whole config, not only the layers --layer selects."""
+    for found in code_findings(view.model.path):
+        yield finding(o, "unsafe-code", "", None, str(found))
+
+
+def code_findings(path: str) -> list:
+    from .code_scan import scan_file
+
+    return scan_file(path)

@@ -4,9 +4,9 @@ Keys (``-`` and ``_`` are interchangeable)::
 
     [tool.lstm-inspect]
     select = ["non-finite", "dead-block"]     # rule ids to run (default: all)
-    ignore = ["needs-code"]
+    ignore = ["outlier-block"]
     strict = false
-    severity = { needs-code = "error" }
+    severity = { spectral-norm = "error" }
     expect-layers = ["lstm", "dense"]
     expect-units = { lstm = 120 }
     min-params = 1000

@@ -57,7 +57,7 @@ def _rules_help() -> str:
 @click.option("--select", multiple=True, metavar="RULE[,RULE]", help="Run only these rules (repeatable).")
 @click.option("--ignore", multiple=True, metavar="RULE[,RULE]", help="Skip these rules (repeatable).")
 @click.option("--severity", "severities", multiple=True, metavar="RULE=error|warning",
-              help="Change a rule's severity, e.g. needs-code=error (repeatable).")
+              help="Change a rule's severity, e.g. unsafe-code=warning (repeatable).")
 @click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE",
               help="Change a threshold, e.g. spectral_norm_max=5; 'off' disables it (repeatable).")
 @click.option("--expect-layers", multiple=True, metavar="NAME[,NAME]",

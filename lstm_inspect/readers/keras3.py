@@ -347,6 +347,8 @@ def _sub_layers(group: Node, label: str) -> list[tuple[str, Node]]:
 
 
 def _stores_weights(layer: Layer) -> bool:
+    if str(layer.entry.get("module", "")).startswith("keras.src.ops."):
+        return False  # a Keras 3 operation in a functional graph (x[:, -1] is GetItem): never holds weights
     roles = schema.weight_roles(layer.class_name, layer.config)
     return bool(layer.children) or roles is None or bool(roles)
 
