@@ -20,21 +20,18 @@ import tempfile
 
 
 def ours(path: str) -> str:
-    from lstm_inspect.analysis import check
-    from lstm_inspect.analysis.findings import CheckOptions
+    """What `check --select unsafe-code` reports (the same records as `code_scan.scan_file`, shown shorter)."""
+    from lstm_inspect.analysis.code_scan import scan_file
 
-    result = check.check_path(path, CheckOptions(select=("unsafe-code",)))
-    if result.error:
-        return f"unreadable: {result.error}"
-    if not result.findings:
-        return "—"
-    return "<br>".join(f"`{f.message.split(': ')[-2] if ': ' in f.message else ''}`: {_short(f.message)}"
-                       for f in result.findings)
+    found = scan_file(path)
+    return "<br>".join(f"`{f.where}`: {_short(f.what)}" for f in found) or "—"
 
 
-def _short(message: str) -> str:
-    what = message.rsplit(": ", 1)[-1] if "@ byte" in message else message.split(": ", 2)[-1]
-    return what.split(":")[0].split(" (")[0][:70]
+def _short(what: str) -> str:
+    """The first clause of a finding: 'a serialized Python lambda', "custom class 'MyReg'", 'posix.system'."""
+    if what.startswith("TorchModuleWrapper"):
+        return "TorchModuleWrapper pickle: " + what.rsplit("would call ", 1)[-1]
+    return what.split(": ")[0].split(" (")[0].split(", which")[0]
 
 
 def theirs(path: str, modelscan: str) -> str:

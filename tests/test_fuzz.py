@@ -271,3 +271,79 @@ def test_protowire_and_object_graph(data):
             tf_saved_model.keras_metadata(str(folder), "fuzz")
     except InspectError as exc:
         assert "\n" not in str(exc)
+
+
+# PyTorch pickles: the disassembler (readers/pickle_scan.py) and the native .pt reader (readers/torch_zip.py).
+CODE = Path(__file__).parent / "fixtures" / "code"
+TORCH_SEEDS = ["torch_clean.pt", "torch_clean_legacy.pt", "torch_os_system.pt", "torch_exec_p4.pt"]
+PICKLE_CASES = settings(FUZZ, max_examples=max(EXAMPLES // 20, 1))
+
+
+def scan_outcome(path: Path) -> None:
+    """The code scan of a mutant, in the isolated child: a list of findings (never an exception), in bounded time."""
+    found = isolation.run(_scan_as_strings, str(path), label=str(path), timeout=TIMEOUT, max_memory=MAX_MEMORY)
+    assert isinstance(found, list) and all(isinstance(f, str) for f in found)
+
+
+def _scan_as_strings(path: str) -> list[str]:
+    from lstm_inspect.analysis.code_scan import scan_file
+
+    return [str(f) for f in scan_file(path)]
+
+
+@PICKLE_CASES
+@given(seed=st.sampled_from(TORCH_SEEDS), where=st.floats(0, 1, exclude_max=True),
+       junk=st.binary(min_size=1, max_size=64), keep=st.floats(0.2, 1))
+def test_torch_pickles_mutated(work, seed, where, junk, keep):
+    """torch.save files (zip and legacy, clean and with an os.system payload) and a bare pickle, overwritten and
+    truncated: reading gives a report or one line, the scan a list of findings."""
+    data = bytearray((CODE / seed).read_bytes())
+    start = int(where * len(data))
+    data[start:start + len(junk)] = junk
+    path = _mutant(work, seed, bytes(data[: max(2, int(keep * len(data)))]))
+    outcome(path, work)
+    scan_outcome(path)
+
+
+pickle_opcodes = [op for op in __import__("pickletools").opcodes]
+
+
+@settings(FUZZ, max_examples=EXAMPLES)
+@given(ops=st.lists(st.tuples(st.sampled_from(pickle_opcodes), st.binary(max_size=12)), max_size=40),
+       proto=st.integers(0, 5))
+def test_random_opcode_streams(ops, proto):
+    """Random opcode sequences (each opcode followed by random argument bytes): the disassembler ends with a result
+    (never an exception) within its budgets, and the state-dict machine either reads or refuses in one line."""
+    import io
+
+    from lstm_inspect.errors import InspectError as ReadError
+    from lstm_inspect.readers import pickle_scan, torch_zip
+
+    data = (b"\x80" + bytes([proto]) if proto >= 2 else b"") + b"".join(op.code.encode("latin-1") + arg
+                                                                        for op, arg in ops) + b"."
+    scanned = pickle_scan.scan_bytes(data, "fuzz", max_ops=1000)
+    assert isinstance(scanned.findings, list) and scanned.end <= len(data)
+    try:
+        torch_zip._Machine("fuzz").run(io.BytesIO(data), "fuzz")
+    except ReadError as exc:
+        assert "\n" not in exc.message
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))
+@given(value=json_values, protocol=st.integers(0, 5))
+def test_pickles_of_plain_data_are_clean(value, protocol):
+    """Python's own pickles of plain data (dicts, lists, numbers, strings, None) import nothing: no finding, and the
+    scan reaches STOP; with an exec payload beside the same data, exactly builtins.exec is found."""
+    import pickle
+
+    from lstm_inspect.readers import pickle_scan
+
+    scanned = pickle_scan.scan_bytes(pickle.dumps(value, protocol=protocol), "p")
+    assert scanned.findings == [] and scanned.complete
+    evil = pickle_scan.scan_bytes(pickle.dumps([value, _Exec()], protocol=protocol), "p")
+    assert [f.what for f in evil.findings] == ["builtins.exec"]
+
+
+class _Exec:
+    def __reduce__(self):
+        return exec, ("x = 1",)

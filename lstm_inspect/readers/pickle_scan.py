@@ -87,7 +87,7 @@ class PickleScan:
     error: str | None = None
 
 
-class _Bounded(io.RawIOBase):
+class Bounded(io.RawIOBase):
     """A read-only view of at most `limit` bytes of `base` from its current position (so a length field in the
     stream never makes a read allocate more than the budget)."""
 
@@ -126,7 +126,7 @@ def scan(stream: BinaryIO, where: str, max_bytes: int = MAX_PICKLE_BYTES, max_op
 
     `where` names the pickle in findings (``archive/data.pkl``); offsets are relative to the stream's start position.
     """
-    bounded = _Bounded(stream, max_bytes)
+    bounded = Bounded(stream, max_bytes)
     findings: list[CodeFinding] = []
     imported: list[tuple[int, str]] = []
 
@@ -195,7 +195,7 @@ def scan_bytes(data: bytes, where: str, max_ops: int = MAX_OPS) -> PickleScan:
     return scan(io.BytesIO(data), where, max_bytes=len(data), max_ops=max_ops)
 
 
-def _genops(stream: _Bounded) -> Iterator[tuple[pickletools.OpcodeInfo, object, int]]:
+def _genops(stream: Bounded) -> Iterator[tuple[pickletools.OpcodeInfo, object, int]]:
     return pickletools.genops(stream)  # type: ignore[arg-type]
 
 

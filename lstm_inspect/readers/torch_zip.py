@@ -121,7 +121,7 @@ def read_legacy(path: str, label: str) -> ModelFile:
             _refuse_code(pickle_scan.scan(handle, where), label)
             handle.seek(start)
             machine = _Machine(label, legacy=True)
-            values.append(machine.run(handle, where))
+            values.append(machine.run(pickle_scan.Bounded(handle, pickle_scan.MAX_PICKLE_BYTES), where))
             storages.update(machine.storages)
             if index == 0 and values[0] != LEGACY_MAGIC:
                 raise UnsupportedFile("a pickle that is not a torch.save file (no torch magic number); "
