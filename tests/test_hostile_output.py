@@ -136,7 +136,7 @@ def test_inspect_json_is_strict_and_exact(hostile):
 def test_check_output_is_valid_and_inert(hostile, fmt):
     name, path = hostile
     result = run("check", path, "--format", fmt)
-    assert result.exit_code == 1, result.output  # the renamed LSTM lost its weights; the Lambda needs code
+    assert result.exit_code == 1, result.output  # the renamed LSTM lost its weights; the Lambda is code
     out = result.stdout
     if fmt == "json":
         report = strict_json(out)
@@ -149,7 +149,7 @@ def test_check_output_is_valid_and_inert(hostile, fmt):
     elif fmt == "github":
         lines = out.splitlines()
         assert lines and all(re.match(r"::(error|warning) file=[^:\n]*,title=[^:\n]*::", line) for line in lines)
-        assert len(lines) == 3  # two config-mismatch findings and one needs-code: no injected command
+        assert len(lines) == 3  # two config-mismatch findings and one unsafe-code: no injected command
     elif fmt == "sarif":
         log = strict_json(out)
         schema = json.loads(SARIF_SCHEMA.read_text())

@@ -91,7 +91,7 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
         result.error = f"cannot read: {type(exc).__name__}: {exc}"
     if result.error and options.enabled("unsafe-code"):
         # the readers refuse a pickle that imports code; the verdict is then the code found, not "unreadable"
-        code = [Finding("unsafe-code", options.severity_of("unsafe-code"), "", None, str(found))
+        code = [Finding("unsafe-code", options.severity_of("unsafe-code"), found.layer, None, str(found))
                 for found in code_findings(path)]
         if code:
             result.findings, result.error = code, None

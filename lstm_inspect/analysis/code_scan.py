@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import stat
 import zipfile
 from typing import Any, Iterator
 
@@ -39,6 +40,8 @@ _KERAS_FUNCTION_MODULE = re.compile(r"^(keras|tf_keras)(\.src)?\.(activations|lo
 #: Keras 3's serialization markers for plain values (tuples, tensors, arrays...), not classes.
 _VALUE_MARKERS = frozenset({"__tuple__", "__tensor__", "__numpy__", "__bytes__", "__keras_tensor__",
                             "__typespec__", "__ellipsis__", "__slice__", "__dtype__"})
+#: Keys under which a config nests layers (a model's list, a wrapper's layer, an RNN's cell or cells).
+_LAYER_KEYS = frozenset({"layers", "layer", "backward_layer", "forward_layer", "cell", "cells"})
 #: Keys whose string values name a function Keras looks up when loading.
 _FUNCTION_KEYS = frozenset({"activation", "recurrent_activation", "loss", "metrics", "weighted_metrics", "fn"})
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
@@ -50,7 +53,7 @@ def scan_config(document: Any, source: str) -> list[CodeFinding]:
     """Every place in a parsed Keras config (``config.json``, ``model_config``, ``training_config``) that holds or
     names code; `source` prefixes each JSON path."""
     walker = _Walker(source)
-    walker.walk(document, "", None)
+    walker.walk(document, "", None, ())
     return walker.findings
 
 
@@ -66,21 +69,27 @@ class _Walker:
     def __init__(self, source: str):
         self.source = source
         self.findings: list[CodeFinding] = []
+        self.layers: tuple[str, ...] = ()
 
     def report(self, path: str, what: str) -> None:
-        self.findings.append(CodeFinding(f"{self.source}: {path or '(top level)'}", what))
+        self.findings.append(CodeFinding(f"{self.source}: {path or '(top level)'}", what, "/".join(self.layers)))
 
-    def walk(self, node: Any, path: str, key: str | None) -> None:
+    def walk(self, node: Any, path: str, key: str | None, layers: tuple[str, ...]) -> None:
         if isinstance(node, dict):
+            name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+            if key in _LAYER_KEYS and isinstance(name, str) and isinstance(node.get("class_name"), str):
+                layers = (*layers, name)  # a nested layer: findings below it name it
+            self.layers = layers
             if self.object(node, path):
                 return
             for child_key, value in node.items():
-                self.walk(value, _join(path, child_key), child_key if isinstance(child_key, str) else None)
+                self.walk(value, _join(path, child_key), child_key if isinstance(child_key, str) else None, layers)
         elif isinstance(node, list):
             for index, value in enumerate(node):
                 # a list under "metrics" still names functions; under "function" (Keras 2 Lambda) it holds code
-                self.walk(value, _join(path, index), key)
+                self.walk(value, _join(path, index), key, layers)
         elif isinstance(node, str):
+            self.layers = layers
             payload = embedded_code(node)
             if payload:
                 self.report(path, payload)
@@ -111,12 +120,12 @@ class _Walker:
             self.report(_join(_join(path, "config"), "module"),
                         "TorchModuleWrapper: a whole torch module, pickled (Keras loads it with "
                         f"torch.load(weights_only=False)): {payload}")
-            config = {k: v for k, v in config.items() if k != "module"}
+            config, layers = {k: v for k, v in config.items() if k != "module"}, self.layers
             for child_key, value in node.items():
                 if child_key != "config":
-                    self.walk(value, _join(path, child_key), child_key)
+                    self.walk(value, _join(path, child_key), child_key, layers)
             for child_key, value in config.items():
-                self.walk(value, _join(_join(path, "config"), child_key), child_key)
+                self.walk(value, _join(_join(path, "config"), child_key), child_key, layers)
             return True
         reasons = []
         if isinstance(module, str) and not _KERAS_MODULE.match(module):
@@ -213,6 +222,8 @@ def scan_file(path: str) -> list[CodeFinding]:
     try:
         if os.path.isdir(path):
             return _cap(_directory(path))
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return []  # a FIFO or a device is never opened (the readers refuse it)
         with open(path, "rb") as handle:
             head = handle.read(9)
             if h5safe.is_hdf5(head):

@@ -22,7 +22,7 @@ def rule_config_mismatch(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
 def rule_unsafe_code(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     """Code anywhere in the file (`code_scan`): the whole config, not only the layers --layer selects."""
     for found in code_findings(view.model.path):
-        yield finding(o, "unsafe-code", "", None, str(found))
+        yield finding(o, "unsafe-code", found.layer, None, str(found))
 
 
 def code_findings(path: str) -> list:

@@ -68,6 +68,8 @@ class CodeFinding:
     """The pickle (``archive/data.pkl``, ``pickle 4 of the file``) and byte offset, or a JSON path in a config."""
     what: str
     """What was found: ``os.system``, or why the stream could not be checked."""
+    layer: str = ""
+    """The names of the layers the place sits in, ``/``-joined like a layer path (``encoder/td``); empty if none."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.what}"
