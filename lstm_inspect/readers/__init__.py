@@ -58,10 +58,11 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
     if not head:
         raise CorruptFile("file is empty", label)
 
-    from . import archive, h5safe, tflite_file
+    from . import archive, h5safe, polyglot, tflite_file
 
-    if tflite_file.looks_like(head + _more(label, head)):
-        return tflite_file.read(label, label)
+    polyglot.refuse_ambiguous(fd, head, label)  # HDF5 and zip at once: other tools would read the other view
+    if tflite_file.looks_like(os.pread(fd, 16, 0)):  # the TFLite identifier sits at bytes 4-8
+        return tflite_file.read(source, label)
 
     if h5safe.is_hdf5(head):
         return _open_hdf5(source, label)
@@ -77,8 +78,10 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
     from . import torch_state, safetensors_file
 
     if safetensors_file.looks_like(head, os.fstat(fd).st_size):
+        polyglot.refuse_ambiguous(fd, head, label, read_as="a safetensors file")
         return safetensors_file.read(source, label)
     if torch_state.is_pickle(head, label):
+        polyglot.refuse_ambiguous(fd, head, label, read_as="a pickle")
         return _open_torch(source, label, legacy=True)
     if label.endswith(".json") or head.lstrip().startswith(b"{"):
         return _open_json(fd, label)
@@ -105,13 +108,6 @@ def _open_torch(source: str, label: str, legacy: bool) -> ModelFile:
         except ImportError:
             raise refused from None
         return torch_state.read_torch_file(source, label)
-
-
-def _more(label: str, head: bytes) -> bytes:
-    """Bytes 9–15 of the file (the TFLite identifier sits at 4–8, past the 9 read for the other signatures)."""
-    with open(label, "rb") as handle:
-        handle.seek(len(head))
-        return handle.read(8)
 
 
 def _open_bundle(prefix: str, label: str) -> ModelFile:
