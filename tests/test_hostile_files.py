@@ -129,7 +129,7 @@ def test_forty_thousand_one_tensor_modules_read_in_linear_time(tmp_path):
     from lstm_inspect.readers import open_model
 
     path = tmp_path / "many.safetensors"
-    save_file({f"m{i}.w": np.zeros((0,), np.float32) for i in range(40_000)}, str(path))
+    save_file({f"m{i}.weight": np.zeros((0,), np.float32) for i in range(40_000)}, str(path))  # torch naming
     started = time.monotonic()
     with open_model(path) as model:
         assert len(model.layers) == 40_000
