@@ -258,3 +258,52 @@ def test_safetensors_with_no_known_layout_is_plain(tmp_path):
     report = json.loads(run("inspect", str(path), "--json").stdout)
     assert any(layer["class_name"].startswith("torch.nn.LSTM") or "LSTM" in layer["class_name"]
                for layer in report["layers"])
+
+
+# --- stdin and URLs ---------------------------------------------------------------------------------------------
+
+
+def test_stdin_is_spooled_read_and_removed(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    data = Path(CLASSIC).read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "lstm_inspect", "-", "--no-stats"], input=data, env=env,
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert out.splitlines()[0] == "-" and "Total params: 77,681" in out
+    bad = subprocess.run([sys.executable, "-m", "lstm_inspect", "export", "-", "-o", str(tmp_path / "x.npz")],
+                         input=data[:1000], env=env, capture_output=True, text=False)
+    err = bad.stderr.decode()
+    assert bad.returncode == 2 and err.count("\n") == 1 and err.startswith("lstm-inspect: error: -: ")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("lstm-inspect-stdin-")]  # spool removed
+
+
+@pytest.mark.parametrize("url", ["https://example.com/m.h5", "http://127.0.0.1:1/m.keras", "s3://bucket/m.h5",
+                                 "gs://bucket/m.h5", "hf://user/repo/m.safetensors"])
+def test_a_url_says_in_one_line_how_to_read_it(url):
+    for args in (["inspect", url], ["export", url, "-o", "x.npz"], ["check", url]):
+        assert_one_line_error(run(*args), url, "local files only", "| lstm-inspect -")
+
+
+# --- shell completion (as README documents it) -------------------------------------------------------------------
+
+
+def _complete(words: str, shell: str = "bash") -> str:
+    env = {**os.environ, "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1),
+           "_LSTM_INSPECT_COMPLETE": f"{shell}_complete", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.run([sys.executable, "-m", "lstm_inspect"], env=env, capture_output=True, text=True).stdout
+
+
+def test_shell_completion_as_documented():
+    assert "plain,inspect" in _complete("lstm-inspect ins").splitlines()
+    assert {"plain,--layer", "plain,--layout"} <= set(_complete("lstm-inspect export --la").splitlines())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    script = f'eval "$(_LSTM_INSPECT_COMPLETE=bash_source {sys.executable} -m lstm_inspect)"; complete -p'
+    registered = subprocess.run(["bash", "--norc", "-c", script], env=env, capture_output=True, text=True).stdout
+    assert "_lstm_inspect_completion" in registered
+    for shell in ("zsh", "fish"):
+        env["_LSTM_INSPECT_COMPLETE"] = f"{shell}_source"
+        source = subprocess.run([sys.executable, "-m", "lstm_inspect"], env=env, capture_output=True, text=True)
+        assert "_lstm_inspect_completion" in source.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "_LSTM_INSPECT_COMPLETE=bash_source lstm-inspect" in readme

@@ -82,7 +82,10 @@ class _Boundary(click.Group):
         except InspectError as exc:
             if ctx.params.get("traceback"):
                 raise
-            click.echo(f"lstm-inspect: error: {visible(exc)}", err=True)
+            message = str(exc)
+            for spool, name in _spooled.items():  # the model read from stdin is "-", not its temporary file
+                message = message.replace(spool, name)
+            click.echo(f"lstm-inspect: error: {visible(message)}", err=True)
             ctx.exit(int(exc.exit_code))
         except MemoryError:  # the parent's own bound (see bound_parent): one line, like a child's
             if ctx.params.get("traceback"):
@@ -232,6 +235,57 @@ def bound_parent(settings: dict[str, Any]) -> None:
         from .. import isolation
 
         isolation.bound_parent(settings["timeout"], settings["max_memory"])
+
+
+#: How much a model piped into stdin (`lstm-inspect -`) may hold; it is spooled to a temporary file first.
+MAX_STDIN_BYTES = 4 << 30
+_REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://", "ftp://", "az://", "abfs://")
+
+
+class _ModelPath(click.Path):
+    """A model argument: a local path; ``-`` for the model on stdin (spooled to a temporary file, bounded by
+    MAX_STDIN_BYTES, removed when the command ends); a URL is refused in one line that says how to read it."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        text = str(value)
+        if text == "-":
+            return _spool_stdin(ctx)
+        if text.lower().startswith(_REMOTE_SCHEMES):
+            raise InspectError("lstm-inspect reads local files only (no network access); download the file first "
+                               "(curl -LO, huggingface-cli download, aws s3 cp, gsutil cp) or pipe it in: "
+                               f"curl -sL '{text}' | lstm-inspect -", text)
+        return super().convert(value, param, ctx)
+
+
+MODEL = _ModelPath()
+#: The temporary file holding stdin, to name it "-" in messages.
+_spooled: dict[str, str] = {}
+
+
+def _spool_stdin(ctx: Any) -> str:
+    import shutil
+    import tempfile
+
+    stream = click.get_binary_stream("stdin")
+    if stream.isatty():
+        raise InspectError("stdin is a terminal: pipe a model into it (lstm-inspect - < model.h5)", "-")
+    directory = tempfile.mkdtemp(prefix="lstm-inspect-stdin-")
+    ctx.call_on_close(lambda: shutil.rmtree(directory, ignore_errors=True))
+    path = os.path.join(directory, "stdin")
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := stream.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_STDIN_BYTES:
+                raise InspectError(f"more than {MAX_STDIN_BYTES >> 30} GiB on stdin; save it to a file first", "-")
+            out.write(chunk)
+    _spooled[path] = "-"
+    return path
+
+
+def shown_path(path: str) -> str:
+    """How a model path is named in output: ``-`` for the spooled stdin."""
+    return _spooled.get(path, path)
 
 
 def layer_option(func: Any) -> Any:

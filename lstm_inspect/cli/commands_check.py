@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from . import bound_parent, cli, isolated, isolation_settings, layer_option
+from . import MODEL, bound_parent, cli, isolated, isolation_settings, layer_option
 from ..errors import ExitCode, InspectError
 from ..text_safety import dumps, visible
 
@@ -46,7 +46,7 @@ def _rules_help() -> str:
 
 
 @cli.command("check")
-@click.argument("paths", nargs=-1, required=False)
+@click.argument("paths", nargs=-1, required=False, type=MODEL)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format (default: human).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -226,7 +226,7 @@ def _list_rules() -> None:
 
 
 @cli.command("snapshot")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The snapshot file to write (default: print it).")
 @layer_option
@@ -252,8 +252,8 @@ def snapshot_command(model: str, output: str | None, layers: tuple[str, ...]) ->
 
 
 @cli.command("diff")
-@click.argument("a", type=click.Path())
-@click.argument("b", type=click.Path())
+@click.argument("a", type=MODEL)
+@click.argument("b", type=MODEL)
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 @click.option("--atol", type=float, default=0.0, show_default=True,
               help="A block is unchanged when max |Δ| is at most this.")

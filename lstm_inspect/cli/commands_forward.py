@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from . import cli, isolated, layer_option
+from . import MODEL, cli, isolated, layer_option
 from ..errors import InspectError
 from ..text_safety import dumps, visible, visible_lines
 
@@ -34,7 +34,7 @@ def _load_inputs(path: str) -> Any:
 
 
 @cli.command("forward")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("--input", "input_path", required=True, type=click.Path(),
               help="X.npy, or X.npz with one array per model input keyed by input name.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .npz file to write.")
@@ -86,7 +86,7 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 
 
 @cli.command("verify")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("--input", "input_path", type=click.Path(), help="Inputs (.npy / .npz); random ones otherwise.")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Batch size of random inputs.")
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(1),
@@ -130,7 +130,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
 
 
 @cli.command("explain")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @layer_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for an issue or a notebook) instead of panels.")
 def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None:

@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from . import cli, isolated, layer_option
+from . import MODEL, cli, isolated, layer_option, shown_path
 from ..text_safety import dumps, visible
 
 
 @cli.command("inspect")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @layer_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/json-schema.md).")
 @click.option("--no-stats", is_flag=True, help="Shapes only: read no tensor data.")
@@ -20,11 +20,12 @@ def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats
     from ..api import inspect
 
     report = isolated(inspect, model, layers, not no_stats, label=model)
+    report["file"] = shown_path(report["file"])
     _emit_report(report, as_json)
 
 
 @cli.command("export")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="The file to write: .npz, or .safetensors (needs the safetensors package).")
 @layer_option

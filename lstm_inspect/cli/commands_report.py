@@ -5,11 +5,11 @@ import os
 
 import click
 
-from . import cli, isolated, layer_option
+from . import MODEL, cli, isolated, layer_option
 
 
 @cli.command("report")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .html file to write.")
 @click.option("--input", "input_path", type=click.Path(),
               help="X.npy, or X.npz keyed by input name, for the activations; a seeded random input otherwise.")
@@ -30,7 +30,7 @@ def report_command(model: str, output: str, input_path: str | None, seed: int, l
 
 
 @cli.command("plot")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=MODEL)
 @click.option("-o", "--output", "directory", required=True, type=click.Path(file_okay=False),
               help="The directory to write into (made when missing): <layer path>/<block>.<format>.")
 @click.option("--format", "image_format", type=click.Choice(["png", "svg"]), default="png", show_default=True)
