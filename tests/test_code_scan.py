@@ -172,3 +172,37 @@ def test_check_passes_the_clean_files(name):
 
     result = check.check_path(str(CODE / name))
     assert result.status == "pass" and result.findings == [], result
+
+
+def test_keras1_raw_marshal_string_is_bytecode():
+    """Keras 1 wrote a Lambda's function as marshal.dumps(code).decode("raw_unicode_escape") (hand-built here)."""
+    import marshal
+
+    raw = marshal.dumps((lambda x: x * 2).__code__).decode("raw_unicode_escape")
+    found = code_scan.scan_config({"class_name": "Sequential", "config": [{"class_name": "Lambda", "config": {
+        "name": "l", "function": [raw, None, None], "function_type": "lambda"}}]}, "model_config")
+    assert [(f.where, f.what) for f in found] == [("model_config: config[0].config.function[0]",
+                                                   "marshalled Python bytecode (Keras runs it when loading)")]
+
+
+def test_object_arrays_in_a_keras_archive_npz_are_scanned(tmp_path):
+    """A .keras archive whose model.weights.npz (Keras 3's npz weights format) holds a pickled object array
+    (hand-assembled from a real clean archive and np.savez)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    class Exec:
+        def __reduce__(self):
+            return exec, ("x = 1",)
+
+    weights = io.BytesIO()
+    np.savez(weights, **{"layers/dense/vars/0": np.array([Exec()], dtype=object)})
+    path = tmp_path / "npz.keras"
+    with zipfile.ZipFile(CODE / "k3_clean.keras") as source, zipfile.ZipFile(path, "w") as target:
+        target.writestr("config.json", source.read("config.json"))
+        target.writestr("model.weights.npz", weights.getvalue())
+    found = code_scan.scan_file(str(path))
+    assert [f.what for f in found] == ["builtins.exec"]
+    assert found[0].where.startswith("model.weights.npz:layers/dense/vars/0.npy (object array pickle at byte ")

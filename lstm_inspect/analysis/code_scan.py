@@ -266,7 +266,11 @@ def _directory(path: str) -> list[CodeFinding]:
     if os.path.getsize(config) > h5safe.MAX_ATTRIBUTE_BYTES:
         return [CodeFinding("config.json", "larger than the config bound: not checked")]
     with open(config, "rb") as handle:
-        return _json(handle.read(), "config.json", path)
+        found = _json(handle.read(), "config.json", path)
+    weights = os.path.join(path, "model.weights.npz")
+    if os.path.isfile(weights) and not os.path.islink(weights):
+        found += _zip(weights)
+    return found
 
 
 def _hdf5(path: str) -> list[CodeFinding]:
@@ -305,9 +309,25 @@ def _zip(path: str) -> list[CodeFinding]:
                                                 name).findings
             elif name.endswith(".npy"):
                 found += _npy(archive.open_member(name), name)
+            elif name.endswith(".npz"):  # a .keras archive's model.weights.npz (older Keras loaded it with pickles)
+                found += _nested_npz(archive.read_bytes(name, pickle_scan.MAX_PICKLE_BYTES), name)
         return found
     finally:
         archive.close()
+
+
+def _nested_npz(data: bytes, where: str) -> list[CodeFinding]:
+    try:
+        nested = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError):
+        return []
+    found: list[CodeFinding] = []
+    with nested:
+        for info in nested.infolist()[:10_000]:
+            if info.filename.endswith(".npy"):
+                with nested.open(info) as member:
+                    found += _npy(member, f"{where}:{info.filename}")
+    return found
 
 
 def _pickle_findings(data: bytes, where: str) -> Iterator[CodeFinding]:
