@@ -13,6 +13,7 @@ from .errors import InspectError
 NPZ = (".npz",)
 ARRAYS = (".npz", ".safetensors")
 JSON = (".json",)
+HTML = (".html", ".htm")
 
 
 def checked_output(path: str | os.PathLike[str], extensions: tuple[str, ...], what: str = "the output file") -> str:

@@ -56,10 +56,11 @@ def writers(tmp_path: Path, x_npy: str) -> dict[str, tuple[list[str], str]]:
         "forward": (["forward", CLASSIC, "--input", x_npy], ".npz"),
         "snapshot": (["snapshot", CLASSIC], ".json"),
         "check": (["check", CLASSIC, "--format", "junit"], ".xml"),
+        "report": (["report", BIDI], ".html"),
     }
 
 
-@pytest.mark.parametrize("command", ["export", "export torch", "forward", "snapshot", "check"])
+@pytest.mark.parametrize("command", ["export", "export torch", "forward", "snapshot", "check", "report"])
 def test_output_path_is_exactly_the_one_given_or_refused(tmp_path, x_npy, command):
     args, extension = writers(tmp_path, x_npy)[command]
     out = tmp_path / "out"
@@ -73,7 +74,7 @@ def test_output_path_is_exactly_the_one_given_or_refused(tmp_path, x_npy, comman
     result = run(*args, "-o", str(target))
     assert result.exit_code in (0, 1), result.output
     assert os.listdir(out) == [target.name]
-    if command != "check":
+    if command not in ("check", "report"):
         assert str(target) in result.stderr  # the message names the file written
 
 

@@ -188,6 +188,19 @@ def test_color_never_always_and_no_color():
         assert result.exit_code == 0 and "\x1b[" not in result.stdout
 
 
+def test_pager_only_when_asked(monkeypatch):
+    """--pager sends the same text through click's pager (to stdout when that is no terminal); without it no pager
+    is started."""
+    import click
+
+    calls = []
+    monkeypatch.setattr(click, "echo_via_pager", lambda text, color=None: calls.append(text))
+    plain = CliRunner().invoke(cli, ["demo"], env={"COLUMNS": "80"})
+    assert calls == []
+    paged = CliRunner().invoke(cli, ["--pager", "demo"], env={"COLUMNS": "80"})
+    assert paged.exit_code == 0 and calls == [plain.stdout]
+
+
 # --- a real terminal --------------------------------------------------------------------------------------------
 
 

@@ -269,6 +269,11 @@ def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, htm
 
     if not atol >= 0:
         raise InspectError("--atol must be 0 or more")
+    if html_path:
+        from ..output_paths import HTML, checked_output
+
+        checked_output(html_path, HTML, "--html")
+
     def compare() -> dict[str, Any]:
         if html_path:
             from ..render.pictures import diff_html

@@ -19,9 +19,11 @@ def report_command(model: str, output: str, input_path: str | None, seed: int, l
     """Write one self-contained HTML page about MODEL: layer tree, check findings, and per recurrent layer a
     heatmap of every gate block, histograms, bias profiles, norms, singular values and gate activations over
     time. Opens offline; loads nothing and runs no script."""
+    from ..output_paths import HTML, checked_output
     from ..render.pictures import report
     from .commands_forward import _load_inputs
 
+    checked_output(output, HTML)  # refused before any reading
     inputs = _load_inputs(input_path) if input_path else None
     label = os.path.basename(input_path) if input_path else None
     done = isolated(report, model, output, inputs, layers, seed, label, label=model)
