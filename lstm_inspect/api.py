@@ -106,18 +106,16 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units).
 
     PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
-    framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features);
+    framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features), with
+    `trace` each layer-direction's gates and states (``rnn/l0/i``, ``rnn/l0_reverse/hidden``, ...);
     `forget_bias` is TF1 LSTM cells' (default 1.0), `nonlinearity` torch.nn.RNN's (default ``"tanh"``)."""
     from .run import native_forward
     from .run.forward import run
 
     with open_model(path) as model:
         if native_forward.handles(model):
-            if trace:
-                raise InspectError("--trace is for Keras models; a PyTorch / ONNX / TF1 module writes its outputs "
-                                   "and final states only", os.fspath(path))
             return native_forward.run(model, inputs, layers=layers, dtype=dtype, forget_bias=forget_bias,
-                                      nonlinearity=nonlinearity)
+                                      nonlinearity=nonlinearity, trace=trace)
         return run(model, inputs, layers=layers, trace=trace, dtype=dtype)
 
 

@@ -132,3 +132,27 @@ def test_notebook_views(tmp_path):
     record = li.diff(a, b)
     assert record["identical"] is False and record["summary"]["blocks_changed"] == 3
     assert 'data-block="lstm/U_o"' in record._repr_html_()
+
+
+def test_native_trace_is_the_modules_own_run(tmp_path):
+    """forward --trace on a torch file: each layer-direction's hidden trace is torch's output, its last cell state
+    torch's c_n; the report draws them."""
+    import torch
+    from safetensors.torch import load_file
+
+    from test_report_html import torch_and_onnx_files
+
+    path = torch_and_onnx_files(tmp_path)[0]
+    x = np.random.default_rng(0).standard_normal((2, 7, 3))
+    traced = li.forward(path, x, trace=True)
+    module = torch.nn.LSTM(3, 16, num_layers=2, bidirectional=True, batch_first=True).double()
+    module.load_state_dict({k.removeprefix("rnn."): v.double() for k, v in load_file(str(path)).items()})
+    with torch.no_grad():
+        y, (_, c) = module(torch.tensor(x))
+    y, c = y.numpy(), c.numpy()
+    assert np.abs(traced["rnn/l1/hidden"] - y[..., :16]).max() < 1e-12
+    assert np.abs(traced["rnn/l1_reverse/hidden"] - y[..., 16:]).max() < 1e-12
+    assert np.abs(traced["rnn/l1/cell"][:, -1] - c[2]).max() < 1e-12
+    assert np.abs(traced["rnn/l1_reverse/cell"][:, 0] - c[3]).max() < 1e-12  # read X[:, 0] last
+    assert {f"rnn/l0/{g}" for g in ("i", "f", "c", "o")} <= set(traced)
+    assert ((traced["rnn/l0/f"] > 0) & (traced["rnn/l0/f"] < 1)).all()

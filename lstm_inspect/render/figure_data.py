@@ -84,7 +84,8 @@ class LayerFigures:
     framework: str
     blocks: list[BlockFigure]
     scale: float
-    """The colour scale of every W / U / proj heatmap of the layer: ±scale (the 99.9th percentile of |w|)."""
+    """The colour scale of every W / U / proj heatmap of the layer: ±scale (the 99.9th percentile of the drawn
+    |w|: of the values, or of the window maxima of a pooled block)."""
     max_abs: float
     bins: np.ndarray
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -135,9 +136,11 @@ def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = (
         key = f"{path}/{block.key}" if path else block.key
         figure = BlockFigure(key, block.key, block.kind, block.gate, tuple(block.shape), block.source,
                              compute_stats(values))
-        finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
         if values.ndim >= 2:
             figure.matrix, figure.window = pool(as_matrix(values), max_side)
+            # the scale of what is drawn: a pooled heatmap shows each window's largest |w|, which would all sit
+            # past a percentile of the raw values and draw as two flat colours
+            finite = np.abs(figure.matrix[np.isfinite(figure.matrix)])
             if finite.size:
                 magnitudes.append(float(np.percentile(finite, 99.9)))
                 maxima.append(float(finite.max()))
@@ -272,20 +275,26 @@ def _trace(path: str, inputs: Any, seed: int, input_label: str | None) -> tuple[
     from ..errors import InspectError
     from ..model import KERAS_KINDS
     from ..readers import open_model
+    from ..run import native_forward
+    from ..run.verify_keras import make_inputs
 
     if inputs is None:
         with open_model(path) as model:
-            if model.kind not in KERAS_KINDS:
-                return {}, ("No activations: the forward pass records gate values for Keras models only "
-                            "(PyTorch, ONNX and TF1 modules run without a trace).")
-            if not model.has_config:
+            if native_forward.handles(model):
+                sizes = {native_forward.input_size(module) for module in native_forward.modules(model)}
+                if len(sizes) != 1 or None in sizes:
+                    return {}, "No activations: the recurrent modules do not share one input size; pass --input."
+                shape = (RANDOM_BATCH, RANDOM_STEPS, sizes.pop())
+                inputs = {"X": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+            elif model.kind not in KERAS_KINDS:
+                return {}, "No activations: the forward pass runs Keras, PyTorch, ONNX and TF1 models only."
+            elif not model.has_config:
                 return {}, "No activations: a weights-only file has no graph to run."
-            try:
-                from ..run.verify_keras import make_inputs
-
-                inputs = make_inputs(model, batch=RANDOM_BATCH, steps=RANDOM_STEPS, seed=seed)
-            except InspectError as exc:
-                return {}, f"No activations: {exc.message}."
+            else:
+                try:
+                    inputs = make_inputs(model, batch=RANDOM_BATCH, steps=RANDOM_STEPS, seed=seed)
+                except InspectError as exc:
+                    return {}, f"No activations: {exc.message}."
         shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in inputs.items())
         note = (f"No --input given: the activations come from a seeded random input (standard normal, seed {seed}; "
                 f"{shapes}); the first sequence is drawn, saturation counts the whole batch.")

@@ -196,7 +196,8 @@ def layer_section(layer: LayerFigures, index: int = 0) -> str:
 
 def gate_blocks(layer: LayerFigures) -> str:
     parts = ["<h3>Gate blocks</h3>", _scale_legend(-layer.scale, layer.scale, DIVERGING,
-             f"one scale for every matrix of this layer (±99.9th percentile of |w|; max |w| {number(layer.max_abs)})")]
+             f"one scale for every matrix of this layer (±99.9th percentile of the |w| drawn; max |w| "
+             f"{number(layer.max_abs)})")]
     kinds = [k for k in ("W", "U", "proj") if layer.of_kind(k)]
     labels = {"W": "W — input kernel (rows: inputs, columns: units)",
               "U": "U — recurrent kernel (rows: previous hidden state, columns: units)", "proj": "projection"}

@@ -19,6 +19,8 @@ def number(value: float) -> str:
     """A short label for an axis tick or a value: 3 significant digits."""
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else str(value)
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
     return f"{value:.3g}"
 
 

@@ -64,6 +64,9 @@ class Direction:
     linear_before_reset: bool = True
     clip: float | None = None
     reverse: bool = False
+    trace: dict[str, np.ndarray] | None = None
+    """When a dict: filled with the gates and states of every step, ``<layer key>/<name>`` (batch, time, units) in
+    x's time order — LSTM i, f, c (candidate), o, cell, hidden; GRU z, r, h (candidate), hidden; RNN hidden."""
 
 
 def handles(model: ModelFile) -> bool:
@@ -104,26 +107,31 @@ def select(model: ModelFile, patterns: tuple[str, ...] | list[str]) -> list[Laye
 
 
 def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (), dtype: Any = np.float64,
-        forget_bias: float | None = None, nonlinearity: str | None = None) -> dict[str, np.ndarray]:
-    """Every selected module run on X (batch, time, features); keys as docs/forward.md lists them."""
+        forget_bias: float | None = None, nonlinearity: str | None = None,
+        trace: bool = False) -> dict[str, np.ndarray]:
+    """Every selected module run on X (batch, time, features); keys as docs/forward.md lists them. With `trace`,
+    also each layer-direction's gates and states per step (`Direction.trace`)."""
     x = single_input(inputs, model.path).astype(dtype)
     chosen = select(model, layers)
     check_fits(model, chosen, x)
     results: dict[str, np.ndarray] = {}
     for module in chosen:
-        results.update(run_module(module, x, dtype, forget_bias, nonlinearity))
+        results.update(run_module(module, x, dtype, forget_bias, nonlinearity, trace))
     return results
 
 
 def run_module(module: Layer, x: np.ndarray, dtype: Any = np.float64, forget_bias: float | None = None,
-               nonlinearity: str | None = None) -> dict[str, np.ndarray]:
+               nonlinearity: str | None = None, trace: bool = False) -> dict[str, np.ndarray]:
     """One module (from `modules`) on X (batch, time, features) with its framework's semantics."""
     x = np.asarray(x).astype(dtype)
+    traced: dict[str, np.ndarray] | None = {} if trace else None
     if module.children and module.children[0].class_name in _TORCH_LEAVES:
-        return _run_torch(module, x, dtype, nonlinearity or TORCH_DEFAULT_NONLINEARITY)
-    if module.children and module.children[0].class_name in _ONNX_LEAVES:
-        return _run_onnx(module, x, dtype)
-    return _run_tf1(module, x, dtype, TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias)
+        result = _run_torch(module, x, dtype, nonlinearity or TORCH_DEFAULT_NONLINEARITY, traced)
+    elif module.children and module.children[0].class_name in _ONNX_LEAVES:
+        result = _run_onnx(module, x, dtype, traced)
+    else:
+        result = _run_tf1(module, x, dtype, TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias, traced)
+    return {**result, **(traced or {})}
 
 
 def check_fits(model: ModelFile, chosen: list[Layer], x: np.ndarray) -> None:
@@ -205,16 +213,27 @@ def _run_direction(d: Direction, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
     steps = range(x.shape[0] - 1, -1, -1) if d.reverse else range(x.shape[0])
     outputs = np.empty((x.shape[0], x.shape[1], out_units), dtype=x.dtype)
+    recorded: dict[str, np.ndarray] = {}
+
+    def record(t: int, **values: np.ndarray) -> None:
+        for name, value in values.items():
+            if name not in recorded:
+                recorded[name] = np.empty((x.shape[0],) + value.shape, dtype=x.dtype)
+            recorded[name][t] = value
+
     for t in steps:
         if d.family == "LSTM":
             z = {k: projected[k][t] + h @ b["U" + k] + b.get("rb" + k, zeros) for k in keys}
             i = acts[0](pre(z["_i"] + b.get("p_i", zeros) * c))
             f = acts[0](pre(z["_f"] + b.get("p_f", zeros) * c))
-            c = f * c + i * acts[1](pre(z["_c"]))
+            candidate = acts[1](pre(z["_c"]))
+            c = f * c + i * candidate
             o = acts[0](pre(z["_o"] + b.get("p_o", zeros) * c))
             h = o * acts[2](c)
             if "proj" in b:
                 h = h @ b["proj"]
+            if d.trace is not None:
+                record(t, i=i, f=f, c=candidate, o=o, cell=c)
         elif d.family == "GRU":
             r = acts[0](pre(projected["_r"][t] + h @ b["U_r"] + b.get("rb_r", zeros)))
             u = acts[0](pre(projected["_z"][t] + h @ b["U_z"] + b.get("rb_z", zeros)))
@@ -222,10 +241,17 @@ def _run_direction(d: Direction, x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                 recurrent = r * (h @ b["U_h"] + b.get("rb_h", zeros))
             else:
                 recurrent = (r * h) @ b["U_h"] + b.get("rb_h", zeros)
-            h = u * h + (1 - u) * acts[1](pre(projected["_h"][t] + recurrent))
+            candidate = acts[1](pre(projected["_h"][t] + recurrent))
+            h = u * h + (1 - u) * candidate
+            if d.trace is not None:
+                record(t, z=u, r=r, h=candidate)
         else:
             h = acts[0](pre(projected[""][t] + h @ b["U"] + b.get("rb", zeros)))
         outputs[t] = h
+        if d.trace is not None:
+            record(t, hidden=h)
+    if d.trace is not None:
+        d.trace.update({f"{d.layer.key}/{name}": value.transpose(1, 0, 2) for name, value in recorded.items()})
     return outputs, h, (c if d.family == "LSTM" else None)
 
 
@@ -238,7 +264,8 @@ def _run_layer(directions: list[Direction], seq: np.ndarray) -> tuple[list, list
 # ------------------------------------------------------------------------------------------------- per framework
 
 
-def _run_torch(module: Layer, x: np.ndarray, dtype: Any, nonlinearity: str) -> dict[str, np.ndarray]:
+def _run_torch(module: Layer, x: np.ndarray, dtype: Any, nonlinearity: str,
+               trace: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """torch.nn.LSTM/GRU/RNN(batch_first=True): output (batch, time, D·out), h_n / c_n (D·layers, batch, ·)."""
     family = gates.NATIVE_LAYOUTS[module.children[0].class_name].family
     if nonlinearity not in ("tanh", "relu"):
@@ -250,7 +277,7 @@ def _run_torch(module: Layer, x: np.ndarray, dtype: Any, nonlinearity: str) -> d
     layers = sorted({leaf.config.get("layer", 0) for leaf in module.children})
     for k in layers:
         outs, hs, cs = _run_layer([Direction(leaf, _blocks(leaf, dtype), family, acts, linear_before_reset=True,
-                                             reverse=leaf.config.get("direction") == "reverse")
+                                             reverse=leaf.config.get("direction") == "reverse", trace=trace)
                                    for leaf in module.children if leaf.config.get("layer", 0) == k], seq)
         finals_h += hs
         finals_c += cs
@@ -308,7 +335,8 @@ def onnx_nodes(module: Layer) -> dict[str, list[Layer]]:
     return nodes
 
 
-def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
+def _run_onnx(module: Layer, x: np.ndarray, dtype: Any,
+              trace: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """ONNX LSTM/GRU/RNN nodes: per node Y (seq, D, batch, H), Y_h / Y_c (D, batch, H).
     A torch.onnx.export module (several nodes, see readers.onnx_file) chains them as the file does: each node's X is
     the previous Y as (seq, batch, D·H)."""
@@ -331,7 +359,7 @@ def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]
         ys, hs, cs = _run_layer([Direction(leaf, _blocks(leaf, dtype), family, activations,
                                            linear_before_reset=bool(config.get("linear_before_reset")),
                                            clip=float(clip) if clip is not None else None,
-                                           reverse=leaf.config.get("direction") == "reverse")
+                                           reverse=leaf.config.get("direction") == "reverse", trace=trace)
                                  for leaf, activations in zip(leaves, _onnx_activations(config, family, len(leaves)))],
                                 seq)
         seq = np.concatenate(ys, axis=-1)
@@ -343,7 +371,8 @@ def _run_onnx(module: Layer, x: np.ndarray, dtype: Any) -> dict[str, np.ndarray]
     return result
 
 
-def _run_tf1(module: Layer, x: np.ndarray, dtype: Any, forget_bias: float) -> dict[str, np.ndarray]:
+def _run_tf1(module: Layer, x: np.ndarray, dtype: Any, forget_bias: float,
+             trace: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """TF1 cells as dynamic_rnn runs them: ``<cell>/output`` (batch, time, out), final ``<cell>/h`` (and ``/c``);
     a MultiRNNCell feeds each cell's output to the next and also writes ``<multi>/output``."""
     cells = module.children or [module]
@@ -357,8 +386,8 @@ def _run_tf1(module: Layer, x: np.ndarray, dtype: Any, forget_bias: float) -> di
             blocks["b_f"] = blocks.get("b_f", np.zeros(blocks["W_f"].shape[1], dtype=dtype)) + forget_bias
         # bidirectional_dynamic_rnn runs its bw cell on the reversed sequence and reverses the outputs back
         backward = "bw" in module.key.split("/")
-        seq, h, c = _run_direction(Direction(cell, blocks, family, acts, linear_before_reset=False, reverse=backward),
-                                   seq)
+        seq, h, c = _run_direction(Direction(cell, blocks, family, acts, linear_before_reset=False, reverse=backward,
+                                             trace=trace), seq)
         result[f"{cell.key}/output"] = seq.transpose(1, 0, 2)
         result[f"{cell.key}/h"] = h
         if c is not None:
