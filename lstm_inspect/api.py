@@ -129,10 +129,9 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     Returns a `run.verify_keras.VerifyResult` (``.ok``, ``.diffs`` per output with max abs/rel difference). Needs the
     reference package (``pip install 'lstm-inspect[keras]'``); raises an InspectError without it. `progress`, if
     given, is called with a short description of each step (which layer, which reference) as it starts."""
-    from .run.verify_keras import DEFAULT_ATOL, DEFAULT_RTOL, verify as run_verify
+    from .run.verify_keras import verify as run_verify
 
-    return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed,
-                      rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol,
+    return run_verify(path, inputs=inputs, batch=batch, steps=steps, seed=seed, rtol=rtol, atol=atol,
                       layers=tuple(layers), forget_bias=forget_bias, nonlinearity=nonlinearity, progress=progress)
 
 

@@ -3,6 +3,7 @@ tf-keras and Keras 3 (the test extra installs them) and run them for real."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import sys
 
@@ -140,3 +141,82 @@ def test_verify_feeds_token_ids_to_an_embedding_declared_float(tmp_path):
     model.save(path)
     result = verify_function(str(path))
     assert result.ok, [(d.layer, d.max_abs) for d in result.diffs]
+
+
+TRAINED = FIXTURES.parent / "trained"
+
+
+@pytest.mark.parametrize("file", ["k2_trained_char_lstm.h5", "k3_trained_char_lstm.keras",
+                                  "k2_trained_forecaster.h5", "k3_trained_forecaster.keras",
+                                  "k2_trained_gru_reset_after.h5", "k3_trained_gru_reset_after.keras"])
+def test_noise_aware_verify_passes_on_trained_models(file):
+    """Trained by us (tests/fixtures/trained): weights up to 134 and recurrent spectral norms up to 25, where the
+    fixed 1e-5 tolerance cried wolf on healthy real models. Each layer is held to its own float32 noise."""
+    result = verify_function(TRAINED / file)
+    assert result.noise_aware and result.ok, [(d.key, d.max_abs, d.bound) for d in result.diffs if not d.ok]
+    assert all(d.noise is not None and d.bound > 0 for d in result.diffs)
+    assert result.largest_margin < 1
+
+
+def _numpy_side_reads(monkeypatch, edited: Path) -> None:
+    """Keras loads the file as it is; lstm-inspect's numpy pass (float64 and float32) computes from `edited`:
+    what a misread gate or bias inside lstm-inspect would look like."""
+    module = sys.modules["lstm_inspect.run.verify_keras"]
+    original_run = module.run
+
+    def run_on_edited(model, values, **kwargs):
+        with lstm_inspect.open_model(edited) as other:
+            return original_run(other, values, **kwargs)
+
+    monkeypatch.setattr(module, "run", run_on_edited)
+
+
+def _edited_copy(tmp_path, file: str, dataset: str, edit) -> Path:
+    path = tmp_path / file
+    shutil.copy(TRAINED / file, path)
+    with h5py.File(path, "r+") as f:
+        data = f[dataset][...]
+        edit(data)
+        f[dataset][...] = data
+    return path
+
+
+def test_noise_aware_verify_fails_on_a_swapped_gate(tmp_path, monkeypatch):
+    """W_i and W_f exchanged (the classic gate-order slip) in what the numpy side reads: MISMATCH at the LSTM."""
+    def swap(kernel):
+        u = kernel.shape[1] // 4
+        kernel[:, :u], kernel[:, u:2 * u] = kernel[:, u:2 * u].copy(), kernel[:, :u].copy()
+    edited = _edited_copy(tmp_path, "k2_trained_char_lstm.h5", "model_weights/lstm/lstm/lstm_cell/kernel:0", swap)
+    _numpy_side_reads(monkeypatch, edited)
+    result = verify_function(TRAINED / "k2_trained_char_lstm.h5")
+    assert not result.ok and {"lstm", "__output__"} <= {d.key for d in result.diffs if not d.ok}
+
+
+def test_noise_aware_verify_fails_on_one_changed_bias_value(tmp_path, monkeypatch):
+    """One GRU bias value off by 1e-3: far below the old fixed tolerance's reach on large outputs, far above this
+    model's float32 noise."""
+    def nudge(bias):
+        bias[0, 3] += 1e-3
+    edited = _edited_copy(tmp_path, "k2_trained_gru_reset_after.h5", "model_weights/gru/gru/gru_cell/bias:0", nudge)
+    _numpy_side_reads(monkeypatch, edited)
+    result = verify_function(TRAINED / "k2_trained_gru_reset_after.h5")
+    bad = {d.key: d.margin for d in result.diffs if not d.ok}
+    assert "gru" in bad and bad["gru"] > 1
+
+
+def test_noise_aware_verify_fails_on_a_hard_sigmoid_version_slip(monkeypatch):
+    """Keras 2's hard_sigmoid (0.2x + 0.5) where the Keras 3 file means x/6 + 0.5."""
+    from lstm_inspect.gates import activations
+
+    real_get = activations.get
+    monkeypatch.setattr(activations, "get", lambda name, major: real_get(name, 2))
+    result = verify_function(FIXTURES / "k3_lstm_hardsig.keras")
+    assert result.noise_aware and not result.ok
+
+
+def test_fixed_tolerance_on_request(capsys):
+    code, out, err = run_cli(["verify", str(TRAINED / "k3_trained_forecaster.keras"), "--json",
+                              "--rtol", "1e-5"], capsys)
+    data = json.loads(out)
+    assert data["tolerance"] == "fixed" and data["rtol"] == 1e-5 and data["atol"] == 1e-6
+    assert all(layer["margin"] is None for layer in data["layers"])

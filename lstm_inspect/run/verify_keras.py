@@ -25,8 +25,18 @@ from .quiet import one_line, silenced_stderr
 from .forward import OUTPUT_KEY, InputSpec, input_specs, match_inputs, run
 
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
+#: A fixed tolerance, used only when rtol / atol are given: |numpy - reference| <= atol + rtol*|reference|.
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-6
+#: The default, noise-aware tolerance. The reference computes in float32; lstm-inspect runs the model twice, in
+#: float64 and in float32, and the gap between those two is the float32 rounding this very computation produces
+#: (it grows with the layer's depth, its steps and its weights' scale). A layer passes when
+#: max|float64 - reference| <= NOISE_FACTOR * max|float32 - float64| + NOISE_FLOOR_ULPS * 2**-24 * max|reference|:
+#: the reference's own rounding may exceed ours (other summation orders, fused kernels) but not by 10x, and the
+#: floor (16 float32 ulps of the layer's scale) covers layers whose float32 run happens to be exact.
+NOISE_FACTOR = 10.0
+NOISE_FLOOR_ULPS = 16.0
+FLOAT32_UNIT = 2.0 ** -24
 
 
 class KerasMissing(InspectError):
@@ -43,8 +53,20 @@ class LayerDiff:
     max_rel: float
     """max |numpy − keras| / |keras| over the elements where |keras| > atol (0 when there are none)."""
     ok: bool
-    """Every element satisfies |numpy − keras| ≤ atol + rtol·|keras| (and the shapes agree)."""
+    """Within tolerance (and the shapes agree): max_abs ≤ bound (noise-aware), or every element within
+    atol + rtol·|keras| (fixed tolerance)."""
     note: str = ""
+    noise: float | None = None
+    """max |numpy float32 − numpy float64|: this computation's own float32 rounding (noise-aware mode)."""
+    bound: float | None = None
+    """The largest max_abs that passes: NOISE_FACTOR·noise + floor (noise-aware mode)."""
+
+    @property
+    def margin(self) -> float | None:
+        """max_abs / bound: below 1 passes; how close the layer came to failing."""
+        if self.bound is None:
+            return None
+        return self.max_abs / self.bound if self.bound > 0 else (0.0 if self.max_abs == 0 else float("inf"))
 
 
 @dataclass
@@ -55,8 +77,9 @@ class VerifyResult:
     ``tensorflow`` (TF1 checkpoints)."""
     reference_version: str
     file_keras_version: str | None
-    rtol: float
-    atol: float
+    rtol: float | None
+    """The fixed tolerance when one was asked for; None in the default, noise-aware mode."""
+    atol: float | None
     input_shapes: dict[str, tuple[int, ...]]
     diffs: list[LayerDiff] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -69,6 +92,23 @@ class VerifyResult:
     @property
     def worst(self) -> LayerDiff | None:
         return max(self.diffs, key=lambda d: d.max_abs, default=None)
+
+    @property
+    def noise_aware(self) -> bool:
+        return self.rtol is None and self.atol is None
+
+    @property
+    def tolerance(self) -> str:
+        """The rule the layers were held to, in one line."""
+        if self.noise_aware:
+            return (f"|numpy − {self.reference}| ≤ {NOISE_FACTOR:g}·|numpy float32 − numpy float64| + "
+                    f"{NOISE_FLOOR_ULPS:g} float32 ulps of the layer's scale")
+        return f"|numpy − {self.reference}| ≤ {self.atol:g} + {self.rtol:g}·|{self.reference}|"
+
+    @property
+    def largest_margin(self) -> float | None:
+        margins = [d.margin for d in self.diffs if d.margin is not None]
+        return max(margins) if margins else None
 
 
 def keras_package_for(model: ModelFile) -> str:
@@ -107,7 +147,13 @@ def _feeds_embedding(model: ModelFile, input_name: str) -> bool:
     return False
 
 
-def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: float, atol: float) -> list[LayerDiff]:
+def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: float | None, atol: float | None,
+            ours32: dict[str, np.ndarray] | None = None) -> list[LayerDiff]:
+    """Every output the reference produced against ours (float64). With `ours32` (the same run in float32) and no
+    fixed tolerance, each layer is held to its own float32 noise (`NOISE_FACTOR`)."""
+    noise_aware = rtol is None and atol is None and ours32 is not None
+    r = DEFAULT_RTOL if rtol is None else rtol
+    a = DEFAULT_ATOL if atol is None else atol
     diffs = []
     for key, ref in theirs.items():
         if key not in ours:
@@ -119,25 +165,42 @@ def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], rtol: fl
                                    f"shape {got.shape} vs {ref.shape}"))
             continue
         delta = np.abs(got - ref)
-        finite = np.isfinite(got).all() and np.isfinite(ref).all()
-        big = np.abs(ref) > atol
+        finite = bool(np.isfinite(got).all() and np.isfinite(ref).all())
+        floor = NOISE_FLOOR_ULPS * FLOAT32_UNIT * _scale(ref)
+        big = np.abs(ref) > (floor if noise_aware else a)
         max_rel = float((delta[big] / np.abs(ref[big])).max()) if big.any() else 0.0
-        ok = bool(finite and np.all(delta <= atol + rtol * np.abs(ref)))
-        diffs.append(LayerDiff(key, tuple(ref.shape), float(delta.max()) if delta.size else 0.0, max_rel, ok,
-                               "" if finite else "non-finite values"))
+        max_abs = float(delta.max()) if delta.size else 0.0
+        note = "" if finite else "non-finite values"
+        if noise_aware and key in ours32:
+            noise = float(np.abs(np.asarray(ours32[key], dtype=np.float64) - got).max()) if got.size else 0.0
+            bound = NOISE_FACTOR * noise + floor
+            diffs.append(LayerDiff(key, tuple(ref.shape), max_abs, max_rel, finite and max_abs <= bound, note,
+                                   noise=noise, bound=bound))
+        else:
+            ok = finite and bool(np.all(delta <= a + r * np.abs(ref)))
+            diffs.append(LayerDiff(key, tuple(ref.shape), max_abs, max_rel, ok, note))
     return diffs
 
 
+def _scale(ref: np.ndarray) -> float:
+    finite = ref[np.isfinite(ref)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
+
+
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,
-           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, seed: int = 0, layers: tuple[str, ...] = (),
+           rtol: float | None = None, atol: float | None = None, seed: int = 0, layers: tuple[str, ...] = (),
            forget_bias: float | None = None, nonlinearity: str | None = None,
            progress: Callable[[str], None] | None = None) -> VerifyResult:
     """Run the file with lstm-inspect's numpy pass and with Keras (or, for PyTorch / ONNX / TF1 files, with torch,
     onnxruntime or TensorFlow) on the same inputs and compare every layer (or the `layers` whose path contains one
-    of the patterns). `progress` is told what runs now (which layer, which reference). The reference framework's
+    of the patterns). By default each layer is held to its own float32 noise (`NOISE_FACTOR`); `rtol` / `atol` ask
+    for a fixed tolerance instead (the other one then takes its default). `progress` is told what runs now (which layer, which reference). The reference framework's
     own start-up noise on stderr is silenced; when it fails, the error is one line."""
     label = os.fspath(path)
     note = progress or (lambda message: None)
+    if rtol is not None or atol is not None:  # a fixed tolerance: the one not given takes its default
+        rtol = DEFAULT_RTOL if rtol is None else rtol
+        atol = DEFAULT_ATOL if atol is None else atol
     with open_model(label) as model:
         if native_forward.handles(model):
             return _verify_native(model, inputs, batch, steps, seed, rtol, atol, layers, forget_bias, nonlinearity,
@@ -145,7 +208,8 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         if model.kind == "tflite" and model.has_config:
             specs = input_specs(model)
             values = match_inputs(specs, make_inputs(model, batch, steps, seed) if inputs is None else inputs)
-            return _run_tflite(label, run(model, values), specs, values, rtol, atol)
+            return _run_tflite(label, run(model, values), specs, values, rtol, atol,
+                               run(model, values, dtype=np.float32) if rtol is None and atol is None else None)
         savedmodel = model.kind == "tf-savedmodel" and model.has_config  # tf-keras loads its own SavedModels
         if model.kind not in KERAS_KINDS and not savedmodel:
             raise InspectError(f"verify compares with Keras, which cannot load a {FILE_KINDS.get(model.kind, model.kind)}"
@@ -163,6 +227,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         values = match_inputs(specs, inputs)
         note(f"numpy: running {len(model.layers)} layers")
         ours = run(model, values)
+        ours32 = run(model, values, dtype=np.float32) if rtol is None and atol is None else None
         file_version = model.keras_version
         cudnn = [f"{layer.key} ({layer.class_name})" for layer in model.layers if layer.class_name in CUDNN_CLASSES]
     if importlib.util.find_spec(package) is None or importlib.util.find_spec("tensorflow") is None:
@@ -178,7 +243,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     with silenced_stderr(), warnings.catch_warnings():
         K = _import_keras(package)
         warnings.simplefilter("ignore")
-        result = _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol, note)
+        result = _run_keras(K, package, label, ours, specs, values, file_version, rtol, atol, note, ours32)
     if layers:
         result.diffs = [d for d in result.diffs if any(p in d.key for p in layers)]
         if not result.diffs:
@@ -186,7 +251,8 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
     return result
 
 
-def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: int, rtol: float, atol: float,
+def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: int, rtol: float | None,
+                   atol: float | None,
                    layers: tuple[str, ...], forget_bias: float | None, nonlinearity: str | None,
                    note: Callable[[str], None]) -> VerifyResult:
     """Each recurrent module of a PyTorch / ONNX / TF1 file run by `native_forward` and by its own framework."""
@@ -200,10 +266,13 @@ def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: 
     fb = native_forward.TF1_DEFAULT_FORGET_BIAS if forget_bias is None else forget_bias
     nl = nonlinearity or native_forward.TORCH_DEFAULT_NONLINEARITY
     ours: dict[str, np.ndarray] = {}
+    ours32: dict[str, np.ndarray] = {}
     theirs: dict[str, np.ndarray] = {}
     for number, module in enumerate(chosen, 1):
         note(f"{module.key} ({number}/{len(chosen)}): numpy")
         ours.update(native_forward.run_module(module, xs[module.key], np.float64, fb, nl))
+        if rtol is None and atol is None:
+            ours32.update(native_forward.run_module(module, xs[module.key], np.float32, fb, nl))
         note(f"{module.key} ({number}/{len(chosen)}): {package} {version}")
         try:
             with silenced_stderr():
@@ -215,14 +284,14 @@ def _verify_native(model: ModelFile, inputs: Any, batch: int, steps: int, seed: 
                                model.path) from exc
     result = VerifyResult(model.path, package, version, None, rtol, atol,
                           {key: tuple(x.shape) for key, x in xs.items()})
-    result.diffs = compare(ours, theirs, rtol, atol)
+    result.diffs = compare(ours, theirs, rtol, atol, ours32)
     result.notes = native_forward.stated_defaults(model, layers, forget_bias, nonlinearity)
     return result
 
 
 def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], specs: list[InputSpec],
-               values: list[np.ndarray], file_version: str | None, rtol: float, atol: float,
-               note: Callable[[str], None]) -> VerifyResult:
+               values: list[np.ndarray], file_version: str | None, rtol: float | None, atol: float | None,
+               note: Callable[[str], None], ours32: dict[str, np.ndarray] | None = None) -> VerifyResult:
     note(f"{package} {K.__version__}: loading the model")
     try:
         if package == "keras":
@@ -244,7 +313,7 @@ def _run_keras(K: Any, package: str, label: str, ours: dict[str, np.ndarray], sp
         raise InspectError(f"Keras cannot run {what} on this machine: {one_line(exc)}", label) from exc
     result = VerifyResult(label, package, str(K.__version__), file_version, rtol, atol,
                           {s.name: tuple(v.shape) for s, v in zip(specs, values)})
-    result.diffs = compare(ours, theirs, rtol, atol)
+    result.diffs = compare(ours, theirs, rtol, atol, ours32)
     return result
 
 
@@ -271,7 +340,7 @@ def _all_layers(keras_model: Any) -> list[Any]:
 
 
 def _run_tflite(label: str, ours: dict[str, np.ndarray], specs: list[InputSpec], values: list[np.ndarray],
-                rtol: float, atol: float) -> VerifyResult:
+                rtol: float | None, atol: float | None, ours32: dict[str, np.ndarray] | None = None) -> VerifyResult:
     """The TFLite interpreter on the same inputs, one sample at a time (converted models have a fixed batch of 1);
     only the model's output is compared (the interpreter exposes no intermediate layer outputs)."""
     if importlib.util.find_spec("tensorflow") is None:
@@ -299,7 +368,8 @@ def _run_tflite(label: str, ours: dict[str, np.ndarray], specs: list[InputSpec],
                                f"{str(exc).splitlines()[0] if str(exc) else ''}"[:300], label) from exc
     result = VerifyResult(label, "tflite", str(tf.__version__), None, rtol, atol,
                           {s.name: tuple(v.shape) for s, v in zip(specs, values)})
-    result.diffs = compare({OUTPUT_KEY: ours[OUTPUT_KEY]}, {OUTPUT_KEY: np.stack(outputs)}, rtol, atol)
+    result.diffs = compare({OUTPUT_KEY: ours[OUTPUT_KEY]}, {OUTPUT_KEY: np.stack(outputs)}, rtol, atol,
+                           None if ours32 is None else {OUTPUT_KEY: ours32[OUTPUT_KEY]})
     result.notes = ["the TFLite interpreter exposes the model's output only: intermediate layers are not compared"]
     return result
 
@@ -403,12 +473,15 @@ def to_dict(result: VerifyResult) -> dict[str, Any]:
         "reference_version": result.reference_version,
         "rtol": result.rtol,
         "atol": result.atol,
+        "tolerance": "noise" if result.noise_aware else "fixed",
+        "noise_factor": NOISE_FACTOR if result.noise_aware else None,
+        "largest_margin": result.largest_margin,
         "inputs": {k: list(v) for k, v in result.input_shapes.items()},
         "notes": result.notes,
         "ok": result.ok,
         "layers": [
             {"key": d.key, "shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel, "ok": d.ok,
-             "note": d.note}
+             "note": d.note, "noise": d.noise, "bound": d.bound, "margin": d.margin}
             for d in result.diffs
         ],
     }
