@@ -343,7 +343,8 @@ def _trace_figure(trace: TraceFigure, layer: LayerFigures) -> str:
     height = int(min(max(rows * 2, 90), 240))
     img = heatmap_img(trace.matrix, trace.low, trace.high, anchors, TRACE_WIDTH, height,
                       f"{trace.key}: units by time")
-    what = {"cell": "cell state c", "hidden": "hidden state h"}.get(trace.name, f"gate {trace.name}")
+    what = {"cell": "cell state c", "hidden": "hidden state h", "c": "candidate c", "h": "candidate h"}.get(
+        trace.name, f"gate {trace.name}")
     notes = [f"{rows if trace.window[0] == 1 else f'{rows} (pooled)'} units × {cols} steps"]
     if trace.spatial_mean:
         notes.append("mean over positions")
