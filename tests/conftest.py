@@ -7,6 +7,10 @@ import pytest
 
 # Keep TensorFlow quiet and deterministic wherever a test imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow runs channels_first convolutions (k3_convlstm_options.keras: ConvLSTM2D data_format=channels_first) on
+# the CPU only through oneDNN, which it enables by default only on CPUs with AVX512-VNNI / AMX; enabled here (and by
+# verify) the fixtures run on every x86 CPU. Set before anything imports TensorFlow; child processes inherit it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # One thread per native pool in the test process. The CLI under test forks an isolated child per file (as the real
 # CLI does, from a process with no such pools); this test process also runs torch, TensorFlow, onnxruntime and
 # BLAS, and a child forked while one of their worker threads holds a lock can hang on it (seen as a rare

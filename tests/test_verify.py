@@ -220,3 +220,21 @@ def test_fixed_tolerance_on_request(capsys):
     data = json.loads(out)
     assert data["tolerance"] == "fixed" and data["rtol"] == 1e-5 and data["atol"] == 1e-6
     assert all(layer["margin"] is None for layer in data["layers"])
+
+
+def test_channels_first_convlstm_verifies_whatever_the_cpu(tmp_path):
+    """TensorFlow runs a channels_first Conv2D on the CPU only with its oneDNN kernels, on by default only on CPUs
+    with AVX512-VNNI / AMX ("The Conv2D op currently only supports the NHWC tensor format on the CPU" elsewhere).
+    verify turns them on unless told otherwise: with TF_ENABLE_ONEDNN_OPTS unset it passes on any x86 CPU; with
+    TF_ENABLE_ONEDNN_OPTS=0 (what such a CPU gets by default) the reference cannot run it: one line, exit 2."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["PYTHONPATH"] = str(Path(lstm_inspect.__file__).parent.parent)
+    command = [sys.executable, "-m", "lstm_inspect", "verify", str(FIXTURES / "k3_convlstm_options.keras")]
+    default = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert default.returncode == 0, default.stdout[-1500:] + default.stderr
+    off = subprocess.run(command, capture_output=True, text=True, env=dict(env, TF_ENABLE_ONEDNN_OPTS="0"),
+                         timeout=600)
+    assert off.returncode == 2 and "NHWC" in off.stderr and off.stderr.strip().count("\n") == 0, off.stderr

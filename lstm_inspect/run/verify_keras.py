@@ -385,6 +385,10 @@ def _gpu_visible() -> bool:
 
 def _import_keras(package: str) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's plain CPU kernels run Conv2D / Conv3D only channels-last; its oneDNN kernels run both, on any
+    # x86 CPU, but TensorFlow turns them on by default only on CPUs with AVX512-VNNI / AMX. Ask for them, so that
+    # a channels_first ConvLSTM verifies on every machine (an explicit TF_ENABLE_ONEDNN_OPTS=0 is respected).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import logging
     import warnings
 
