@@ -249,3 +249,11 @@ def test_png_writer_and_pooling():
     assert window == (3, 2) and pooled.shape == (344, 350)
     assert pooled[343, 1] == -50.0  # the outlier keeps its window, with its sign
     assert np.abs(pooled).max() == 50.0
+
+
+def test_input_that_does_not_fit_is_said_on_stderr_and_page(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 10, 7), np.float32))  # the example takes (batch, 10, 5)
+    page = tmp_path / "p.html"
+    out = run("report", example_path(), "-o", page, "--input", tmp_path / "x.npy")
+    assert "No activations: input 'input' has shape (2, 10, 7) but the model expects (batch, 10, 5)" in out
+    assert "No activations" in page.read_text() and "data-trace" not in page.read_text()

@@ -6,6 +6,7 @@ import os
 import click
 
 from . import MODEL, cli, isolated, layer_option
+from ..text_safety import visible
 
 
 @cli.command("report")
@@ -27,6 +28,8 @@ def report_command(model: str, output: str, input_path: str | None, seed: int, l
     inputs = _load_inputs(input_path) if input_path else None
     label = os.path.basename(input_path) if input_path else None
     done = isolated(report, model, output, inputs, layers, seed, label, label=model)
+    if not done["traces"]:  # e.g. an --input that does not fit: the page says why, and so does stderr
+        click.echo(visible(done["input_note"]), err=True)
     click.echo(f"wrote {output} ({done['bytes'] / 1e6:.2f} MB: {len(done['layers'])} recurrent layers, "
                f"{len(done['blocks'])} gate blocks, {len(done['traces'])} activation maps)", err=True)
 

@@ -14,7 +14,7 @@ def report(path: str | os.PathLike[str], output: str | os.PathLike[str], inputs:
     """Write the HTML report of `lstm-inspect report`: one self-contained page (no network, no script) with every
     recurrent layer's gate heatmaps, histograms, bias profiles, norms and spectra, the check findings, and gate
     activations over time from a traced forward pass on `inputs` (a seeded random input when None).
-    Returns ``{"output", "bytes", "layers", "blocks", "traces"}``."""
+    Returns ``{"output", "bytes", "layers", "blocks", "traces", "input_note"}``."""
     from .figure_data import collect
     from .html_report import report_page
 
@@ -24,7 +24,7 @@ def report(path: str | os.PathLike[str], output: str | os.PathLike[str], inputs:
         handle.write(page)
     return {"output": os.fspath(output), "bytes": len(page), "layers": [f.path for f in figures.layers],
             "blocks": [b.key for f in figures.layers for b in f.blocks],
-            "traces": [t.key for f in figures.layers for t in f.traces]}
+            "traces": [t.key for f in figures.layers for t in f.traces], "input_note": figures.input_note}
 
 
 def plot(path: str | os.PathLike[str], directory: str | os.PathLike[str], image_format: str = "png",
