@@ -236,3 +236,14 @@ def test_check_reports_every_file_whatever_the_others_hold(mixed_dir, fmt):
         ET.fromstring(out.encode())
     elif fmt == "human":
         assert out.count("ERROR") == 3 and "internal error" not in out
+
+
+def test_h5_empty_kernel_with_a_huge_dimension_is_refused(tmp_path):
+    """(0, 2**50): zero elements, so no byte bound fires, but no real array has such a dimension."""
+    path = tmp_path / "empty.h5"
+    shutil.copy(FIXTURES / "k2_classic.h5", path)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/dense/dense"]
+        del group["kernel:0"]
+        group.create_dataset("kernel:0", shape=(0, 1 << 50), dtype="f4", chunks=(1, 1 << 10), maxshape=(None, 1 << 50))
+    one_line_error(run("inspect", "--no-stats", path), "kernel:0", "beyond any real array")

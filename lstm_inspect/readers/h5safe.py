@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import limits
 from ..errors import CorruptFile, UnsafeFile
-from ..model import element_count
+from ..model import MAX_DIMENSION, element_count
 
 #: A single tensor larger than this is refused (no Keras recurrent model needs one).
 MAX_DATASET_BYTES = 4 << 30
@@ -129,6 +129,8 @@ def check_dataset(ds: h5py.Dataset, label: str) -> None:
         raise UnsafeFile(f"{where} has rank {len(shape)} (more than {MAX_RANK}); refusing it", label)
     if dtype.kind not in "fiub":
         raise CorruptFile(f"{where} holds {dtype} values, not numbers", label)
+    if any(d > MAX_DIMENSION for d in shape):
+        raise UnsafeFile(f"{where} declares shape {shape}, beyond any real array; refusing it", label)
     declared = element_count(shape) * dtype.itemsize
     if declared > MAX_DATASET_BYTES:
         raise UnsafeFile(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
+from ..model import element_count
 from . import crc32c
 from .protowire import Message, ProtoError, read_varint
 
@@ -232,7 +233,7 @@ class Bundle:
             raise CorruptFile(f"checkpoint entry {name!r}: bytes [{entry.offset:,}, +{entry.size:,}] lie outside "
                               f"its data shard ({shard:,} bytes)", self.label)
         if code in DTYPES:
-            expected = int(np.prod(dims, dtype=np.float64)) * np.dtype(DTYPES[code][1]).itemsize
+            expected = element_count(dims) * np.dtype(DTYPES[code][1]).itemsize  # exact, unlike a float product
             if expected != entry.size:
                 raise CorruptFile(f"checkpoint entry {name!r}: {entry.dtype} {tuple(dims)} needs {expected:,} bytes "
                                   f"but {entry.size:,} are stored", self.label)
@@ -296,7 +297,7 @@ class Bundle:
         entry = self.entries[name]
         if entry.dtype != "string" or entry.slices:
             raise UnsupportedFile(f"{name!r} is not a string tensor", self.label)
-        count = int(np.prod(entry.shape, dtype=np.float64))
+        count = element_count(entry.shape)
         data = self._bytes(entry, check=False)  # TensorFlow's CRC covers the lengths as uint32, not as varints
         lengths, pos = [], 0
         try:

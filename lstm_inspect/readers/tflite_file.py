@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFile, UnsupportedFile
-from ..model import Layer, ModelFile, Tensor
+from ..model import Layer, ModelFile, Tensor, element_count
 from .flatbuf import FlatBufferError, Table, root
 
 MAGIC = b"TFL3"
@@ -95,7 +95,7 @@ class _File:
             if offset <= 0 or offset + size > len(self.buf):
                 raise CorruptFile(f"tensor {index} ({name!r}): its buffer lies outside the file", self.label)
             data = np.frombuffer(self.buf, dtype="u1", count=size, offset=offset)
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        expected = element_count(shape) * np.dtype(dtype).itemsize  # exact: an int64 product wraps
         if data.size != expected:
             raise CorruptFile(f"tensor {index} ({name!r}): {dtype} {shape} needs {expected:,} bytes but its buffer "
                               f"holds {data.size:,}", self.label)
