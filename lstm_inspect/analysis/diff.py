@@ -17,6 +17,7 @@ from .. import gates
 from .. import model as model_module
 from ..model import Layer, ModelFile, select_layers
 from . import stats
+from .view import ONNX_WEIGHTED_OPS, is_graph_constant
 from .snapshot import _shape_text, class_key, layer_entries, match_blocks, match_layers, signature
 
 DIFF_VERSION = 1
@@ -203,7 +204,7 @@ def _canonical_units(model: ModelFile, layers: Sequence[str]) -> list[dict[str, 
     parents = {id(child): layer for layer in model.layers for child in layer.children}
     units: dict[str, dict[str, Any]] = {}
     for layer in select_layers(model, layers):
-        if layer.children or not layer.weights:
+        if layer.children or not layer.weights or _graph_constants_only(layer):
             continue
         split = gates.split(layer)
         key = _module_key(layer, parents)
@@ -227,6 +228,34 @@ def _canonical_units(model: ModelFile, layers: Sequence[str]) -> list[dict[str, 
     return list(units.values())
 
 
+def _graph_constants_only(layer: Layer) -> bool:
+    """An ONNX node without learned parameters whose stored inputs are all graph constants: single values, or one
+    value repeated (the zeros torch.onnx.export expands into an initial state). Never a layer to pair or list."""
+    op = layer.class_name[5:] if layer.class_name.startswith("onnx.") else None
+    if op is None or op in ONNX_WEIGHTED_OPS:
+        return False
+    for tensor in layer.weights:
+        if is_graph_constant(layer, tensor):
+            continue
+        if math.prod(tensor.shape) > (1 << 16):
+            return False
+        values = np.asarray(tensor.read())
+        if values.size and values.min() != values.max():
+            return False
+    return True
+
+
+def _compatible(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two non-recurrent units hold like weights: per leaf the same multiset of shapes, a 2-D one possibly
+    transposed (a Keras Dense kernel (in, out) is a torch / ONNX Linear weight (out, in))."""
+    def shapes(unit: dict[str, Any]) -> list[list[tuple[int, ...]]]:
+        return [sorted(tuple(b.shape if hasattr(b, "shape") else b.read().shape) for b in leaf["blocks"].values())
+                for leaf in unit["leaves"]]
+    def same(x: list[tuple[int, ...]], y: list[tuple[int, ...]]) -> bool:
+        return sorted(x) == sorted(y) or sorted(x) == sorted(s[::-1] if len(s) == 2 else s for s in y)
+    return all(same(x, y) for x, y in zip(shapes(a), shapes(b)))
+
+
 def _shapes(unit: dict[str, Any]) -> list[tuple[tuple[int, ...], ...]]:
     return [tuple(tuple(b.shape if hasattr(b, "shape") else b.read().shape) for _, b in sorted(leaf["blocks"].items()))
             for leaf in unit["leaves"]]
@@ -241,8 +270,10 @@ def _pair_units(old: list[dict[str, Any]], new: list[dict[str, Any]]):
     left = [u for u in old if id(u) not in used_old]
     right = [u for u in new if id(u) not in used_new]
     for unit in list(left):
+        # like with like: recurrent with recurrent of the same block shapes, weights with weights of the same shapes
         match = next((u for u in right if u["recurrent"] == unit["recurrent"]
-                      and len(u["leaves"]) == len(unit["leaves"]) and (not unit["recurrent"] or _shapes(u) == _shapes(unit))), None)
+                      and len(u["leaves"]) == len(unit["leaves"])
+                      and (_shapes(u) == _shapes(unit) if unit["recurrent"] else _compatible(unit, u))), None)
         if match is not None:
             pairs.append((unit, match))
             left.remove(unit)
@@ -302,6 +333,14 @@ def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers
         return {"layer": leaf["path"], "class_name": layer.class_name,
                 "weights": ", ".join(f"{t.name} {t.shape}" for t in layer.weights)}
 
+    # the summary counts what the table shows: a block whose shapes differ is a shape change of its layer
+    shape_changes = [{"layer": e["b"], "a": ", ".join(f"{b['key']} {tuple(b['shape_a'])}" for b in e["blocks"]
+                                                     if b.get("status") == "shape-changed"),
+                      "b": ", ".join(f"{b['key']} {tuple(b['shape_b'])}" for b in e["blocks"]
+                                     if b.get("status") == "shape-changed")}
+                     for e in out_layers if any(b.get("status") == "shape-changed" for b in e["blocks"])]
+    for entry, change in ((e, c) for e in out_layers for c in shape_changes if c["layer"] == e["b"]):
+        entry["shape_change"] = {"a": change["a"], "b": change["b"]}
     gone_layers = [listed(leaf) for u in removed for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "removed"]
     new_layers = [listed(leaf) for u in added for leaf in u["leaves"]] + [listed(l) for s, l in unpaired_leaves if s == "added"]
     identical = not (gone_layers or new_layers or changed) and _layers_identical(out_layers)
@@ -311,10 +350,10 @@ def diff_across_frameworks(a: ModelFile, b: ModelFile, atol: float = 0.0, layers
         "across_frameworks": [framework(a), framework(b)],
         "summary": {"layers_compared": len(out_layers), "blocks_compared": compared, "blocks_changed": changed,
                     "layers_added": len(new_layers), "layers_removed": len(gone_layers), "layers_renamed": 0,
-                    "shape_changes": 0},
+                    "shape_changes": len(shape_changes)},
         "added": new_layers,
         "removed": gone_layers,
         "renamed": [],
-        "shape_changes": [],
+        "shape_changes": shape_changes,
         "layers": out_layers,
     }
