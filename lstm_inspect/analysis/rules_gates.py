@@ -62,8 +62,9 @@ def rule_bias_saturation(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
                                    f"{share:.0%} of units have |bias| > {fmt(limit)}: the {name} is pinned {state}")
 
 
-#: Lanczos steps at most, and the relative change of the estimate of σ₁² that stops it.
-SPECTRAL_MAX_STEPS = 60
+#: Lanczos: vectors per block, Krylov vectors at most, and the relative change of the estimate of σ₁² that stops it.
+SPECTRAL_BLOCK = 8
+SPECTRAL_MAX_STEPS = 64
 SPECTRAL_TOL = 3e-4
 #: A block larger than this many times --chunk-size is not held in memory: each step streams it from the file.
 SPECTRAL_IN_MEMORY_CHUNKS = 4
@@ -123,7 +124,7 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
         tensor = group[0].tensor
         regions = [stats._region(b, tuple(tensor.shape)) for b in group]
         dtype = _work_dtype(tensor.dtype)
-        runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed) for r in regions]
+        runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed, SPECTRAL_BLOCK) for r in regions]
         vectors: list[np.ndarray | None] = [next(run) for run in runs]
         while any(v is not None for v in vectors):
             products = [np.zeros_like(v) if v is not None else None for v in vectors]
@@ -148,33 +149,36 @@ def _work_dtype(dtype: Any) -> np.dtype:
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
-def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int):
-    """Lanczos on a symmetric positive semi-definite n x n operator AᵀA, as a generator: it yields the vector it
-    needs multiplied, is sent the product, and returns √ of the largest eigenvalue (σ₁ of A)."""
-    steps = min(max_steps, n)
-    basis = np.zeros((steps + 1, n), dtype=dtype)
-    q = np.random.default_rng(seed).standard_normal(n).astype(dtype)
-    basis[0] = q / np.linalg.norm(q)
-    alphas: list[float] = []
-    betas: list[float] = []
+def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int, width: int = 1):
+    """(Block) Lanczos on a symmetric positive semi-definite n x n operator AᵀA, as a generator: it yields a block of
+    orthonormal vectors it needs multiplied, is sent the product, and returns √ of the largest
+    Ritz value (σ₁ of A, from below). The Ritz values come from the whole Krylov basis and its products (exact
+    Rayleigh-Ritz, with full reorthogonalisation). `width` vectors per block: 1 for a matrix in memory (cheapest),
+    `SPECTRAL_BLOCK` when each pass streams the matrix from the file (half the passes for a 4096² Gaussian block)."""
+    width = max(1, min(width, n))
+    block, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, width)))
+    block = block.astype(dtype)
+    bases: list[np.ndarray] = []
+    products: list[np.ndarray] = []
     estimate = 0.0
-    for step in range(steps):
-        w = yield basis[step]
-        alphas.append(float(basis[step] @ w))
-        done = basis[: step + 1]
-        for _ in range(2):  # twice: classical Gram-Schmidt loses orthogonality in float32 otherwise
-            w -= done.T @ (done @ w)
-        beta = float(np.linalg.norm(w))
-        tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-        new = float(np.linalg.eigvalsh(tridiagonal)[-1])
+    for _ in range(max(1, max_steps // width)):
+        product = yield block
+        bases.append(block)
+        products.append(np.asarray(product, dtype=dtype))
+        basis, image = np.hstack(bases), np.hstack(products)
+        projected = basis.T.astype(np.float64) @ image.astype(np.float64)
+        new = float(np.linalg.eigvalsh((projected + projected.T) / 2)[-1])
         if new <= 0.0:
             return 0.0
-        # converged, or the Krylov space is exhausted (the whole spectrum is found: exact)
-        if abs(new - estimate) <= tol * new or beta <= 10 * np.finfo(dtype).eps * new:
+        if abs(new - estimate) <= tol * new or basis.shape[1] + width > n:
             return math.sqrt(new)
         estimate = new
-        betas.append(beta)
-        basis[step + 1] = w / beta
+        rest = product - basis @ (basis.T @ product)
+        rest -= basis @ (basis.T @ rest)  # twice: Gram-Schmidt loses orthogonality in float32 otherwise
+        if float(np.linalg.norm(rest)) <= 10 * np.finfo(dtype).eps * new:
+            return math.sqrt(new)  # the Krylov space is exhausted: the whole spectrum is found
+        block, _ = np.linalg.qr(rest)
+        block = block.astype(dtype)
     return math.sqrt(estimate)
 
 
