@@ -18,9 +18,12 @@ CONTAINER_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 #: Bytes of one chunk when an array is read in parts (`Tensor.row_chunks`); the CLI's ``--chunk-size`` sets it.
 CHUNK_BYTES = 32 << 20
-#: `Tensor.read` keeps arrays up to this size (biases) for the next call; larger ones are read again each time, so
-#: that no large array stays in memory after its user is done with it.
-CACHE_BYTES = 64 << 10
+#: `Tensor.read` keeps arrays up to this size for the next call (weights that forward, notes and rules read again),
+#: while the arrays kept so far in this process total at most CACHE_TOTAL_BYTES; larger arrays are read again each
+#: time, so that no large array (and no sum of many) stays in memory after its user is done with it.
+CACHE_BYTES = 1 << 20
+CACHE_TOTAL_BYTES = 64 << 20
+_cached_bytes = 0
 
 
 #: No dimension of a real weight comes near this; a larger one is a corrupt or hostile header (numpy could not even
@@ -69,9 +72,11 @@ class Tensor:
         """The whole array. Kept for the next call only when small (`CACHE_BYTES`)."""
         if self._value is not None:
             return self._value
+        global _cached_bytes
         value = self._load()
-        if value.nbytes <= CACHE_BYTES:
+        if value.nbytes <= CACHE_BYTES and _cached_bytes + value.nbytes <= CACHE_TOTAL_BYTES:
             self._value = value
+            _cached_bytes += value.nbytes
         return value
 
     def read_part(self, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
