@@ -8,7 +8,9 @@ Build the models with ``bench/make_big_models.py``. Each command runs as a fresh
 the floor runs first and reads the file once); the figures are wall time, MB/s of the file's size, peak RSS of the
 whole process tree (the command and its forked reading child, summed, sampled every 10 ms from /proc) and the
 ratio of the time to the floor's. The load average is printed with each row: the machine may be shared.
-``diff`` compares the file with itself (two opens of one file) against twice the floor.
+``diff`` compares the file with itself (two opens of one file) against twice the floor. The commands run as
+``python -m lstm_inspect``, which takes the package from the current directory first: run from the checkout you
+mean to measure.
 """
 from __future__ import annotations
 
@@ -108,7 +110,11 @@ def main() -> None:
     parser.add_argument("--options", default="", help="extra group options, e.g. '--max-memory 8G'")
     args = parser.parse_args()
     py = [sys.executable, "-m", "lstm_inspect", *args.options.split()]
-    out_dir = tempfile.mkdtemp(prefix="bench_big_")
+    with tempfile.TemporaryDirectory(prefix="bench_big_") as out_dir:
+        measure_all(args, py, out_dir)
+
+
+def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
     print(f"| file | command | seconds | MB/s | × floor | peak MiB (tree) | exit | load |")
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models:
