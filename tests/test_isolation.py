@@ -127,8 +127,8 @@ def test_no_isolation_reads_in_process():
 
 def test_max_memory_option_bounds_the_reader(tmp_path):
     """A legitimate file with a 100 MB float32 kernel (compressed on disk): read in bounded chunks, its statistics
-    fit in a 40 MB --max-memory with --chunk-size 4M; with a 64M chunk the reader needs more than the limit and the
-    error names --max-memory, its value and what to raise."""
+    fit in a 40 MB --max-memory with --chunk-size 4M; with a chunk larger than the array (read whole, 100 MB) the
+    reader needs more than the limit and the error names --max-memory, its value and what to raise."""
     import h5py
 
     path = tmp_path / "big.h5"
@@ -138,7 +138,7 @@ def test_max_memory_option_bounds_the_reader(tmp_path):
         del group["kernel:0"]
         pattern = np.random.default_rng(0).normal(size=5000).astype("float32")
         group.create_dataset("kernel:0", data=np.tile(pattern, (5000, 1)), compression="gzip", chunks=(500, 5000))
-    refused = CliRunner().invoke(cli, ["--max-memory", "40M", "--chunk-size", "64M", "inspect", "--layer", "dense_2",
+    refused = CliRunner().invoke(cli, ["--max-memory", "40M", "--chunk-size", "512M", "inspect", "--layer", "dense_2",
                                        str(path)])
     assert refused.exit_code == 2
     assert "--max-memory 40 MiB" in refused.stderr and "raise --max-memory" in refused.stderr
