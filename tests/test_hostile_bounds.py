@@ -21,23 +21,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from lstm_inspect.cli import cli
+from hostile import one_line_error, run
+
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 ROOT = Path(__file__).parent.parent
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lstm-inspect: error: "), result.stderr
-    assert all(n in lines[0] for n in needles), lines[0]
 
 
 def cli_process(*args, timeout=120):

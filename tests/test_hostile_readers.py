@@ -19,26 +19,14 @@ import h5py
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+
+from hostile import one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
-from lstm_inspect.cli import cli
 from lstm_inspect.model import Tensor, element_count
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 SECRET = b"\x00" * 64  # what a CI checkout's file would hold; all zeros, so reading it would look harmless
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lstm-inspect: error: "), result.stderr
-    assert all(n in lines[0] for n in needles), lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class Archive:
             offset = self._data_offset(info)
             if offset + info.compress_size > self._size():
                 raise CorruptFile(f"archive member {name!r} runs past the end of the file (truncated?)", self.label)
-            return _Window(self._file, offset, info.file_size)
+            return FileWindow(self._file, offset, info.file_size)
         return io.BytesIO(self.read_bytes(name))
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
@@ -121,7 +121,7 @@ class Archive:
         self._file.close()
 
 
-class _Window(io.RawIOBase):
+class FileWindow(io.RawIOBase):
     """A read-only, seekable view of ``size`` bytes of `base` starting at ``offset``."""
 
     def __init__(self, base: BinaryIO, offset: int, size: int):

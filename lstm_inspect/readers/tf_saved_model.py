@@ -10,7 +10,6 @@ it (Keras 3 export, a plain ``tf.Module``) layer classes are inferred from names
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import Any

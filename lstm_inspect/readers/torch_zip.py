@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptFile, InspectError, UnsafeFile, UnsupportedFile
 from ..model import ModelFile, Tensor
 from . import pickle_scan
-from .archive import Archive
+from .archive import Archive, FileWindow
 
 #: torch storage class -> numpy dtype of its elements ("bfloat16" is widened after reading).
 STORAGE_DTYPES = {
@@ -135,7 +135,7 @@ def read_legacy(path: str, label: str) -> ModelFile:
             if storage.key not in layout:
                 raise CorruptFile(f"storage {storage.key!r} is not in the file's storage list", label)
             offset, size = layout[storage.key]
-            return (lambda: _Slice(handle, offset, size)), size
+            return (lambda: FileWindow(handle, offset, size)), size
 
         tensors = _tensors(values[3], member_of, False, label, "torch-legacy")
         model = build_model(label, "torch-state-dict", tensors)
@@ -177,37 +177,6 @@ def _legacy_storages(handle: BinaryIO, keys: list[str], storages: dict[str, _Sto
         layout[key] = (offset + 8, size)
         offset += 8 + size
     return layout
-
-
-class _Slice(io.RawIOBase):
-    """`size` bytes of `base` from `offset`, read-only and seekable."""
-
-    def __init__(self, base: BinaryIO, offset: int, size: int):
-        self._base, self._offset, self._size, self._pos = base, offset, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, start + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        count = max(0, min(len(buffer), self._size - self._pos))
-        if not count:
-            return 0
-        self._base.seek(self._offset + self._pos)
-        data = self._base.read(count)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 # ------------------------------------------------------------------------------------------ tensors from refs
@@ -339,7 +308,7 @@ class _Machine:
         raise CorruptFile(f"{where}: the pickle ends without a STOP opcode", self.label)
 
     def step(self, name: str, arg: Any, pos: int, where: str) -> None:
-        stack, push = self.stack, self.stack.append
+        push = self.stack.append
         if name in ("PROTO", "FRAME"):
             return
         if name == "MARK":

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import gates
 from ..errors import InspectError
 from ..model import Layer, ModelFile
 from . import native_forward
