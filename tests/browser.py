@@ -17,6 +17,13 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--window-size=1300,1000")
 
 
+def _unbounded_address_space() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+
 @contextmanager
 def chromium() -> Iterator[Any]:
     from selenium import webdriver
@@ -29,7 +36,11 @@ def chromium() -> Iterator[Any]:
         for flag in (*FLAGS, f"--user-data-dir={profile}"):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        # The CLI under test bounds this process's address space (isolation's parent bound); Chromium reserves
+        # far more virtual memory than it uses and dies with SIGTRAP under that bound, so the driver and the
+        # browser it starts get the hard limit back.
+        service = Service(CHROMEDRIVER, popen_kw={"preexec_fn": _unbounded_address_space})
+        driver = webdriver.Chrome(service=service, options=options)
         try:
             yield driver
         finally:
