@@ -31,3 +31,32 @@ def manifest() -> dict:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def run_cli(argv: list[str]) -> int:
+    """`lstm_inspect.cli.main` without the bounds the console script puts on its own process: in-process tests
+    share the pytest process, whose address space and alarm signal must stay unlimited for the tests after them
+    (a browser started later crashed under the bound)."""
+    from lstm_inspect.cli import cli
+
+    try:
+        cli.main(args=argv, prog_name="lstm-inspect", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _process_limits_untouched():
+    """No test may leave the pytest process bounded (an address-space limit or an alarm set by the CLI's own
+    parent bounds): later tests would fail far from the cause."""
+    import resource
+    import signal
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    yield
+    after = resource.getrlimit(resource.RLIMIT_AS)
+    timer = signal.getitimer(signal.ITIMER_REAL)
+    resource.setrlimit(resource.RLIMIT_AS, before)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    assert after == before and timer[0] == 0, f"the test left process limits set: RLIMIT_AS {after}, alarm {timer}"

@@ -11,7 +11,7 @@ import lstm_inspect
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model
 from lstm_inspect.gates.activations import get as get_activation
-from lstm_inspect.cli import main
+from conftest import run_cli as main
 from lstm_inspect.run.explain import explain, to_markdown
 from lstm_inspect.run.forward import CELL_CLASSES
 

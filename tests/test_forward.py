@@ -10,7 +10,7 @@ import lstm_inspect
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model, split_gates
 from lstm_inspect.gates.activations import get as get_activation
-from lstm_inspect.cli import main
+from conftest import run_cli as main
 from lstm_inspect.errors import InspectError
 from lstm_inspect.run.forward import OUTPUT_KEY, run
 

@@ -12,7 +12,7 @@ import lstm_inspect
 import reference
 from conftest import FIXTURES, manifest
 from lstm_inspect import open_model, split_gates
-from lstm_inspect.cli import main
+from conftest import run_cli as main
 from lstm_inspect.run.forward import run
 from test_cudnn import SOURCES, cudnn_dir  # noqa: F401  (the module fixture writing the tf-keras CuDNN files)
 
