@@ -279,6 +279,17 @@ def test_stdin_is_spooled_read_and_removed(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith("lstm-inspect-stdin-")]  # spool removed
 
 
+@pytest.mark.parametrize("args", [["explain"], ["explain", "--markdown"], ["check"], ["check", "--format", "json"],
+                                  ["check", "--format", "junit"], ["diff", str(CLASSIC)], ["verify", "--json"]])
+def test_stdin_is_named_dash_in_every_output(tmp_path, args):
+    """The model read from stdin is '-' in what every command prints, never its temporary spool file."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "lstm_inspect", args[0], "-", *args[1:]]
+    proc = subprocess.run(command, input=Path(CLASSIC).read_bytes(), env=env, capture_output=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "lstm-inspect-stdin-" not in proc.stdout.decode() + proc.stderr.decode()
+
+
 @pytest.mark.parametrize("url", ["https://example.com/m.h5", "http://127.0.0.1:1/m.keras", "s3://bucket/m.h5",
                                  "gs://bucket/m.h5", "hf://user/repo/m.safetensors"])
 def test_a_url_says_in_one_line_how_to_read_it(url):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from . import MODEL, bound_parent, cli, isolated, isolation_settings, layer_option
+from . import MODEL, bound_parent, cli, isolated, isolation_settings, layer_option, shown_path
 from ..errors import ExitCode, InspectError
 from ..text_safety import dumps, visible
 
@@ -201,6 +201,7 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
             if settings["in_process"]:
                 raise
             result = check.FileResult(path=path, error=_BUG + str(exc), strict=options.strict)
+        result.path = shown_path(result.path)
         advance(path)
         return result
 
@@ -283,6 +284,8 @@ def diff_command(a: str, b: str, as_json: bool, atol: float, show_all: bool, htm
             return diff_models(model_a, model_b, atol=atol, layers=layers)
 
     report = isolated(compare, label=f"{a} / {b}")
+    for side in ("a", "b"):
+        report[side]["file"] = shown_path(report[side]["file"])
     if as_json:
         click.echo(dumps(report))
     else:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from . import MODEL, cli, isolated, layer_option
+from . import MODEL, cli, isolated, layer_option, shown_path
 from ..errors import InspectError
 from ..text_safety import dumps, visible, visible_lines
 
@@ -121,6 +121,7 @@ def verify_command(model: str, input_path: str | None, batch: int, steps: int, s
         result = verify(model, inputs=inputs, batch=batch, steps=steps, seed=seed,
                         rtol=rtol, atol=atol, layers=layers, forget_bias=forget_bias,
                         nonlinearity=nonlinearity, progress=progress)
+    result.path = shown_path(result.path)
     if as_json:
         click.echo(dumps(to_dict(result)))
     else:
@@ -142,6 +143,7 @@ def explain_command(model: str, layers: tuple[str, ...], markdown: bool) -> None
     from ..run.explain import to_markdown
 
     result = explain(model, layers=layers)
+    result.path = shown_path(result.path)
     if markdown:
         click.echo(visible_lines(to_markdown(result)))
         return
