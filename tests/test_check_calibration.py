@@ -65,7 +65,7 @@ def test_duplicate_block_still_fires_across_gates(tmp_path):
 def _onnx(tmp_path, weight: np.ndarray, scale: float) -> Path:
     """Hand-built with onnx.helper (labelled: not a trained model): MatMul by a weight, then the arithmetic such
     graphs carry as single-value constants: Mul by a scale (Silero VAD multiplies by 2**20), Pow by 2, a -inf fill."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
     inits = [numpy_helper.from_array(weight.astype(np.float32), "dense.weight"),
              numpy_helper.from_array(np.array(scale, np.float32), "scale"),
