@@ -100,3 +100,103 @@ def _cell_wrapper(name: str, owners: dict[tuple[str, ...], list[Tensor]]) -> Lay
     if holder.class_name == "RNN":
         return holder
     return Layer(name=name, class_name="RNN", path=(name,), children=[holder], inferred=True)
+
+
+# ------------------------------------------------------------------------------------------- Keras 1 array names
+
+#: Keras 1 named every array ``<layer>_<W|U|b>`` (``dense_1_W``, ``simplernn_1_U``; ``:0`` under TensorFlow) and
+#: stored an LSTM's / GRU's gates apart, ``<layer>_W_i``: LSTM gates i, c, f, o, GRU z, r, h (reset_after=False).
+#: With ``consume_less='gpu'`` its LSTM / GRU were fused as ``<layer>_W``, ``_U``, ``_b`` in Keras 2's gate order.
+KERAS1_SHORT = re.compile(r"[WUb](_[icfozrh])?")
+KERAS1_GATES = {"LSTM": "icfo", "GRU": "zrh"}
+_RECURRENT_ROLES = {"W": "kernel", "U": "recurrent_kernel", "b": "bias"}
+#: The Keras 2 role of each ungated Keras 1 array, for the classes whose Keras 1 arrays are known (a Keras 1 conv
+#: kernel may be in Theano's ordering, so it is not given a Keras 2 role).
+KERAS1_ROLES = {"Dense": {"W": "kernel", "b": "bias"}, "Embedding": {"W": "embeddings"},
+                "SimpleRNN": _RECURRENT_ROLES, "LSTM": _RECURRENT_ROLES, "GRU": _RECURRENT_ROLES}
+
+
+def keras1_parts(stored_names: list[str], owners: list[str] | None = None) -> list[tuple[str, str]] | None:
+    """(owner layer, short name) of each Keras 1 array name: ``lstm_1_W_i:0`` -> ``("lstm_1", "W_i")``. The owner is
+    the longest of `owners` that prefixes the name when they are known (a config's layer names), else what precedes
+    the short name. None unless every name is a Keras 1 one."""
+    parts = []
+    for stored in stored_names:
+        if "/" in stored:  # Keras 2 and later scope their names; Keras 1 never did
+            return None
+        role = role_of(stored)
+        if owners is not None:
+            candidates = [owner for owner in owners if role.startswith(owner + "_")]
+        else:
+            candidates = [role[:cut] for cut, char in enumerate(role) if char == "_" and KERAS1_SHORT.fullmatch(role[cut + 1:])]
+        owner = max(candidates, key=len, default="")
+        short = role[len(owner) + 1:]
+        if not owner or not KERAS1_SHORT.fullmatch(short):
+            return None
+        parts.append((owner, short))
+    return parts or None
+
+
+def keras1_roles(class_name: str, shorts: list[str]) -> list[str] | None:
+    """The names one layer's Keras 1 arrays take in the neutral model: a gate's block keeps its name (``W_i``, which
+    `gates.split` reads as stored blocks), the others take their Keras 2 role. None when they do not make up a
+    complete layer of that class (every gate's W, U and b; no array twice)."""
+    if len(set(shorts)) != len(shorts) or not shorts:
+        return None
+    if any("_" in short for short in shorts):
+        gates = KERAS1_GATES.get(class_name, "")
+        return shorts if set(shorts) == {f"{kind}_{gate}" for kind in "WUb" for gate in gates} else None
+    roles = KERAS1_ROLES.get(class_name, {})
+    if not set(shorts) <= set(roles) or "W" not in shorts:
+        return None
+    return [roles[short] for short in shorts]
+
+
+def keras1_class(owner: str, named: list[tuple[str, Tensor]]) -> str | None:
+    """The class of one weights-only Keras 1 layer from its short array names and shapes, None when unclear."""
+    shorts = {short: tensor for short, tensor in named}
+    gated = {short[2:] for short in shorts if "_" in short}
+    if gated:
+        return next((cls for cls, gates in KERAS1_GATES.items() if gated == set(gates)), None)
+    kernel, recurrent = shorts.get("W"), shorts.get("U")
+    if kernel is None or len(kernel.shape) != 2:
+        return None
+    if recurrent is not None:  # fused (consume_less='gpu'): (u, gates·u), as Keras 2 stores it
+        units = recurrent.shape[0] if len(recurrent.shape) == 2 else 0
+        multiple = recurrent.shape[1] // units if units and recurrent.shape[1] % units == 0 else 0
+        return {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}.get(multiple)
+    return "Embedding" if "b" not in shorts and "embed" in owner.lower() else "Dense"
+
+
+def keras1_layer(name: str, named: list[tuple[str, Tensor]]) -> Layer | None:
+    """A weights-only Keras 1 layer group (``lstm_1`` holding ``lstm_1_W_i`` ...; a ``bidirectional_1`` holding
+    ``forward_lstm_1_*`` and ``backward_lstm_1_*``; a ``timedistributed_1`` holding ``dense_1_W``), its arrays under
+    the names a config would give them; None when any array is not named the Keras 1 way or its layer is unclear."""
+    parts = keras1_parts([stored for stored, _ in named])
+    if parts is None:
+        return None
+    owners: dict[str, list[tuple[str, Tensor]]] = {}
+    for (owner, short), (_, tensor) in zip(parts, named):
+        owners.setdefault(owner, []).append((short, tensor))
+    found = {}
+    for owner, owned in owners.items():
+        cls = keras1_class(owner, owned)
+        roles = keras1_roles(cls, [short for short, _ in owned]) if cls else None
+        if roles is None:
+            return None
+        found[owner] = (cls, roles)
+    leaves = []
+    for owner, owned in owners.items():  # every layer is clear: only now rename the arrays
+        cls, roles = found[owner]
+        for role, (_, tensor) in zip(roles, owned):
+            tensor.name = role
+        leaves.append(Layer(name=owner, class_name=cls, path=(name, owner), weights=[t for _, t in owned],
+                            inferred=True))
+    if len(leaves) == 1:
+        leaf = leaves[0]
+        leaf.name, leaf.path = name, (name,)
+        return leaf
+    names = [leaf.name for leaf in leaves]
+    is_bidi = len(names) == 2 and names[0].startswith("forward_") and names[1] == "backward_" + names[0][8:]
+    return Layer(name=name, class_name="Bidirectional" if is_bidi else "Container", path=(name,), children=leaves,
+                 inferred=True)

@@ -16,7 +16,7 @@ from .keras_config import build_tree
 from ..errors import CorruptFile, UnsupportedFile
 from ..model import Layer, ModelFile, Tensor
 from . import h5safe
-from .infer import layers_from_weights, owner_of, role_of
+from .infer import keras1_layer, keras1_parts, keras1_roles, layers_from_weights, owner_of, role_of
 
 
 def looks_like(f: h5py.File) -> bool:
@@ -48,7 +48,8 @@ def read(f: h5py.File, label: str) -> ModelFile:
         model.root = build_tree(model_config, label)
         _attach(model, groups)
     else:
-        model.root.children = [layers_from_weights(name, named) for name, named in groups.items()]
+        model.root.children = [keras1_layer(name, named) or layers_from_weights(name, named)
+                               for name, named in groups.items()]
         model.warnings.append("weights-only file: no model config, so layer classes are inferred from weight names and shapes")
     return model
 
@@ -79,9 +80,8 @@ def _attach(model: ModelFile, groups: dict[str, list[tuple[str, Tensor]]]) -> No
                 orphan = layers_from_weights(name, named)
                 model.root.children.append(orphan)
             continue
-        if _keras1_recurrent(layer, named):
+        if _keras1_recurrent(layer, named) or _keras1_arrays(layer, named):
             continue
-        _keras1_roles(layer, named)
         problem = assign_in_order(layer, [t for _, t in named])
         if problem:
             model.warnings.append(f"{name}: {problem}; weights placed by their stored names")
@@ -156,17 +156,25 @@ def _keras1_recurrent(layer: Layer, named: list[tuple[str, Tensor]]) -> bool:
     return True
 
 
-#: Keras 1 named a layer's arrays `<layer>_W`, `<layer>_U`, `<layer>_b`; the Keras 2 role each one is.
-KERAS1_ROLES = {"Dense": {"W": "kernel", "b": "bias"}, "Embedding": {"W": "embeddings"},
-                "SimpleRNN": {"W": "kernel", "U": "recurrent_kernel", "b": "bias"}}
-
-
-def _keras1_roles(layer: Layer, named: list[tuple[str, Tensor]]) -> None:
-    """Give Keras 1 arrays their Keras 2 roles; the stored name stays visible as the tensor's source."""
-    roles = KERAS1_ROLES.get(layer.class_name)
-    if roles is None or layer.children:
-        return
-    for stored, tensor in named:
-        short = role_of(stored).removeprefix(f"{layer.name}_")
-        if short in roles and tensor.name != roles[short]:
-            tensor.name = roles[short]
+def _keras1_arrays(layer: Layer, named: list[tuple[str, Tensor]]) -> bool:
+    """Keras 1 arrays (``dense_1_W``, ``simplernn_1_U``, a GRU's ``gru_1_W_z``) placed on the layer whose name they
+    carry, under their Keras 2 roles (gate blocks keep their names): in a wrapper too — a ``TimeDistributed``
+    (``timedistributed_1`` holds ``dense_1_W``, ``dense_1_b``) or a ``Bidirectional`` (``forward_lstm_1_W_i`` ...).
+    The stored name stays visible as the tensor's source. True when every array found its layer."""
+    leaves = {leaf.name: leaf for leaf in layer.walk() if not leaf.children}
+    parts = keras1_parts([stored for stored, _ in named], owners=list(leaves))
+    if parts is None:
+        return False
+    owned: dict[str, list[tuple[str, Tensor]]] = {}
+    for (owner, short), (_, tensor) in zip(parts, named):
+        owned.setdefault(owner, []).append((short, tensor))
+    roles = {owner: keras1_roles(leaves[owner].class_name, [short for short, _ in arrays])
+             for owner, arrays in owned.items()}
+    if any(found is None for found in roles.values()):
+        return False
+    for owner, arrays in owned.items():
+        leaf = leaves[owner]
+        for role, (_, tensor) in zip(roles[owner], arrays):
+            tensor.name = role
+        leaf.weights = [tensor for _, tensor in arrays]
+    return True
