@@ -50,6 +50,9 @@ CASES = [
     ("cell_wrappers", "cell_lstm", LSTM, "input", "rnn_lstm", "seq", "tanh", "sigmoid", False),
     ("cell_wrappers", "cell_gru", GRU, "input", "rnn_gru", "last", "tanh", "sigmoid", False),
     ("cell_wrappers", "cell_simple", RNN, "input", "rnn_simple", "last", "tanh", None, False),
+    # recurrent layers around convolutions and attention (tests/fixtures/generate_layers.py)
+    ("lrcn", "lstm", LSTM, "td_flatten", "lstm", "seq", "tanh", "sigmoid", False),
+    ("lrcn", "gru", GRU, "td_dense", "gru", "last", "tanh", "sigmoid", False),
 ]
 # RNN(StackedRNNCells([...])): (model, cell names bottom to top, family, input key, output key of the RNN layer). Each
 # cell reads the sequence of the cell below; the RNN layer outputs the top cell's last state.
@@ -63,7 +66,7 @@ STATE_MASK_CASES = [
     ("masked_embed", "gru", GRU, "embedding", "gru", "last", "tanh", "sigmoid", False, (), True),
 ]
 #: Fixture models with no recurrent layer at all (they prove forward-pass layers; checked to hold none).
-NO_RECURRENT = {"merge_ops", "pool_conv", "activations"}
+NO_RECURRENT = {"merge_ops", "pool_conv", "activations", "conv2d_pool"}
 RECURRENT_CLASS_NAMES = {"LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
                          "CuDNNLSTM", "CuDNNGRU"}
 # ConvLSTM: (model, layer name, input key, output key, "seq"/"last", strides, padding). The recurrent activation is
@@ -73,6 +76,7 @@ CONV_CASES = [
     ("convlstm1d", "conv_lstm", "input", "conv_lstm", "seq", (2,), "valid"),
     ("convlstm2d", "conv_lstm", "input", "conv_lstm", "last", (1, 1), "same"),
     ("convlstm3d", "conv_lstm", "input", "conv_lstm", "seq", (2, 1, 1), "same"),
+    ("convlstm_conv3d", "conv_lstm", "input", "conv_lstm", "seq", (1, 1), "same"),
 ]
 #: ConvLSTM options this reference does not implement (dilation, go_backwards, channels_first): the split of
 #: convlstm_options is proven through the forward pass, which runs on the same blocks (tests/test_forward.py).

@@ -29,10 +29,15 @@ import numpy as np
 
 from ..errors import InspectError
 from ..model import Layer, ModelFile, no_layer_matches
-from .layer_ops import LAYER_FUNCS, MERGE_CLASSES, Value, as_list, combine_masks, merge
+from .layer_ops import LAYER_FUNCS as BASIC_FUNCS, MERGE_CLASSES, Value, as_list, combine_masks, merge
+from .layer_ops_conv import CONV_FUNCS
 from .recurrent import CELL_CLASSES, RECURRENT_CLASSES, RecurrentLayers
 
 OUTPUT_KEY = "__output__"
+
+#: The stateless layers by Keras class: dense, activations, normalisation, shapes (`layer_ops`), convolutions and
+#: pooling (`layer_ops_conv`).
+LAYER_FUNCS = {**BASIC_FUNCS, **CONV_FUNCS}
 
 #: Layers that are the identity at inference time (and pass a mask on unchanged).
 IDENTITY_CLASSES = frozenset(

@@ -1,6 +1,6 @@
 """The numpy forward pass's layer ops that keep no state over time: Dense, activations, normalisation, reshaping,
-Conv1D and pooling (`LAYER_FUNCS`, by Keras class), the merge layers, the N-d convolution the ConvLSTMs share, and
-`Context`, what an op reads from the run (weights in the run's dtype, activations of the file's Keras version).
+Conv1D (`LAYER_FUNCS`, by Keras class; 2-D / 3-D convolutions and pooling are in `layer_ops_conv.py`, attention in
+`layer_ops_attention.py`), the merge layers, the N-d convolution Conv and ConvLSTM layers share, and `Context`, what an op reads from the run (weights in the run's dtype, activations of the file's Keras version).
 """
 from __future__ import annotations
 
@@ -46,12 +46,17 @@ class Context:
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
 
+#: Largest im2col buffer `conv_nd` builds at once; larger batches are convolved in chunks.
+IM2COL_BYTES = 64 << 20
+
+
 def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
             dilation: Sequence[int]) -> np.ndarray:
     """TensorFlow's N-d convolution, channels last: x (n, *spatial, in), kernel (*k, in, out) -> (n, *out, out).
 
-    Every window is gathered at once (a strided view, copied once by the contraction: im2col). ``same`` pads
-    as TensorFlow does, the smaller half before."""
+    Every window is gathered at once (a strided view, copied once by the contraction: im2col), a chunk of the
+    batch at a time so that copy stays under `IM2COL_BYTES`. ``same`` pads as TensorFlow does, the smaller half
+    before. Computes in the dtype of x and kernel (numpy's promotion of the two)."""
     rank = kernel.ndim - 2
     spans = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation)]
     if padding == "same":
@@ -62,7 +67,13 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: 
     windows = windows[(slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)
                       + tuple(slice(None, None, d) for d in dilation)]
     taps = np.moveaxis(kernel, rank, 0)  # (in, *k, out), the order of the windows' trailing axes
-    return np.tensordot(windows, taps, axes=(list(range(rank + 1, 2 * rank + 2)), list(range(rank + 1))))
+    axes = (list(range(rank + 1, 2 * rank + 2)), list(range(rank + 1)))
+    per_sample = max(windows[:1].size * windows.itemsize, 1)
+    chunk = max(1, IM2COL_BYTES // per_sample)
+    if windows.shape[0] <= chunk:
+        return np.tensordot(windows, taps, axes=axes)
+    return np.concatenate([np.tensordot(windows[i:i + chunk], taps, axes=axes)
+                           for i in range(0, windows.shape[0], chunk)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,7 +125,7 @@ def _softmax(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray
 
 def _flatten_layer(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
     if layer.config.get("data_format") == "channels_first" and x.ndim > 2:
-        x = np.moveaxis(x, -1, 1)
+        x = np.moveaxis(x, 1, -1)  # Keras flattens channels_first data in channels_last order
     return x.reshape(x.shape[0], -1)
 
 
@@ -184,12 +195,6 @@ def _one(value: Any) -> int:
     return int(value[0] if isinstance(value, (list, tuple)) else value)
 
 
-def _check_channels_last(layer: Layer) -> None:
-    if layer.config.get("data_format", "channels_last") not in ("channels_last", None):
-        raise InspectError(f"layer {layer.key!r} ({layer.class_name}): data_format="
-                           f"{layer.config.get('data_format')!r} is not supported (channels_last only)")
-
-
 def same_padding(length: int, window: int, stride: int) -> tuple[int, int, int]:
     out = -(-length // stride)
     total = max((out - 1) * stride + window - length, 0)
@@ -198,10 +203,13 @@ def same_padding(length: int, window: int, stride: int) -> tuple[int, int, int]:
 
 def _conv1d(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
     cfg = layer.config
-    _check_channels_last(layer)
     if int(cfg.get("groups", 1) or 1) != 1:
         raise InspectError(f"layer {layer.key!r} (Conv1D): grouped convolution is not supported")
-    x = run.floating(x)
+    data_format = cfg.get("data_format") or "channels_last"
+    if data_format not in ("channels_last", "channels_first"):
+        raise InspectError(f"layer {layer.key!r} (Conv1D): data_format={data_format!r} is not supported")
+    first = data_format == "channels_first"
+    x = np.moveaxis(run.floating(x), 1, -1) if first else run.floating(x)
     kernel = run.weight(layer, "kernel")  # (k, in, filters)
     k = kernel.shape[0]
     stride, dilation = _one(cfg.get("strides", 1)), _one(cfg.get("dilation_rate", 1))
@@ -217,43 +225,8 @@ def _conv1d(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
     y = conv_nd(x, kernel, (stride,), padding, (dilation,))
     if cfg.get("use_bias", True):
         y = y + run.weight(layer, "bias")
-    return run.activation(layer, cfg.get("activation", "linear"))(y)
-
-
-def _pool1d(run: Context, layer: Layer, x: np.ndarray, mask: Any) -> np.ndarray:
-    cfg = layer.config
-    _check_channels_last(layer)
-    x = run.floating(x)
-    size = _one(cfg.get("pool_size", 2))
-    stride = _one(cfg.get("strides") or size)
-    padding = str(cfg.get("padding", "valid")).lower()
-    is_max = layer.class_name.startswith("Max")
-    length = x.shape[1]
-    valid = np.ones((1, length, 1), dtype=x.dtype)
-    if padding == "same":
-        out_len, left, right = same_padding(length, size, stride)
-        fill = -np.inf if is_max else 0.0
-        x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=fill)
-        valid = np.pad(valid, ((0, 0), (left, right), (0, 0)))
-    else:
-        out_len = (length - size) // stride + 1
-    windows = [x[:, j:j + (out_len - 1) * stride + 1:stride] for j in range(size)]
-    if is_max:
-        return np.max(windows, axis=0)
-    counts = sum(valid[:, j:j + (out_len - 1) * stride + 1:stride] for j in range(size))
-    return np.sum(windows, axis=0) / counts  # TF's SAME average pooling counts only real elements
-
-
-def _global_pool1d(run: Context, layer: Layer, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    _check_channels_last(layer)
-    x = run.floating(x)
-    keep = bool(layer.config.get("keepdims", False))
-    if layer.class_name.startswith("GlobalMax"):
-        return x.max(axis=1, keepdims=keep)
-    if mask is not None:  # Keras averages over the unmasked steps only
-        m = mask[..., None].astype(x.dtype)
-        return (x * m).sum(axis=1, keepdims=keep) / m.sum(axis=1, keepdims=keep)
-    return x.mean(axis=1, keepdims=keep)
+    y = run.activation(layer, cfg.get("activation", "linear"))(y)
+    return np.moveaxis(y, -1, 1) if first else y
 
 
 LAYER_FUNCS: dict[str, Callable[[Context, Layer, np.ndarray, Any], np.ndarray]] = {
@@ -270,14 +243,6 @@ LAYER_FUNCS: dict[str, Callable[[Context, Layer, np.ndarray, Any], np.ndarray]] 
     "BatchNormalization": _batch_norm,
     "LayerNormalization": _layer_norm,
     "Conv1D": _conv1d,
-    "MaxPooling1D": _pool1d,
-    "AveragePooling1D": _pool1d,
-    "MaxPool1D": _pool1d,
-    "AvgPool1D": _pool1d,
-    "GlobalMaxPooling1D": _global_pool1d,
-    "GlobalAveragePooling1D": _global_pool1d,
-    "GlobalMaxPool1D": _global_pool1d,
-    "GlobalAvgPool1D": _global_pool1d,
 }
 
 
