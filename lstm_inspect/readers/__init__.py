@@ -60,8 +60,10 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
 
     from . import archive, h5safe, polyglot, tflite_file
 
-    polyglot.refuse_ambiguous(fd, head, label)  # HDF5 and zip at once: other tools would read the other view
+    # HDF5 and zip at once, a zip after other bytes, trailing data: other tools would read another view
+    polyglot.refuse_ambiguous(fd, os.pread(fd, 16, 0), label)
     if tflite_file.looks_like(os.pread(fd, 16, 0)):  # the TFLite identifier sits at bytes 4-8
+        polyglot.refuse_ambiguous(fd, head, label, read_as="a TFLite model")
         return tflite_file.read(source, label)
 
     if h5safe.is_hdf5(head):
@@ -88,6 +90,8 @@ def _open_content(fd: int, source: str, label: str) -> ModelFile:
     if label.endswith(".onnx"):  # ONNX protobuf has no magic number: the extension decides, the parse confirms
         from . import onnx_file
 
+        polyglot.refuse_ambiguous(fd, head, label, read_as="an ONNX model")
+        polyglot.refuse_onnx_extras(fd, label)
         return onnx_file.read(source, label)
     hint = " (the name says HDF5, but the content is not)" if label.endswith((".h5", ".hdf5", ".keras")) else ""
     raise UnsupportedFile("not a Keras model file: neither HDF5 nor a zip archive (nor .npz, safetensors, PyTorch, ONNX, TFLite or a TensorFlow checkpoint)" + hint,
@@ -114,10 +118,17 @@ def _open_bundle(prefix: str, label: str) -> ModelFile:
     """A TF2 object-based checkpoint when the bundle holds an object graph, else a TF1 checkpoint."""
     from . import tf1_checkpoint, tf2_checkpoint, tf_bundle
 
-    bundle = tf_bundle.Bundle(prefix, label)
-    if tf2_checkpoint.has_object_graph(bundle):
-        return tf2_checkpoint.read(prefix, label, bundle)
-    return tf1_checkpoint.read(prefix, label, bundle)
+    bundle = tf_bundle.Bundle(prefix, label)  # its data shards stay open (checked on the handle) while read
+    try:
+        if tf2_checkpoint.has_object_graph(bundle):
+            model = tf2_checkpoint.read(prefix, label, bundle)
+        else:
+            model = tf1_checkpoint.read(prefix, label, bundle)
+    except BaseException:
+        bundle.close()
+        raise
+    model._closers.append(bundle.close)
+    return model
 
 
 def _open_json(fd: int, label: str) -> ModelFile:

@@ -195,16 +195,29 @@ def shards_of(path: str, index: dict[str, Any], label: str) -> list[str]:
 def read_sharded(path: str, index: dict[str, Any], label: str) -> ModelFile:
     """Keras 3 ``save_weights("x.weights.json", max_shard_size=...)``: the index names shards that each hold part
     of one ``.weights.h5`` tree; read as one weights file."""
+    from . import safe_open
+
     files: list[h5py.File] = []
-    try:
-        for shard in shards_of(path, index, label):
-            files.append(h5safe.open_file(shard, f"{label}: {os.path.basename(shard)}"))
-        model = _weights_model(Node(files, label), "keras3-sharded-weights", label)
-    except BaseException:
+    handles: list[int] = []
+
+    def close() -> None:
         for f in files:
             f.close()
+        for fd in handles:
+            os.close(fd)
+
+    try:
+        for shard in shards_of(path, index, label):
+            # opened once without following a link, checked on the handle (a regular file), and read through it:
+            # libhdf5 gets the handle's /proc/self/fd name, never the shard's name again
+            handles.append(safe_open.open_regular(shard, label, follow=False))
+            files.append(h5safe.open_file(safe_open.handle_path(handles[-1], shard),
+                                          f"{label}: {os.path.basename(shard)}"))
+        model = _weights_model(Node(files, label), "keras3-sharded-weights", label)
+    except BaseException:
+        close()
         raise
-    model._closers += [f.close for f in files]
+    model._closers.append(close)
     return model
 
 

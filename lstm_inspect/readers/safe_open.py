@@ -7,6 +7,7 @@ the open handle: opening it reopens the very file that was checked, whatever hap
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -35,7 +36,7 @@ def open_regular(path: str, label: str, follow: bool = True) -> int:
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        if not follow and os.path.islink(path):
+        if not follow and exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link (told by the open, not a 2nd look)
             raise UnsafeFile(f"{_name(path, label)} is a symbolic link; refusing to follow it", label) from exc
         raise InspectError(f"cannot read {_name(path, label)}: {exc.strerror or exc}", label) from exc
     try:

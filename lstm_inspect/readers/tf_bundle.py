@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
+from ..errors import CorruptFile, InspectError, UnsafeFile, UnsupportedFile
 from ..model import element_count
 from . import crc32c
 from .protowire import Message, ProtoError, read_varint
@@ -74,19 +73,41 @@ def shard_name(prefix: str, shard: int, count: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{count:05d}"
 
 
-def _regular_file(path: str, what: str, label: str) -> int:
-    """The size of `path`, which must be a regular file and not a symbolic link."""
+def _open_regular(path: str, what: str, label: str) -> tuple[int, os.stat_result]:
+    """`path` opened once without following a symbolic link (O_NOFOLLOW), checked on the handle to be a regular
+    file: (descriptor, its fstat). The caller closes the descriptor."""
+    from . import safe_open
+
     try:
-        info = os.lstat(path)
+        os.lstat(path)
     except FileNotFoundError:
         raise CorruptFile(f"missing {what} {os.path.basename(path)!r} beside the index", label) from None
     except OSError as exc:
         raise CorruptFile(f"cannot read {what} {os.path.basename(path)!r}: {exc.strerror or exc}", label) from exc
-    if stat.S_ISLNK(info.st_mode):
-        raise UnsafeFile(f"{what} {os.path.basename(path)!r} is a symbolic link; refusing to follow it", label)
-    if not stat.S_ISREG(info.st_mode):
-        raise CorruptFile(f"{what} {os.path.basename(path)!r} is not a regular file", label)
-    return info.st_size
+    name = os.path.basename(path)
+    try:
+        fd = safe_open.open_regular(path, path, follow=False)
+    except UnsafeFile as exc:  # "the file is a symbolic link..." / "...is not a regular file (a FIFO)..."
+        raise UnsafeFile(f"{what} {name!r}{exc.message.removeprefix('the file')}", label) from None
+    except InspectError as exc:
+        raise CorruptFile(f"{what} {name!r}: {exc.message}", label) from None
+    return fd, os.fstat(fd)
+
+
+def _read_all(fd: int, size: int, offset: int = 0) -> bytes:
+    """Up to `size` bytes at `offset` of the open file `fd` (fewer only at its end)."""
+    chunks, total = [], 0
+    while total < size:
+        chunk = os.pread(fd, min(size - total, 64 << 20), offset + total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+#: Data shards kept open at once; past this, a shard is reopened when read and must be the very file checked.
+OPEN_SHARDS = 64
 
 
 class Bundle:
@@ -95,15 +116,20 @@ class Bundle:
     def __init__(self, prefix: str, label: str) -> None:
         self.prefix = prefix
         self.label = label
+        self._shards: dict[int, int] = {}  # shard id -> open descriptor
+        self._identity: list[tuple[int, int, int]] = []  # (device, inode, size) of each shard as checked
         index_path = prefix + ".index"
-        size = _regular_file(index_path, "index file", label)
-        if size < FOOTER_BYTES:
-            raise CorruptFile("checkpoint index shorter than its 48-byte footer", label)
-        if size > MAX_INDEX_BYTES:
-            raise UnsupportedFile(f"checkpoint index of {size:,} bytes (more than {MAX_INDEX_BYTES:,}); refusing it",
-                                  label)
-        with open(index_path, "rb") as handle:
-            self._index = handle.read(size + 1)
+        fd, info = _open_regular(index_path, "index file", label)
+        try:
+            size = info.st_size
+            if size < FOOTER_BYTES:
+                raise CorruptFile("checkpoint index shorter than its 48-byte footer", label)
+            if size > MAX_INDEX_BYTES:
+                raise UnsupportedFile(f"checkpoint index of {size:,} bytes (more than {MAX_INDEX_BYTES:,}); refusing "
+                                      "it", label)
+            self._index = _read_all(fd, size + 1)
+        finally:
+            os.close(fd)
         if len(self._index) != size:
             raise CorruptFile("checkpoint index changed size while being read", label)
         raw = self._table()
@@ -120,8 +146,18 @@ class Bundle:
             raise UnsupportedFile("a big-endian tensor bundle; only little-endian ones are read", label)
         if not 1 <= self.num_shards <= MAX_SHARDS:
             raise CorruptFile(f"checkpoint header declares {self.num_shards} data shards", label)
-        self.shard_sizes = [_regular_file(shard_name(prefix, i, self.num_shards), "data shard", label)
-                            for i in range(self.num_shards)]
+        try:
+            for shard in range(self.num_shards):  # each opened once (no link followed), checked on the handle
+                fd, info = _open_regular(shard_name(prefix, shard, self.num_shards), "data shard", label)
+                self._identity.append((info.st_dev, info.st_ino, info.st_size))
+                if len(self._shards) < OPEN_SHARDS:
+                    self._shards[shard] = fd
+                else:
+                    os.close(fd)
+        except BaseException:
+            self.close()
+            raise
+        self.shard_sizes = [size for _, _, size in self._identity]
         self.entries: dict[str, Entry] = {}
         self.slices: dict[str, list[tuple[tuple[tuple[int, int], ...], Entry]]] = {}
         for key, value in raw.items():
@@ -241,12 +277,35 @@ class Bundle:
 
     # -- data ----------------------------------------------------------------------------------------------------
 
+    def _shard(self, shard: int) -> int:
+        """The open descriptor of a data shard. One closed to bound the open files is reopened without following a
+        link and must be the very file checked when the bundle was opened (same device, inode and size)."""
+        fd = self._shards.get(shard)
+        if fd is not None:
+            return fd
+        path = shard_name(self.prefix, shard, self.num_shards)
+        fd, info = _open_regular(path, "data shard", self.label)
+        if (info.st_dev, info.st_ino, info.st_size) != self._identity[shard]:
+            os.close(fd)
+            raise UnsafeFile(f"data shard {os.path.basename(path)!r} was replaced since the checkpoint was opened; "
+                             "refusing it", self.label)
+        while len(self._shards) >= max(OPEN_SHARDS, 1):  # the oldest opened goes
+            os.close(self._shards.pop(next(iter(self._shards))))
+        self._shards[shard] = fd
+        return fd
+
+    def close(self) -> None:
+        """Close the data shards' descriptors (the model's closers call this)."""
+        shards, self._shards = getattr(self, "_shards", {}), {}
+        for fd in shards.values():
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
     def _bytes(self, entry: Entry, check: bool = True) -> bytes:
         path = shard_name(self.prefix, entry.shard_id, self.num_shards)
-        _regular_file(path, "data shard", self.label)  # checked again: it may have been swapped since opening
-        with open(path, "rb") as handle:
-            handle.seek(entry.offset)
-            data = handle.read(entry.size)
+        data = _read_all(self._shard(entry.shard_id), entry.size, entry.offset)
         if len(data) != entry.size:
             raise CorruptFile(f"data shard {os.path.basename(path)!r} ends before tensor {entry.name!r}", self.label)
         if check and crc32c.crc32c(data) != crc32c.unmask(entry.crc32c):
@@ -384,13 +443,14 @@ def checkpoint_in(directory: str, label: str | None = None) -> str | None:
     """The prefix a TensorFlow ``checkpoint`` state file in `directory` names (its ``model_checkpoint_path``): the
     last component of that path, looked for beside the state file and nowhere else; None when there is no state
     file."""
+    from . import safe_open
+
     path = os.path.join(directory, "checkpoint")
-    try:
-        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
-            return None
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
+    if not os.path.isfile(path):
+        return None
+    try:  # a link, a FIFO or a file over 1 MiB is not a state file: ignored, never followed or waited on
+        text = safe_open.read_bounded(path, path, 1 << 20, follow=False).decode("utf-8", errors="replace")
+    except InspectError:
         return None
     found = _CHECKPOINT_LINE.search(text)
     if found is None:
@@ -411,15 +471,19 @@ _SHARD = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
 
 def is_index(path: str) -> bool:
     """A file at least a footer long whose last 8 bytes are the table magic."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() < FOOTER_BYTES:
-                return False
-            handle.seek(-8, os.SEEK_END)
-            return handle.read(8) == TABLE_MAGIC
-    except OSError:
+    from . import safe_open
+
+    if not os.path.isfile(path):
         return False
+    try:  # opened without blocking (a FIFO) and without following a link (the bundle refuses one anyway)
+        fd = safe_open.open_regular(path, path, follow=False)
+    except InspectError:
+        return os.path.islink(path) and path.endswith(".index")  # then the bundle names the link and refuses it
+    try:
+        size = os.fstat(fd).st_size
+        return size >= FOOTER_BYTES and os.pread(fd, 8, size - 8) == TABLE_MAGIC
+    finally:
+        os.close(fd)
 
 
 def prefix_of(label: str) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
 from ..model import Layer, ModelFile
-from . import tf2_checkpoint, tf_bundle
+from . import safe_open, tf2_checkpoint, tf_bundle
 from .h5safe import MAX_ATTRIBUTE_BYTES, parse_json
 from .infer import layers_from_weights
 from .keras_config import build_tree
@@ -42,8 +42,8 @@ def _small_file(path: str, label: str) -> bytes | None:
     if info.st_size > MAX_ATTRIBUTE_BYTES:
         raise UnsupportedFile(f"{os.path.basename(path)} has {info.st_size:,} bytes (more than "
                               f"{MAX_ATTRIBUTE_BYTES:,}); refusing it", label)
-    with open(path, "rb") as handle:
-        return handle.read(MAX_ATTRIBUTE_BYTES + 1)
+    # opened once without following a link, checked on the handle: a swap after the lstat above is refused
+    return safe_open.read_bounded(path, label, MAX_ATTRIBUTE_BYTES, follow=False)
 
 
 def keras_metadata(path: str, label: str) -> dict[str, Any] | None:
@@ -78,13 +78,23 @@ def untuple(value: Any) -> Any:
 
 
 def read(path: str, label: str) -> ModelFile:
-    from .legacy_h5 import _attach
-
     prefix = os.path.join(path, "variables", "variables")
     if not os.path.isfile(prefix + ".index"):
         raise UnsupportedFile("a SavedModel without variables/variables.index: it stores no weights", label)
     meta = keras_metadata(path, label)
-    bundle = tf_bundle.Bundle(prefix, label)
+    bundle = tf_bundle.Bundle(prefix, label)  # its data shards stay open (checked on the handle) while read
+    try:
+        model = _read_bundle(bundle, meta, label)
+    except BaseException:
+        bundle.close()
+        raise
+    model._closers.append(bundle.close)
+    return model
+
+
+def _read_bundle(bundle: tf_bundle.Bundle, meta: dict[str, Any] | None, label: str) -> ModelFile:
+    from .legacy_h5 import _attach
+
     if not tf2_checkpoint.has_object_graph(bundle):
         raise CorruptFile("the SavedModel's variables hold no object graph (_CHECKPOINTABLE_OBJECT_GRAPH)", label)
     found = tf2_checkpoint.variables(bundle, label)
