@@ -95,7 +95,7 @@ def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], 
 
 
 def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] | list[str] = (), trace: bool = False,
-            dtype: Any = np.float64, forget_bias: float | None = None,
+            dtype: Any = None, forget_bias: float | None = None,
             nonlinearity: str | None = None) -> dict[str, np.ndarray]:
     """Run the model in numpy with the semantics of the Keras that wrote it.
 
@@ -104,6 +104,8 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     with `layers`, only those layers (the run stops once they are computed); with `trace`, also per-step gates
     and states of recurrent layers (``lstm/i``, ``lstm/f``, ``lstm/c``, ``lstm/o``, ``lstm/cell``, ``lstm/hidden``;
     GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units).
+    `dtype`: None (the default) computes in the file's precision, like Keras (float32 weights in float32, float64
+    ones in float64); ``np.float64`` asks for a float64 reference run, ``np.float32`` for float32 whatever the file.
 
     PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
     framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features), with

@@ -180,7 +180,7 @@ def test_trace_matches_step_by_step_reference(file, layer_name):
     inputs = oracle_inputs(expected)
     with open_model(FIXTURES / file) as model:
         layer = next(l for l in model.layers if l.name == layer_name)
-        ours = run(model, inputs, trace=True)
+        ours = run(model, inputs, trace=True, dtype=np.float64)  # exact against the float64 reference
         x = next(iter(inputs.values()))
         ref = reference_steps(layer, model.keras_major, x)
     assert ref, layer_name
@@ -207,7 +207,7 @@ def test_trace_with_mask_keeps_states_on_masked_steps():
     mask = np.any(x != 0.0, axis=-1)
     assert not mask.all()  # the fixture really is padded
     with open_model(FIXTURES / "k3_masked.keras") as model:
-        ours = run(model, {"input": x}, trace=True)
+        ours = run(model, {"input": x}, trace=True, dtype=np.float64)
         first = next(l for l in model.layers if l.class_name == "LSTM")
         ref = reference_steps(first, model.keras_major, x, mask)
     for name in ("cell", "hidden"):

@@ -54,7 +54,7 @@ def test_conv_lstm_trace_matches_a_per_gate_loop(file):
     with open_model(FIXTURES / file) as model:
         layer = next(l for l in model.layers if l.name == "conv_lstm")
         cfg = layer.config
-        ours = run(model, x, trace=True)
+        ours = run(model, x, trace=True, dtype=np.float64)  # exact against the float64 loop
         act = reference.activation(cfg["activation"], model.keras_major)
         rec_act = reference.activation(cfg["recurrent_activation"], model.keras_major)
         ref = conv_reference(x, split_gates(layer).arrays(), tuple(cfg["strides"]), cfg["padding"], act, rec_act)
@@ -83,7 +83,7 @@ def test_stacked_cells_trace_per_cell(file):
     """Each cell's trace sits under the cell's path; the low cell reads x, the high cell the low cell's h_t."""
     expected = oracle(file)
     x = expected["input"]
-    out = lstm_inspect.forward(FIXTURES / file, x, trace=True)
+    out = lstm_inspect.forward(FIXTURES / file, x, trace=True, dtype=np.float64)
     with open_model(FIXTURES / file) as model:
         blocks = {l.name: split_gates(l).arrays() for l in model.layers if l.class_name.endswith("Cell")}
     low = reference.run("LSTM", x, blocks["cell_low"])

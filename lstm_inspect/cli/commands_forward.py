@@ -42,13 +42,16 @@ def _load_inputs(path: str) -> Any:
 @click.option("--trace", is_flag=True,
               help="Also write per-step gates and states of recurrent layers (<layer>/i, /f, /c, /o, /cell, /hidden; "
                    "GRU /z, /r, /h, /hidden), each (batch, time, units).")
-@click.option("--float32", "float32", is_flag=True, help="Compute in float32 like Keras (default float64).")
+@click.option("--float64", "float64", is_flag=True,
+              help="Compute in float64: a reference run (default: the file's precision, float32 for float32 weights "
+                   "like Keras).")
+@click.option("--float32", "float32", is_flag=True, help="Compute in float32 even when the weights are float64.")
 @click.option("--forget-bias", type=float, default=None,
               help="TF1 checkpoints: the forget_bias of LSTMCell / BasicLSTMCell (not stored) [default: 1.0].")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
               help="PyTorch files: torch.nn.RNN's nonlinearity (not stored in a state dict) [default: tanh].")
 def forward_command(model: str, input_path: str, output: str, layers: tuple[str, ...], trace: bool,
-                    float32: bool, forget_bias: float | None, nonlinearity: str | None) -> None:
+                    float64: bool, float32: bool, forget_bias: float | None, nonlinearity: str | None) -> None:
     """Run MODEL on the inputs in numpy and write every layer's output to an .npz keyed by layer path
     (the model's output under __output__). --layer NAME stops once that layer has run.
 
@@ -61,6 +64,8 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 
     from ..output_paths import NPZ, checked_output
 
+    if float64 and float32:
+        raise click.UsageError("--float64 and --float32 exclude each other")
     checked_output(output, NPZ)  # refused before the run
     inputs = _load_inputs(input_path)
 
@@ -74,8 +79,9 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
             notes = native_forward.stated_defaults(opened, layers, forget_bias, nonlinearity) if native else []
             if not native:
                 select_layers(opened, layers)  # a --layer that matches nothing, before the inputs are checked
-        result = forward(model, inputs, layers=layers, trace=trace, dtype=np.float32 if float32 else np.float64,
-                         forget_bias=forget_bias, nonlinearity=nonlinearity)
+        dtype = np.float64 if float64 else np.float32 if float32 else None  # None: the file's precision
+        result = forward(model, inputs, layers=layers, trace=trace, dtype=dtype, forget_bias=forget_bias,
+                         nonlinearity=nonlinearity)
         write_npz(result, output)
         return len(result), notes
 

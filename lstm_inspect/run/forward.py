@@ -7,7 +7,8 @@ Every layer's output is keyed by its layer path (``encoder/enc_lstm_a``); layers
 ``return_state``, a Bidirectional with ``merge_mode=None``) use ``<path>/0``, ``<path>/1``, ... The model's own
 output is ``__output__`` (``__output__/0``, ``__output__/1``, ... for several).
 
-Computation runs in float64 by default (``dtype=np.float32`` reproduces Keras's float32 rounding more closely).
+Computation runs in the file's precision by default, like Keras: float32 weights in float32, float64 weights in
+float64 (`precision.py`); ``dtype=np.float64`` asks for a float64 reference run.
 Recurrent layers are vectorised the way Keras's own kernels are: the input projection ``x · kernel + bias`` for
 every time step at once, then one ``h · recurrent_kernel`` matmul per step for all gates together. Every recurrent
 layer runs through one loop over `RecurrentCell`s rebuilt from its gate blocks: LSTM / GRU / SimpleRNN, the legacy
@@ -31,6 +32,7 @@ from ..errors import InspectError
 from ..model import Layer, ModelFile, no_layer_matches
 from .layer_ops import LAYER_FUNCS as BASIC_FUNCS, MERGE_CLASSES, Value, as_list, combine_masks, merge
 from .layer_ops_conv import CONV_FUNCS
+from .precision import compute_dtype
 from .recurrent import CELL_CLASSES, RECURRENT_CLASSES, RecurrentLayers
 
 OUTPUT_KEY = "__output__"
@@ -400,12 +402,13 @@ def match_inputs(specs: list[InputSpec], inputs: Any) -> list[np.ndarray]:
 
 
 def run(model: ModelFile, inputs: Any, layers: Sequence[str] = (), trace: bool = False,
-        dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        dtype: Any = None) -> dict[str, np.ndarray]:
     """Run `model` on `inputs` (an array, a list in input order, or a dict keyed by input name).
 
     Returns every layer's output keyed by layer path and the model's output under ``__output__``. With `layers`,
     only the outputs of layers whose path contains one of the names, and the run stops once they are computed.
     With `trace`, also ``<recurrent layer path>/<gate or state>`` arrays of shape (batch, time, units).
+    `dtype`: float32 or float64; None (the default) computes in the file's precision (float32 for float32 weights).
     """
     try:
         return _run(model, inputs, layers, trace, dtype)
@@ -425,7 +428,7 @@ def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtyp
         if not matched:
             raise no_layer_matches(layers, [layer.key for layer in model.layers], model.path)
         wanted = set(matched)
-    state = _Run(model.keras_major, np.dtype(dtype), trace, wanted)
+    state = _Run(model.keras_major, compute_dtype(dtype, model.layers), trace, wanted)
     finished = False
     try:
         root = model.root

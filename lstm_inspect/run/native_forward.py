@@ -21,6 +21,7 @@ import numpy as np
 from .. import gates
 from ..errors import InspectError
 from ..model import Layer, ModelFile, no_layer_matches
+from .precision import compute_dtype
 
 TORCH_DEFAULT_NONLINEARITY = "tanh"
 TF1_DEFAULT_FORGET_BIAS = 1.0
@@ -106,13 +107,14 @@ def select(model: ModelFile, patterns: tuple[str, ...] | list[str]) -> list[Laye
     return chosen
 
 
-def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (), dtype: Any = np.float64,
+def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (), dtype: Any = None,
         forget_bias: float | None = None, nonlinearity: str | None = None,
         trace: bool = False) -> dict[str, np.ndarray]:
     """Every selected module run on X (batch, time, features); keys as docs/forward.md lists them. With `trace`,
-    also each layer-direction's gates and states per step (`Direction.trace`)."""
-    x = single_input(inputs, model.path).astype(dtype)
+    also each layer-direction's gates and states per step (`Direction.trace`). `dtype` None: the file's precision."""
     chosen = select(model, layers)
+    dtype = compute_dtype(dtype, chosen)
+    x = single_input(inputs, model.path).astype(dtype)
     check_fits(model, chosen, x)
     results: dict[str, np.ndarray] = {}
     for module in chosen:
@@ -120,9 +122,11 @@ def run(model: ModelFile, inputs: Any, layers: tuple[str, ...] | list[str] = (),
     return results
 
 
-def run_module(module: Layer, x: np.ndarray, dtype: Any = np.float64, forget_bias: float | None = None,
+def run_module(module: Layer, x: np.ndarray, dtype: Any = None, forget_bias: float | None = None,
                nonlinearity: str | None = None, trace: bool = False) -> dict[str, np.ndarray]:
-    """One module (from `modules`) on X (batch, time, features) with its framework's semantics."""
+    """One module (from `modules`) on X (batch, time, features) with its framework's semantics, in `dtype`
+    (None: the module's stored precision)."""
+    dtype = compute_dtype(dtype, [module])
     x = np.asarray(x).astype(dtype)
     traced: dict[str, np.ndarray] | None = {} if trace else None
     if module.children and module.children[0].class_name in _TORCH_LEAVES:

@@ -208,7 +208,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         if model.kind == "tflite" and model.has_config:
             specs = input_specs(model)
             values = match_inputs(specs, make_inputs(model, batch, steps, seed) if inputs is None else inputs)
-            return _run_tflite(label, run(model, values), specs, values, rtol, atol,
+            return _run_tflite(label, run(model, values, dtype=np.float64), specs, values, rtol, atol,
                                run(model, values, dtype=np.float32) if rtol is None and atol is None else None)
         savedmodel = model.kind == "tf-savedmodel" and model.has_config  # tf-keras loads its own SavedModels
         if model.kind not in KERAS_KINDS and not savedmodel:
@@ -226,7 +226,7 @@ def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, ste
         specs = input_specs(model)
         values = match_inputs(specs, inputs)
         note(f"numpy: running {len(model.layers)} layers")
-        ours = run(model, values)
+        ours = run(model, values, dtype=np.float64)
         ours32 = run(model, values, dtype=np.float32) if rtol is None and atol is None else None
         file_version = model.keras_version
         cudnn = [f"{layer.key} ({layer.class_name})" for layer in model.layers if layer.class_name in CUDNN_CLASSES]
