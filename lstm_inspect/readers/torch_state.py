@@ -5,7 +5,9 @@
 ``<module>.weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, for an LSTM with
 ``proj_size``, ``weight_hr_l{k}``. Each becomes a container layer (class ``torch.nn.LSTM``...) named by its module
 path, holding one leaf per layer and direction (``l0``, ``l0_reverse``, ``l1``...) of class ``TorchLSTM`` /
-``TorchGRU`` / ``TorchRNN``, which `gates.split` splits. Other parameters are grouped by module path and listed raw.
+``TorchGRU`` / ``TorchRNN``, which `gates.split` splits. ``torch.nn.LSTMCell`` / ``GRUCell`` / ``RNNCell`` store the
+same arrays without the ``_l{k}`` suffix: a container of class ``torch.nn.LSTMCell`` ... holding one such leaf,
+``cell``. Other parameters are grouped by module path and listed raw.
 Here a pickled file is never opened without torch: only ``torch.load(..., weights_only=True)`` reads it.
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ..model import Layer, ModelFile, Tensor
 
 _RNN_PARAM = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
                         r"_l(?P<k>\d+)(?P<rev>_reverse)?$")
+#: ``torch.nn.LSTMCell`` / ``GRUCell`` / ``RNNCell``: the same arrays without the layer suffix.
+_CELL_PARAM = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<role>weight_ih|weight_hh|bias_ih|bias_hh)$")
 FAMILY_BY_GATES = {4: "LSTM", 3: "GRU", 1: "RNN"}
 LEAF_CLASS = {"LSTM": "TorchLSTM", "GRU": "TorchGRU", "RNN": "TorchRNN"}
 
@@ -29,6 +33,7 @@ def build_model(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[s
     root = Layer(name="model", class_name="StateDict", path=())
     model = ModelFile(path=path, kind=kind, root=root, has_config=False)
     groups: dict[str, dict[tuple[int, bool], dict[str, Tensor]]] = {}
+    cells: dict[str, dict[str, Tensor]] = {}
     others: dict[str, list[Tensor]] = {}
     # (kind, prefix) in first-seen order; dicts and sets keep this linear (a list here was quadratic: 40,000
     # one-tensor prefixes took minutes)
@@ -40,10 +45,19 @@ def build_model(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[s
             slot = groups.setdefault(prefix, {}).setdefault((int(match["k"]), bool(match["rev"])), {})
             slot[match["role"]] = tensor
             order.setdefault(("rnn", prefix))
+        elif match := _CELL_PARAM.match(tensor.name):
+            prefix = match["prefix"] or ""
+            cells.setdefault(prefix, {})[match["role"]] = tensor
+            order.setdefault(("cell", prefix))
         else:
             prefix, _, _ = tensor.name.rpartition(".")
             others.setdefault(prefix, []).append(tensor)
             order.setdefault(("other", prefix))
+    cell_modules = {}
+    for prefix, params in cells.items():
+        cell_modules[prefix] = _cell_module(prefix, params, others.get(prefix, []), model.warnings)
+        if cell_modules[prefix] is None:  # not a cell: its parameters are listed raw with the others of the prefix
+            others.setdefault(prefix, []).extend(params.values())
     listed_groups: set[str] = set()
     for what, prefix in order:
         if what == "rnn":
@@ -54,6 +68,9 @@ def build_model(path: str, kind: str, tensors: list[Tensor], metadata: Mapping[s
             # not a recognisable RNN module: its parameters are listed raw with the other ones of that prefix
             listed = others.setdefault(prefix, [])
             listed.extend(t for slot in groups[prefix].values() for t in slot.values())
+        if what == "cell" and cell_modules[prefix] is not None:
+            root.children.append(cell_modules[prefix])
+            continue
         name = prefix or "(top level)"
         if prefix in others and name not in listed_groups:
             listed_groups.add(name)
@@ -113,6 +130,41 @@ def _rnn_module(prefix: str, slots: dict[tuple[int, bool], dict[str, Tensor]], w
     for leaf in container.children:  # recognised: name each tensor by its parameter name inside the module
         for tensor in leaf.weights:
             tensor.name = tensor.name[len(prefix) + 1:] if prefix else tensor.name
+    return container
+
+
+def _cell_module(prefix: str, params: dict[str, Tensor], beside: list[Tensor], warnings: list[str]) -> Layer | None:
+    """A ``torch.nn.LSTMCell`` / ``GRUCell`` / ``RNNCell``: a container of class ``torch.nn.LSTMCell`` ... holding
+    one leaf ``cell`` of class ``TorchLSTM`` ..., which splits like a one-layer module (a cell stepped over a
+    sequence is that module). Anything else under the prefix keeps the parameters raw."""
+    ih, hh = params.get("weight_ih"), params.get("weight_hh")
+    label = prefix or "(top level)"
+    if ih is None or hh is None or beside or len(ih.shape) != 2 or len(hh.shape) != 2:
+        if ih is not None and hh is not None and not beside:
+            warnings.append(f"{label}: weight_ih {ih.shape} / weight_hh {hh.shape} are not matrices; listed raw")
+        return None
+    hidden = hh.shape[1]
+    gates = hh.shape[0] // hidden if hidden else 0
+    family = FAMILY_BY_GATES.get(gates) if hidden and hh.shape[0] == gates * hidden else None
+    expected = {"weight_ih": (gates * hidden, ih.shape[1]), "weight_hh": (gates * hidden, hidden)}
+    if "bias_ih" in params or "bias_hh" in params:
+        expected.update({"bias_ih": (gates * hidden,), "bias_hh": (gates * hidden,)})
+    got = {role: t.shape for role, t in params.items()}
+    if family is None or got != expected:
+        warnings.append(f"{label}: parameters named like torch.nn.LSTMCell/GRUCell/RNNCell ({got}) do not hold 4, 3 "
+                        f"or 1 gates of {hidden} units with matching shapes; listed raw")
+        return None
+    name = prefix or f"{family.lower()}_cell"
+    has_bias = "bias_ih" in params
+    container = Layer(name=name, class_name=f"torch.nn.{family}Cell", path=(name,),
+                      config={"input_size": ih.shape[1], "hidden_size": hidden, "num_layers": 1,
+                              "bidirectional": False, "proj_size": 0, "bias": has_bias})
+    weights = [params[role] for role in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if role in params]
+    for tensor in weights:
+        tensor.name = tensor.name[len(prefix) + 1:] if prefix else tensor.name
+    container.children.append(Layer(
+        name="cell", class_name=LEAF_CLASS[family], path=(name, "cell"), weights=weights,
+        config={"units": hidden, "layer": 0, "direction": "forward", "proj_size": 0, "use_bias": has_bias}))
     return container
 
 

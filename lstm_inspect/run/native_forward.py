@@ -154,7 +154,7 @@ def stated_defaults(model: ModelFile, layers: tuple[str, ...] | list[str], forge
         leaf = module.children[0].class_name if module.children else module.class_name
         if leaf == "TorchRNN":
             value = nonlinearity or TORCH_DEFAULT_NONLINEARITY
-            notes.append(f"{module.key}: torch.nn.RNN run with nonlinearity={value!r}"
+            notes.append(f"{module.key}: {module.class_name} run with nonlinearity={value!r}"
                          + (" (torch's default; a state dict does not store it: --nonlinearity relu for the other)"
                             if nonlinearity is None else ""))
         if leaf in ("TF1LSTMCell", "TF1BasicLSTMCell"):

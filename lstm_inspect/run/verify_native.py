@@ -1,7 +1,8 @@
 """`verify` on files with no Keras graph: each recurrent module run by its own framework, compared with `forward`.
 
 - torch state dicts (and torch-layout exports): a ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` built from the module's
-  shapes, ``load_state_dict(strict=True)`` with the file's tensors, run in float64 with ``batch_first=True``.
+  shapes, ``load_state_dict(strict=True)`` with the file's tensors, run in float64 with ``batch_first=True``; a
+  ``torch.nn.LSTMCell`` / ``GRUCell`` / ``RNNCell`` the same way, stepped over the sequence by a loop.
 - ONNX models (and onnx-layout exports): a graph of the module's recurrent node(s) — the node's own attributes copied
   from the ``.onnx`` file (from the export's metadata for arrays files), its W, R, B, P — run by onnxruntime in
   float32; the per-layer nodes of a torch.onnx.export module chained by Transpose + Reshape as torch writes them.
@@ -85,6 +86,8 @@ def _torch_outputs(module: Layer, x: np.ndarray, nonlinearity: str) -> dict[str,
 
     family = module.class_name.rsplit(".", 1)[-1]
     config = module.config
+    if family.endswith("Cell"):
+        return _torch_cell_outputs(torch, module, x, nonlinearity)
     options: dict[str, Any] = dict(input_size=int(config["input_size"]), hidden_size=int(config["hidden_size"]),
                                    num_layers=int(config["num_layers"]), bias=bool(config["bias"]),
                                    batch_first=True, bidirectional=bool(config["bidirectional"]))
@@ -102,6 +105,31 @@ def _torch_outputs(module: Layer, x: np.ndarray, nonlinearity: str) -> dict[str,
     result = {f"{module.key}/output": output.numpy(), f"{module.key}/h_n": h_n.numpy()}
     if c_n is not None:
         result[f"{module.key}/c_n"] = c_n.numpy()
+    return result
+
+
+def _torch_cell_outputs(torch: Any, module: Layer, x: np.ndarray, nonlinearity: str) -> dict[str, np.ndarray]:
+    """A ``torch.nn.LSTMCell`` / ``GRUCell`` / ``RNNCell`` stepped over the sequence by a loop, as torch code runs a
+    cell; keyed like the one-layer module it equals (output, h_n / c_n with a leading axis of 1)."""
+    family = module.class_name.rsplit(".", 1)[-1]
+    config = module.config
+    options: dict[str, Any] = dict(input_size=int(config["input_size"]), hidden_size=int(config["hidden_size"]),
+                                   bias=bool(config["bias"]))
+    if family == "RNNCell":
+        options["nonlinearity"] = nonlinearity
+    cell = getattr(torch.nn, family)(**options).double()
+    cell.load_state_dict({t.name: torch.from_numpy(np.array(t.read(), dtype=np.float64))
+                          for t in module.children[0].weights}, strict=True)
+    state = None
+    outputs = []
+    with torch.no_grad():
+        for step in torch.from_numpy(np.asarray(x, dtype=np.float64)).unbind(1):
+            state = cell(step, state)
+            outputs.append(state[0] if isinstance(state, tuple) else state)
+    h, c = state if isinstance(state, tuple) else (state, None)
+    result = {f"{module.key}/output": torch.stack(outputs, 1).numpy(), f"{module.key}/h_n": h[None].numpy()}
+    if c is not None:
+        result[f"{module.key}/c_n"] = c[None].numpy()
     return result
 
 
