@@ -95,7 +95,7 @@ def test_cell_forward_equals_torch(name, steps, tmp_path):
     nonlinearity = "relu" if name.endswith("relu") else None
     with open_model(path) as model:
         (module,) = native_forward.modules(model)
-        got = native_forward.run(model, x, nonlinearity=nonlinearity)
+        got = native_forward.run(model, x, dtype=np.float64, nonlinearity=nonlinearity)
     key = module.key
     output, h, c = torch_steps(cell, x)
     np.testing.assert_allclose(got[f"{key}/output"], output, rtol=1e-12, atol=1e-13)
