@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from . import exporter as _export
 from . import report as _report
 from .errors import InspectError
 from .model import select_layers
@@ -38,6 +37,8 @@ def export_arrays(path: str | os.PathLike[str], layers: tuple[str, ...] | list[s
     """Every weight as ``{"<layer path>/<block>": array}``, the keys `lstm-inspect export` writes. With `fused`:
     Keras's fused ``kernel`` / ``recurrent_kernel`` / ``bias`` per recurrent layer, converted for torch / ONNX /
     TF1 files (`forget_bias` required for TF1 LSTM cells)."""
+    from . import exporter as _export  # loaded by the commands that write arrays only
+
     with open_model(path) as model:
         return _export.export_arrays(model, layers, fused, forget_bias)
 
@@ -46,6 +47,8 @@ def export(path: str | os.PathLike[str], output: str | os.PathLike[str], layers:
            fused: bool = False, forget_bias: float | None = None) -> list[str]:
     """Write the arrays of `export_arrays` to an .npz (or .safetensors) file, streaming each from the model file in
     bounded chunks; returns the keys written."""
+    from . import exporter as _export  # loaded by the commands that write arrays only
+
     with open_model(path) as model:
         sources = _export.export_sources(model, layers, fused, forget_bias)
         if not sources:
@@ -77,6 +80,8 @@ def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     """`lstm-inspect export --layout`: write `convert`'s arrays to .npz / .safetensors; returns the `Converted`.
     ``keras``: `export` (gate blocks; None is returned), or with `fused` Keras's fused arrays for every layer,
     returning the conversion of the torch / ONNX / TF1 layers (how to build each Keras layer)."""
+    from . import exporter as _export  # loaded by the commands that write arrays only
+
     if layout == "keras" and not fused:
         export(path, output, layers)
         return None

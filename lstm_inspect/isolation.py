@@ -1,9 +1,11 @@
 """Run the parsing of an untrusted file in a child process, so that what no Python code can catch — a segfault or
 an endless loop inside libhdf5, a runaway allocation — costs that one file, not the whole run.
 
-The child is forked from the running process (numpy and h5py already imported, so it starts in milliseconds), gets
-an address-space limit, and sends its result back as JSON: the parent never unpickles anything the child says,
-since a child that read a hostile file is not trusted either. Where fork is not available (Windows) the work runs
+The child is forked from the running process and imports what reading needs before anything else: for one file
+the child alone pays for numpy and h5py (the parent only shows the answer); a run over many files loads it all in
+the parent once (`preload_every_reader`), so that no child imports anything again. The child gets an address-space
+limit, and sends its result back as JSON: the parent never unpickles anything the child says, since a child that
+read a hostile file is not trusted either. Where fork is not available (Windows) the work runs
 in-process.
 """
 from __future__ import annotations
@@ -45,7 +47,6 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     """
     if not available():
         return func(*args)
-    _preload()
     read_end, write_end = os.pipe()
     # The garbage collector must not run, in the child, the finalizers of objects the parent let go of: a native
     # runtime's object (an onnxruntime session, a TensorFlow graph) waits in its destructor on threads that do not
@@ -130,13 +131,41 @@ def _max_fd() -> int:
 
 
 def _preload() -> None:
-    """Import what reading and checking use before forking: every child then starts with it loaded instead of
-    importing it again (tens of milliseconds per file), and under its memory limit a child may not be able to map
-    new shared libraries."""
+    """Import what reading uses, in a child before its memory limit is set (under it, a child may not be able to
+    map new shared libraries). A command that reads one file leaves it to the child, which imports it once and
+    alone: imported in the parent before the fork, each page of it that the child then writes would be copied for
+    the child. A run over many files calls `preload_every_reader` first, and its children find all loaded."""
+    import faulthandler  # noqa: F401  (the child switches it off)
+    import resource  # noqa: F401  (the child's memory limit)
+
     from . import gates, report  # noqa: F401  (check's CLI has loaded `analysis.check` already)
     from .analysis import notes, stats  # noqa: F401
     from .readers import keras_config  # noqa: F401
-    from .readers import archive, h5safe, infer, keras3, legacy_h5  # noqa: F401
+    from .readers import archive, h5safe, infer, keras3, legacy_h5, polyglot, safe_open  # noqa: F401
+
+
+#: Imported by `preload_every_reader` besides every reader and analysis module: what they load on first use
+#: (numpy loads `numpy.ma` on the first `np.median`; zipfile the cp437 codec for a name without the UTF-8 flag;
+#: HDF5 names decode as ASCII; the report names a model's inputs with `run.forward`).
+_MANY_FILES = ("numpy.ma", "pickletools", "encodings.cp437", "encodings.ascii", "lstm_inspect.api",
+               "lstm_inspect.run.forward")
+
+
+def preload_every_reader() -> None:
+    """Import every reader and analysis module (and what they load on first use) in this process, once: for a run
+    over many files, whose children would otherwise each import the same modules again (`check` over 1,000 files).
+    No reader imports a framework (torch, onnx, TensorFlow) at module level, so this loads none."""
+    import importlib
+    import pkgutil
+
+    from . import analysis, readers
+
+    _preload()
+    for package in (readers, analysis):
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    for name in _MANY_FILES:
+        importlib.import_module(name)
 
 
 def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_memory: int | None) -> None:
@@ -146,6 +175,7 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_
 
         faulthandler.disable()  # a crash here is reported by the parent, in one line
         limits.mark_child()
+        _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
         if max_memory:
             limits.limit_memory(max_memory)
         try:

@@ -134,6 +134,10 @@ class _Bytes(click.ParamType):
         return size
 
 
+#: --chunk-size's default, model.CHUNK_BYTES's (not imported from there: the model module loads numpy).
+DEFAULT_CHUNK_BYTES = 32 << 20
+
+
 @click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="lstm-inspect")
 @click.option("--traceback", is_flag=True,
@@ -142,7 +146,7 @@ class _Bytes(click.ParamType):
               help="Seconds one file may take to read before it is given up (reading runs in a child process).")
 @click.option("--max-memory", type=_Bytes(), default="4G", show_default=True,
               help="Memory one file's reading may use (child process address-space limit).")
-@click.option("--chunk-size", type=_Bytes(), default="32M", show_default=True,
+@click.option("--chunk-size", type=_Bytes(), default=DEFAULT_CHUNK_BYTES, show_default="32M",
               help="Bytes of an array read at once by the commands that read every value (statistics, check, "
                    "snapshot, export, diff); memory use stays near this, whatever the file's size.")
 @click.option("--no-isolation", is_flag=True,
@@ -156,12 +160,17 @@ def cli(traceback: bool, timeout: float, max_memory: int, chunk_size: int, no_is
 
     `lstm-inspect MODEL` is short for `lstm-inspect inspect MODEL`.
     """
-    from .. import model
-    from ..render.text import set_color
+    # Only what this run changes: importing the model (numpy) or the renderer (rich) here would make `--help`,
+    # `check --list-rules` and `inspect --json` pay for what they never use. (A module loaded already, by an
+    # earlier in-process run, is reset.)
+    if chunk_size != DEFAULT_CHUNK_BYTES or "lstm_inspect.model" in sys.modules:
+        from .. import model
 
-    model.CHUNK_BYTES = chunk_size
+        model.CHUNK_BYTES = chunk_size
+    if color != "auto" or "lstm_inspect.render.text" in sys.modules:
+        from ..render.text import set_color
 
-    set_color(color)
+        set_color(color)
     if pager:
         _page_output(click.get_current_context(), color)
 

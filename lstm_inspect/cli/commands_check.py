@@ -190,6 +190,10 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
     from ..analysis import check
 
     settings = isolation_settings()
+    if not settings["in_process"] and len(files) > 1:
+        from .. import isolation
+
+        isolation.preload_every_reader()  # once here, not in every child
 
     def check_one(path: str) -> Any:
         try:

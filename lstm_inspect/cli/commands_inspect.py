@@ -17,11 +17,17 @@ from ..text_safety import dumps, visible
 @click.option("--no-stats", is_flag=True, help="Shapes only: read no tensor data.")
 def inspect_command(model: str, layers: tuple[str, ...], as_json: bool, no_stats: bool) -> None:
     """Show the layer tree, parameter counts and per-gate blocks of MODEL."""
-    from ..api import inspect
-
-    report = isolated(inspect, model, layers, not no_stats, label=model)
+    report = isolated(_inspect_data, model, layers, not no_stats, label=model)
     report["file"] = shown_path(report["file"])
     _emit_report(report, as_json)
+
+
+def _inspect_data(model: str, layers: tuple[str, ...], stats: bool) -> dict[str, Any]:
+    """The report, read in the isolated child: the reading modules (numpy, h5py, the readers) are imported there,
+    and this process, which only shows the answer, never loads them."""
+    from ..api import inspect
+
+    return inspect(model, layers, stats)
 
 
 @cli.command("export")
