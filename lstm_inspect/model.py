@@ -55,6 +55,12 @@ class Tensor:
     _read_part: Callable[[tuple, np.ndarray | None], np.ndarray] | None = field(default=None, repr=False)
     """``(index, out)`` -> the values at `index` (a tuple of slices / ints), read into `out` when given: set by
     readers that can read part of an array from the file (HDF5 hyperslabs)."""
+    _mapped: Callable[[], tuple[int, int] | None] | None = field(default=None, repr=False)
+    """``()`` -> ``(file descriptor, byte offset)`` when the array's values lie in the file as one C-order run of
+    its dtype, in native byte order (an uncompressed contiguous HDF5 dataset, a .safetensors tensor, a stored .npz
+    member, a contiguous torch storage view), else None: set by readers that can tell. Large arrays are then read
+    through a read-only memory map of the file, a row chunk at a time (no copy; `_mapped_rows`); `read` still
+    reads the whole array."""
 
     @property
     def size(self) -> int:
@@ -81,6 +87,11 @@ class Tensor:
 
     def read_part(self, index: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """The values at `index`, reading only them from the file when the reader can (into `out` when given)."""
+        place = self._place()
+        if place is not None:
+            value = _read_mapped(place, self.shape, np.dtype(self.dtype), index, out)
+            if value is not None:
+                return value
         if self._read_part is None or self._value is not None or self.nbytes <= CACHE_BYTES:
             value = self.read()[index]
             if out is None:
@@ -88,6 +99,17 @@ class Tensor:
             out[...] = value
             return out
         return self._read_part(index, out)
+
+    @property
+    def mapped(self) -> bool:
+        """True when `row_chunks` reads this array through a memory map of the file (a pass over it costs no copy)."""
+        return self._place() is not None
+
+    def _place(self) -> tuple[int, int] | None:
+        """Where a large array's values lie in the file for a memory map (`_mapped`), or None."""
+        if self._mapped is None or self._value is not None or self.nbytes <= CACHE_BYTES:
+            return None
+        return self._mapped()
 
     def row_chunks(self, max_bytes: int | None = None, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row, rows)``: the array in pieces along its first axis, `rows` rows at a time or at most
@@ -98,6 +120,10 @@ class Tensor:
             return
         if rows is None:
             rows = max(1, (max_bytes or CHUNK_BYTES) // max(1, self.nbytes // self.shape[0]))
+        place = self._place()
+        if place is not None:
+            yield from _mapped_rows(place, self.shape, np.dtype(self.dtype), rows)
+            return
         if self._read_part is None or self._value is not None or rows >= self.shape[0]:
             value = self.read()
             for start in range(0, self.shape[0], rows):
@@ -111,6 +137,82 @@ class Tensor:
     def release(self) -> None:
         """Forget the cached values (the next `read()` reads the file again): bounds memory over many layers."""
         self._value = None
+
+
+def _mapped_rows(place: tuple[int, int], shape: tuple[int, ...], dtype: np.dtype, rows: int, low: int = 0,
+                 high: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, rows)`` of an array stored as one C-order run at ``place`` = (file descriptor, byte offset),
+    rows [low, high) `rows` at a time, each a read-only view of a memory map of the file: no copy is made, and each
+    map is dropped from the process's memory (MADV_DONTNEED, then unmapped) when the next is made, so resident
+    memory stays at one chunk. A view kept past that reads the file again when touched. The reader checked that the
+    run lies inside the file (a file truncated while mapped would fault: the isolated reader reports the crash)."""
+    import mmap
+
+    fd, offset = place
+    per_row = element_count(shape[1:])
+    row_bytes = per_row * dtype.itemsize
+    high = shape[0] if high is None else high
+    previous = None
+    try:
+        for start in range(low, high, rows):
+            stop = min(high, start + rows)
+            first = offset + start * row_bytes
+            base = first - first % mmap.ALLOCATIONGRANULARITY
+            mapping = mmap.mmap(fd, offset + stop * row_bytes - base, access=mmap.ACCESS_READ, offset=base)
+            _unmap(previous)
+            previous = mapping
+            values = np.frombuffer(mapping, dtype=dtype, count=(stop - start) * per_row, offset=first - base)
+            yield start, values.reshape((stop - start, *shape[1:]))
+            del values
+    finally:
+        _unmap(previous)
+
+
+def _unmap(mapping: Any) -> None:
+    if mapping is None:
+        return
+    import mmap
+
+    try:
+        mapping.madvise(getattr(mmap, "MADV_DONTNEED"))  # out of resident memory even while a view refers to it
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        mapping.close()
+    except BufferError:
+        pass  # a view still refers to the map: it is unmapped when the last view goes
+
+
+def _read_mapped(place: tuple[int, int], shape: tuple[int, ...], dtype: np.dtype, index: tuple,
+                 out: np.ndarray | None) -> np.ndarray | None:
+    """The values at `index` (ints and step-1 slices on the first axis, anything numpy takes after it) copied from
+    mapped row chunks into `out` (or a new array); None when the index is of another kind."""
+    index = index if isinstance(index, tuple) else (index,)
+    if any(part is Ellipsis for part in index):
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
+    if not index or len(index) > len(shape):
+        return None
+    first, rest = index[0], index[1:]
+    if isinstance(first, (int, np.integer)) and -shape[0] <= first < shape[0]:
+        low = int(first) + (shape[0] if first < 0 else 0)
+        high = low + 1
+    elif isinstance(first, slice) and first.indices(shape[0])[2] == 1:
+        low, high, _ = first.indices(shape[0])
+        high = max(low, high)
+    else:
+        return None
+    if not all(isinstance(part, (slice, int, np.integer)) for part in rest):
+        return None
+    selected = np.broadcast_to(np.empty((), dtype=np.bool_), shape)[index].shape
+    if out is None:
+        out = np.empty(selected, dtype=dtype)
+    target = out[np.newaxis] if isinstance(first, (int, np.integer)) else out
+    rows = max(1, CHUNK_BYTES // max(1, element_count(shape[1:]) * dtype.itemsize))
+    for start, chunk in _mapped_rows(place, shape, dtype, rows, low, high):
+        target[start - low:start - low + chunk.shape[0]] = chunk[(slice(None),) + rest]
+        del chunk
+    return out
 
 
 @dataclass(eq=False)

@@ -109,3 +109,51 @@ def test_full_read_commands_under_a_small_limit(big, command, tmp_path):
         assert np.array_equal(load_file(str(tmp_path / "e.safetensors"))["lstm/U_o"], expected)
     if command == "diff":
         assert "identical" in result.stdout.lower()
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory) -> dict[str, Path]:
+    """A torch ``nn.LSTM(2048, 2048)`` state dict (128 MiB, two 64 MiB arrays), values drawn from N(0, 0.05), saved
+    by torch (.pt), by safetensors (.safetensors) and by numpy (np.savez: stored members, .npz)."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = tmp_path_factory.mktemp("flat")
+    torch.manual_seed(14)
+    lstm = torch.nn.LSTM(2048, 2048, batch_first=True)
+    with torch.no_grad():
+        for parameter in lstm.parameters():
+            parameter.normal_(0, 0.05)
+    state = {key: value.contiguous() for key, value in lstm.state_dict().items()}
+    torch.save(state, out / "lstm.pt")
+    save_file(state, str(out / "lstm.safetensors"))
+    np.savez(out / "lstm.npz", **{key: value.numpy() for key, value in state.items()})
+    return {"pt": out / "lstm.pt", "safetensors": out / "lstm.safetensors", "npz": out / "lstm.npz",
+            "U_f": state["weight_hh_l0"][2048:4096].numpy().T.copy()}
+
+
+@pytest.mark.parametrize("kind", ["pt", "safetensors", "npz"])
+@pytest.mark.parametrize("command", ["json", "check", "export", "diff"])
+def test_flat_formats_under_a_small_limit(flat, kind, command, tmp_path):
+    """The arrays of a .pt / .safetensors / .npz are read a row chunk at a time (a memory map of the file's plain
+    runs), not whole: under --max-memory 100M, whose address space cannot hold a 64 MiB array next to the rest."""
+    path = str(flat[kind])
+    args = {"json": ["inspect", "--json", path], "check": ["check", "--format", "json", path],
+            "export": ["export", path, "-o", str(tmp_path / "e.npz")], "diff": ["diff", path, path]}[command]
+    result, peak = run_cli("--max-memory", "100M", *args)
+    assert result.returncode == 0, result.stderr
+    assert peak < 200 << 20, f"peak RSS {peak / 2**20:.0f} MiB"
+    if command == "json":
+        layer = next(entry for entry in json.loads(result.stdout)["layers"] if entry["recurrent"])
+        stats = next(b for b in layer["recurrent"]["blocks"] if b["key"] == "U_f")["stats"]
+        expected = flat["U_f"].astype(np.float64)
+        assert stats["max"] == expected.max() and stats["min"] == expected.min()
+        assert stats["std"] == pytest.approx(expected.std(), rel=1e-9)
+    if command == "check":
+        assert json.loads(result.stdout)["summary"]["passed"] == 1
+    if command == "export":
+        with np.load(tmp_path / "e.npz") as exported:
+            key = next(k for k in exported.files if k.endswith("U_f"))
+            assert np.array_equal(exported[key], flat["U_f"])
+    if command == "diff":
+        assert "identical" in result.stdout.lower()

@@ -68,10 +68,13 @@ SPECTRAL_MAX_STEPS = 64
 SPECTRAL_TOL = 3e-4
 #: A block larger than this many times --chunk-size is not held in memory: each step streams it from the file.
 SPECTRAL_IN_MEMORY_CHUNKS = 4
+#: The check rule stops early on a block once the chance that σ₁ is above its limit, given the Lanczos estimate so
+#: far, is at most this (Kuczyński & Woźniakowski's bound for a random start vector; `_lanczos`).
+SPECTRAL_RISK = 1e-9
 
 
 def spectral_norm(matrix: Any, tol: float = SPECTRAL_TOL, max_steps: int = SPECTRAL_MAX_STEPS, seed: int = 0,
-                  exact_below: int = 256) -> float:
+                  exact_below: int = 256, limit: float | None = None) -> float:
     """The largest singular value σ₁ of an array reshaped to (-1, last axis), or of a gate `Block` / `Tensor`.
 
     Exact (SVD) when the smaller side is at most `exact_below`. Otherwise Lanczos on AᵀA, in the array's own
@@ -80,10 +83,14 @@ def spectral_norm(matrix: Any, tol: float = SPECTRAL_TOL, max_steps: int = SPECT
     relative, or after `max_steps` steps. Measured (tests/test_check_rules.py, docs/check.md): always from below;
     within 1e-4 relative of the SVD on the fixtures, 0.1-0.2% on Gaussian 1024-4096 square blocks (the hardest
     case: no gap between the top singular values), in 20-30 steps. A block larger than a few chunks is streamed
-    (`spectral_norms`)."""
+    (`spectral_norms`).
+
+    With a `limit`, the iteration may stop as soon as σ₁ ≤ limit is all but certain (`_lanczos`): the value returned
+    is then a lower bound of σ₁ that is at most the limit, not σ₁ within the accuracy above. Blocks above the limit
+    always get the converged value."""
     if hasattr(matrix, "row_chunks") and not isinstance(matrix, np.ndarray):
         if _streamable(matrix, exact_below):
-            return spectral_norms([matrix], tol, max_steps, seed)[0]
+            return spectral_norms([matrix], tol, max_steps, seed, limit)[0]
         matrix = matrix.read()
     a = np.asarray(matrix)
     if a.ndim != 2:
@@ -93,7 +100,7 @@ def spectral_norm(matrix: Any, tol: float = SPECTRAL_TOL, max_steps: int = SPECT
     if min(a.shape) <= exact_below:
         return float(np.linalg.norm(a.astype(np.float64), ord=2))
     a = a.astype(_work_dtype(a.dtype), copy=False)
-    run = _lanczos(a.shape[1], a.dtype, tol, max_steps, seed)
+    run = _lanczos(a.shape[1], a.dtype, tol, max_steps, seed, limit=limit)
     vector = next(run)
     try:
         while True:
@@ -103,19 +110,25 @@ def spectral_norm(matrix: Any, tol: float = SPECTRAL_TOL, max_steps: int = SPECT
 
 
 def _streamable(block: Any, exact_below: int) -> bool:
-    """A gate block too large to hold (more than SPECTRAL_IN_MEMORY_CHUNKS chunks) that is a plain box of its array."""
+    """A gate block that is a plain box of its array, and too large to hold (more than SPECTRAL_IN_MEMORY_CHUNKS
+    chunks) or in an array read through a memory map (where a pass over the file costs no copy)."""
     shape = tuple(block.shape)
     nbytes = math.prod(shape) * np.dtype(block.dtype).itemsize
     return (len(shape) >= 2 and min(shape[0], shape[-1]) > exact_below and not getattr(block, "memory_order", False)
-            and nbytes > SPECTRAL_IN_MEMORY_CHUNKS * model_module.CHUNK_BYTES
+            and (nbytes > SPECTRAL_IN_MEMORY_CHUNKS * model_module.CHUNK_BYTES or _mapped(block.tensor))
             and stats._region(block, tuple(block.tensor.shape)) is not None)
 
 
+def _mapped(tensor: Any) -> bool:
+    return bool(getattr(tensor, "mapped", False))
+
+
 def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int = SPECTRAL_MAX_STEPS,
-                   seed: int = 0) -> list[float]:
-    """σ₁ of several plain gate blocks, streamed: the blocks of one array run their Lanczos steps in lockstep, and
-    each step is one pass over that array in row chunks (contiguous reads, each row chunk serving every block), so
-    memory stays at one chunk whatever the block's size. σ of a transposed block is its slice's."""
+                   seed: int = 0, limit: float | None = None, count: int = 1) -> list[Any]:
+    """σ₁ of several plain gate blocks (or their `count` largest singular values, as arrays), streamed: the blocks of
+    one array run their Lanczos steps in lockstep, and each step is one pass over that array in row chunks
+    (contiguous reads, each row chunk serving every block), so memory stays at one chunk whatever the block's size.
+    σ of a transposed block is its slice's."""
     results: dict[int, float] = {}
     by_tensor: dict[int, list[Any]] = {}
     for block in blocks:
@@ -124,7 +137,9 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
         tensor = group[0].tensor
         regions = [stats._region(b, tuple(tensor.shape)) for b in group]
         dtype = _work_dtype(tensor.dtype)
-        runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed, SPECTRAL_BLOCK) for r in regions]
+        # a mapped pass costs only its products: one vector a step converges in the fewest (cheapest) products
+        width = count + SPECTRAL_BLOCK if count > 1 else 1 if _mapped(tensor) else SPECTRAL_BLOCK
+        runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed, width, limit, count) for r in regions]
         vectors: list[np.ndarray | None] = [next(run) for run in runs]
         while any(v is not None for v in vectors):
             products = [np.zeros_like(v) if v is not None else None for v in vectors]
@@ -134,6 +149,8 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
                     if part is not None:
                         part = part.reshape(-1, part.shape[-1]).astype(dtype, copy=False)
                         products[i] += part.T @ (part @ vector)
+                        del part
+                del rows
             for i, vector in enumerate(vectors):
                 if vector is None:
                     continue
@@ -149,52 +166,75 @@ def _work_dtype(dtype: Any) -> np.dtype:
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
-def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int, width: int = 1):
+def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int, width: int = 1,
+             limit: float | None = None, count: int = 1):
     """(Block) Lanczos on a symmetric positive semi-definite n x n operator AᵀA, as a generator: it yields a block of
     orthonormal vectors it needs multiplied, is sent the product, and returns √ of the largest
     Ritz value (σ₁ of A, from below). The Ritz values come from the whole Krylov basis and its products (exact
-    Rayleigh-Ritz, with full reorthogonalisation). `width` vectors per block: 1 for a matrix in memory (cheapest),
-    `SPECTRAL_BLOCK` when each pass streams the matrix from the file (half the passes for a 4096² Gaussian block)."""
+    Rayleigh-Ritz, with full reorthogonalisation). `width` vectors per block: 1 for a matrix in memory or mapped
+    (cheapest), `SPECTRAL_BLOCK` when each pass copies the matrix from the file (half the passes for a 4096² Gaussian
+    block).
+
+    With a `limit` on σ₁ it also stops when σ₁ ≤ limit is all but certain. Kuczyński & Woźniakowski (1992, Thm 4.2):
+    for a start vector uniform on the sphere, after k Lanczos steps the largest Ritz value θ of an n x n PSD matrix
+    with largest eigenvalue λ satisfies P(θ < (1 - ε)λ) ≤ 1.648·√n·exp(-√ε·(2k - 1)). With ε = 1 - θ/limit², that is
+    the chance that λ = σ₁² is above limit²; it stops once this is at most SPECTRAL_RISK (a block's Krylov space
+    holds its first vector's, so k counts block steps). A block near its limit runs to convergence as before.
+
+    With `count` > 1 it returns the `count` largest (σ₁ ≥ σ₂ ≥ ..., each from below) as an array, and stops when each
+    of their squares changes by less than `tol` relative (`width` should exceed `count`)."""
     width = max(1, min(width, n))
     block, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, width)))
     block = block.astype(dtype)
     bases: list[np.ndarray] = []
     products: list[np.ndarray] = []
-    estimate = 0.0
+    def result(squares: np.ndarray) -> Any:
+        roots = np.sqrt(np.clip(squares, 0.0, None))
+        return float(roots[0]) if count == 1 else roots
+
+    estimate = np.zeros(1)
     for _ in range(max(1, max_steps // width)):
         product = yield block
         bases.append(block)
         products.append(np.asarray(product, dtype=dtype))
         basis, image = np.hstack(bases), np.hstack(products)
         projected = basis.T.astype(np.float64) @ image.astype(np.float64)
-        new = float(np.linalg.eigvalsh((projected + projected.T) / 2)[-1])
+        values = np.linalg.eigvalsh((projected + projected.T) / 2)[::-1][:count]
+        new = float(values[0])
         if new <= 0.0:
-            return 0.0
-        if abs(new - estimate) <= tol * new or basis.shape[1] + width > n:
-            return math.sqrt(new)
-        estimate = new
+            return result(np.zeros(len(values)))
+        if limit is not None and new < limit * limit:
+            margin = 1.0 - new / (limit * limit)
+            if 1.648 * math.sqrt(n) * math.exp(-math.sqrt(margin) * (2 * len(bases) - 1)) <= SPECTRAL_RISK:
+                return result(values)
+        settled = estimate.shape == values.shape and bool(np.all(np.abs(values - estimate) <= tol * values))
+        if settled or basis.shape[1] >= n:
+            return result(values)
+        estimate = values
         rest = product - basis @ (basis.T @ product)
         rest -= basis @ (basis.T @ rest)  # twice: Gram-Schmidt loses orthogonality in float32 otherwise
         if float(np.linalg.norm(rest)) <= 10 * np.finfo(dtype).eps * new:
-            return math.sqrt(new)  # the Krylov space is exhausted: the whole spectrum is found
+            return result(values)  # the Krylov space is exhausted: the whole spectrum is found
         block, _ = np.linalg.qr(rest)
-        block = block.astype(dtype)
-    return math.sqrt(estimate)
+        block = block[:, :n - basis.shape[1]].astype(dtype)  # the last block fills the space
+    return result(estimate)
 
 
 def rule_spectral_norm(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
     limit = o.t("spectral_norm_max")
     if limit is None:
         return
-    pieces = [p for p in view.weights() if p.kind == "U" and p.stats.params and not (p.stats.nan or p.stats.inf)]
+    # σ₁ ≤ the Frobenius norm (l2): a block whose l2 is within the limit needs no product
+    pieces = [p for p in view.weights() if p.kind == "U" and p.stats.params and not (p.stats.nan or p.stats.inf)
+              and (p.stats.l2 or 0.0) > limit]
     # the large blocks streamed together (one pass over each array per Lanczos step serves all its blocks)
     streamed = [p for p in pieces if p.source is not None and hasattr(p.source, "row_chunks")
                 and hasattr(p.source, "tensor") and _streamable(p.source, 256)]
-    sigmas = dict(zip(map(id, streamed), spectral_norms([p.source for p in streamed])))
+    sigmas = dict(zip(map(id, streamed), spectral_norms([p.source for p in streamed], limit=limit)))
     for piece in pieces:
         sigma = sigmas.get(id(piece))
         if sigma is None:
-            sigma = spectral_norm(piece.source if piece.source is not None else piece.read())
+            sigma = spectral_norm(piece.source if piece.source is not None else piece.read(), limit=limit)
         if sigma > limit:
             yield finding(o, "spectral-norm", piece.layer, piece.name,
                            f"spectral norm {fmt(sigma)} > {fmt(limit)}: the recurrence can amplify its state")

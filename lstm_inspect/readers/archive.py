@@ -64,6 +64,9 @@ class Archive:
     def has(self, name: str) -> bool:
         return name in self._infos
 
+    def is_compressed(self, name: str) -> bool:
+        return self._infos[name].compress_type != zipfile.ZIP_STORED
+
     def file_size(self, name: str) -> int:
         """The member's size as its header declares it (reads check it against what is there)."""
         return self._infos[name].file_size
@@ -132,6 +135,10 @@ class FileWindow(io.RawIOBase):
 
     def seekable(self) -> bool:
         return True
+
+    def extent(self) -> tuple[int, int, int]:
+        """(file descriptor of the archive, offset of the window in it, its size): for a memory map of a member."""
+        return self._base.fileno(), self._offset, self._size
 
     def tell(self) -> int:
         return self._pos

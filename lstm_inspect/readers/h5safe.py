@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import traceback
 from pathlib import PurePath
 from typing import Any, Iterator
@@ -56,9 +57,55 @@ def library_errors_as_corrupt(label: str) -> Iterator[None]:
 def open_file(source: Any, label: str) -> h5py.File:
     """Open an HDF5 file (a path or a seekable file object) read-only, or raise CorruptFile."""
     try:
-        return h5py.File(source, "r")
+        f = h5py.File(source, "r")
     except Exception as exc:  # h5py raises OSError, ValueError, KeyError... for damaged files
         raise CorruptFile(f"not a readable HDF5 file (truncated or corrupt?): {_short(exc)}", label) from exc
+    _register(f, source)
+    return f
+
+
+#: Where the bytes of each open HDF5 file lie, by HDF5 file number (a serial number libhdf5 never reuses):
+#: (file descriptor, offset of the HDF5 file's first byte in it, the HDF5 file's size). For `mapped_place`.
+_PLACES: dict[int, tuple[int, int, int]] = {}
+
+
+def _register(f: h5py.File, source: Any) -> None:
+    """Note where `f`'s bytes lie when they are a plain file (opened by path) or a window on one (a stored member
+    of a .keras archive): its large datasets can then be memory-mapped."""
+    try:
+        if hasattr(source, "extent"):
+            fd, base, size = source.extent()
+        elif isinstance(source, (str, os.PathLike)) and f.driver == "sec2":
+            fd, base = int(f.id.get_vfd_handle()), 0
+            size = os.fstat(fd).st_size
+        else:
+            return
+        _PLACES[f.id.fileno] = (fd, base, size)
+    except Exception:
+        return  # no map: the dataset is read through libhdf5
+
+
+def mapped_place(ds: h5py.Dataset) -> tuple[int, int] | None:
+    """(file descriptor, byte offset) of a dataset's values when they lie in the file as one run of native-order
+    numbers that can be mapped (contiguous layout, no filter, fully written, inside the file), else None."""
+    try:
+        place = _PLACES.get(ds.id.fileno)
+        if place is None or ds.chunks is not None or ds.is_virtual:
+            return None
+        dtype = ds.dtype
+        plist = ds.id.get_create_plist()
+        if dtype.kind not in "fiu" or not dtype.isnative or plist.get_nfilters() or plist.get_external_count():
+            return None
+        if plist.get_layout() != h5py.h5d.CONTIGUOUS:
+            return None
+        offset = ds.id.get_offset()
+        nbytes = element_count(ds.shape) * dtype.itemsize
+        fd, base, size = place
+        if offset is None or not nbytes or ds.id.get_storage_size() != nbytes or not 0 <= offset <= size - nbytes:
+            return None
+        return fd, base + offset
+    except Exception:
+        return None
 
 
 def child(group: h5py.Group, name: str, label: str) -> h5py.Group | h5py.Dataset:

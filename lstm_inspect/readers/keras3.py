@@ -327,7 +327,8 @@ def _leaf_tensors(class_name: str, config: dict[str, Any], group: Node, label: s
         shape, dtype = h5safe.dataset_info(ds, label)
         tensors.append(Tensor(name=names[index] if names else f"var{index}", shape=shape, dtype=dtype, source=ds.name,
                               _load=lambda ds=ds: h5safe.read_dataset(ds, label),
-                              _read_part=lambda index, out, ds=ds: h5safe.read_part(ds, index, out, label)))
+                              _read_part=lambda index, out, ds=ds: h5safe.read_part(ds, index, out, label),
+                              _mapped=lambda ds=ds: h5safe.mapped_place(ds)))
     return tensors
 
 

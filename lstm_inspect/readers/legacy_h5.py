@@ -67,7 +67,8 @@ def _tensor(group: h5py.Group, weight_name: str, label: str) -> Tensor:
     shape, dtype = h5safe.dataset_info(ds, label)
     return Tensor(name=role_of(weight_name), shape=shape, dtype=dtype, source=ds.name,
                   _load=lambda: h5safe.read_dataset(ds, label),
-                  _read_part=lambda index, out: h5safe.read_part(ds, index, out, label))
+                  _read_part=lambda index, out: h5safe.read_part(ds, index, out, label),
+                  _mapped=lambda: h5safe.mapped_place(ds))
 
 
 def _attach(model: ModelFile, groups: dict[str, list[tuple[str, Tensor]]]) -> None:

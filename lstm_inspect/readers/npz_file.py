@@ -38,7 +38,8 @@ def read(path: str, label: str) -> ModelFile:
                 metadata = _metadata(_read(archive, member, shape, fortran, dtype, offset, label), label)
                 continue
             tensors.append(Tensor(name=key, shape=shape, dtype=str(dtype), source=key,
-                                  _load=_loader(archive, member, shape, fortran, dtype, offset, label)))
+                                  _load=_loader(archive, member, shape, fortran, dtype, offset, label),
+                                  _mapped=_place(archive, member, fortran, dtype, offset)))
         if not tensors:
             raise UnsupportedFile("the .npz archive holds no arrays", label)
         model = flat_arrays.build(label, "npz", tensors, metadata)
@@ -95,6 +96,18 @@ def _read(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, 
 def _loader(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int,
             label: str):
     return lambda: _read(archive, member, shape, fortran, dtype, offset, label)
+
+
+def _place(archive: Archive, member: str, fortran: bool, dtype: np.dtype, offset: int):
+    """Where a stored (uncompressed) member's C-order, native-order values lie in the archive, for a memory map
+    (`model.Tensor._mapped`); None for a compressed or Fortran-order member, which is read whole."""
+    if fortran or not dtype.isnative or archive.is_compressed(member):
+        return None
+
+    def place() -> tuple[int, int]:
+        fd, base, _ = archive.open_member(member).extent()  # checked to lie inside the archive
+        return fd, base + offset
+    return place
 
 
 def _metadata(value: np.ndarray, label: str) -> dict[str, str]:

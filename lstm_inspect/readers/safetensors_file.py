@@ -127,8 +127,17 @@ def read_tensors(path: str, label: str) -> tuple[list[Tensor], dict[str, str], A
         stored = DTYPES.get(entry["dtype"])
         dtype = stored[1] if stored else entry["dtype"]
         tensors.append(Tensor(name=name, shape=entry["shape"], dtype=dtype, source=name,
-                              _load=_loader(handle, start, entry, label, name)))
+                              _load=_loader(handle, start, entry, label, name), _mapped=_place(handle, start, entry)))
     return tensors, metadata, handle
+
+
+def _place(handle: Any, start: int, entry: dict[str, Any]):
+    """Where a tensor stored as it is read (not BF16, not BOOL) lies, for a memory map (`model.Tensor._mapped`):
+    `read_header` checked that the offsets tile the data buffer, inside the file."""
+    stored = DTYPES.get(entry["dtype"])
+    if stored is None or np.dtype(stored[0]) != np.dtype(stored[1]) or not np.dtype(stored[0]).isnative:
+        return None
+    return lambda: (handle.fileno(), start + entry["begin"])
 
 
 def _loader(handle: Any, start: int, entry: dict[str, Any], label: str, name: str):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import pickletools
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -78,72 +78,88 @@ class _OrderedDict(dict):
 # ------------------------------------------------------------------------------------------------ the readers
 
 
+class _Member(NamedTuple):
+    """A storage's bytes: how to open them, their size, and whether they lie in the file as they are (a stored
+    member or a legacy file's run: memory-mappable) rather than inflated."""
+
+    open: Callable[[], BinaryIO]
+    size: int
+    plain: bool
+
+
 def read(path: str, label: str) -> ModelFile:
     """A ``torch.save`` zip (``.pt`` / ``.pth`` / ``.bin``)."""
-    from .torch_state import build_model
-
     archive = Archive(path, label)
-    try:
-        pickles = [n for n in archive.names() if n == "data.pkl" or n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise CorruptFile(f"a torch zip holds one data.pkl, this one {len(pickles)}", label)
-        prefix = pickles[0][: -len("data.pkl")]
-        data = archive.read_bytes(pickles[0], limit=pickle_scan.MAX_PICKLE_BYTES)
-        _refuse_code(pickle_scan.scan_bytes(data, pickles[0]), label)
-        big = archive.has(prefix + "byteorder") and archive.read_bytes(prefix + "byteorder", 16).strip() == b"big"
-        obj = _Machine(label).run(io.BytesIO(data), pickles[0])
+    return _closing(archive.close, lambda: _read_zip(archive, label))
 
-        def member_of(storage: _Storage) -> tuple[Callable[[], BinaryIO], int]:
-            name = f"{prefix}data/{storage.key}"
-            if "/" in storage.key or not archive.has(name):
-                raise CorruptFile(f"storage {storage.key!r} has no member {name!r} in the archive", label)
-            return (lambda: archive.open_member(name)), archive.file_size(name)
 
-        tensors = _tensors(obj, member_of, big, label, "torch-zip")
-        model = build_model(label, "torch-state-dict", tensors)
-    except BaseException:
-        archive.close()
-        raise
-    model._closers.append(archive.close)
-    return model
+def _read_zip(archive: Archive, label: str) -> ModelFile:
+    pickles = [n for n in archive.names() if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise CorruptFile(f"a torch zip holds one data.pkl, this one {len(pickles)}", label)
+    prefix = pickles[0][: -len("data.pkl")]
+    data = archive.read_bytes(pickles[0], limit=pickle_scan.MAX_PICKLE_BYTES)
+    _refuse_code(pickle_scan.scan_bytes(data, pickles[0]), label)
+    big = archive.has(prefix + "byteorder") and archive.read_bytes(prefix + "byteorder", 16).strip() == b"big"
+    obj = _Machine(label).run(io.BytesIO(data), pickles[0])
+
+    def member_of(storage: _Storage) -> _Member:
+        name = f"{prefix}data/{storage.key}"
+        if "/" in storage.key or not archive.has(name):
+            raise CorruptFile(f"storage {storage.key!r} has no member {name!r} in the archive", label)
+        return _Member(lambda: archive.open_member(name), archive.file_size(name), not archive.is_compressed(name))
+
+    return _build(obj, member_of, big, label, "torch-zip")
 
 
 def read_legacy(path: str, label: str) -> ModelFile:
     """A file from ``torch.save(..., _use_new_zipfile_serialization=False)``: five pickles, then the storages."""
+    handle = open(path, "rb")
+    return _closing(handle.close, lambda: _read_legacy(handle, label))
+
+
+def _read_legacy(handle: BinaryIO, label: str) -> ModelFile:
+    values, storages = [], {}
+    for index in range(5):
+        where = f"pickle {index + 1} of 5"
+        start = handle.tell()
+        _refuse_code(pickle_scan.scan(handle, where), label)
+        handle.seek(start)
+        machine = _Machine(label, legacy=True)
+        values.append(machine.run(pickle_scan.Bounded(handle, pickle_scan.MAX_PICKLE_BYTES), where))
+        storages.update(machine.storages)
+        if index == 0 and values[0] != LEGACY_MAGIC:
+            raise UnsupportedFile("a pickle that is not a torch.save file (no torch magic number); "
+                                  "lstm-inspect never unpickles files", label)
+    keys = values[4]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CorruptFile("the legacy torch file's storage key list is not a list of strings", label)
+    layout = _legacy_storages(handle, keys, storages, label)
+
+    def member_of(storage: _Storage) -> _Member:
+        if storage.key not in layout:
+            raise CorruptFile(f"storage {storage.key!r} is not in the file's storage list", label)
+        offset, size = layout[storage.key]
+        return _Member(lambda: FileWindow(handle, offset, size), size, True)
+
+    return _build(values[3], member_of, False, label, "torch-legacy")
+
+
+def _closing(close: Callable[[], None], build: Callable[[], ModelFile]) -> ModelFile:
+    """The model `build` makes; `close` releases its file when building fails, else when the model is closed."""
+    try:
+        model = build()
+    except BaseException:
+        close()
+        raise
+    model._closers.append(close)
+    return model
+
+
+def _build(obj: Any, member_of: Callable[[_Storage], _Member], big: bool, label: str, source: str) -> ModelFile:
     from .torch_state import build_model
 
-    handle = open(path, "rb")
-    try:
-        values, storages = [], {}
-        for index in range(5):
-            where = f"pickle {index + 1} of 5"
-            start = handle.tell()
-            _refuse_code(pickle_scan.scan(handle, where), label)
-            handle.seek(start)
-            machine = _Machine(label, legacy=True)
-            values.append(machine.run(pickle_scan.Bounded(handle, pickle_scan.MAX_PICKLE_BYTES), where))
-            storages.update(machine.storages)
-            if index == 0 and values[0] != LEGACY_MAGIC:
-                raise UnsupportedFile("a pickle that is not a torch.save file (no torch magic number); "
-                                      "lstm-inspect never unpickles files", label)
-        keys = values[4]
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise CorruptFile("the legacy torch file's storage key list is not a list of strings", label)
-        layout = _legacy_storages(handle, keys, storages, label)
-
-        def member_of(storage: _Storage) -> tuple[Callable[[], BinaryIO], int]:
-            if storage.key not in layout:
-                raise CorruptFile(f"storage {storage.key!r} is not in the file's storage list", label)
-            offset, size = layout[storage.key]
-            return (lambda: FileWindow(handle, offset, size)), size
-
-        tensors = _tensors(values[3], member_of, False, label, "torch-legacy")
-        model = build_model(label, "torch-state-dict", tensors)
-    except BaseException:
-        handle.close()
-        raise
-    model._closers.append(handle.close)
-    return model
+    return build_model(label, "torch-state-dict", _tensors(obj, member_of, big, label, source))
 
 
 def _refuse_code(scanned: pickle_scan.PickleScan, label: str) -> None:
@@ -182,7 +198,7 @@ def _legacy_storages(handle: BinaryIO, keys: list[str], storages: dict[str, _Sto
 # ------------------------------------------------------------------------------------------ tensors from refs
 
 
-def _tensors(obj: Any, member_of: Callable[[_Storage], tuple[Callable[[], BinaryIO], int]], big: bool, label: str,
+def _tensors(obj: Any, member_of: Callable[[_Storage], _Member], big: bool, label: str,
              source: str) -> list[Tensor]:
     from .torch_state import _common_wrapper
 
@@ -193,7 +209,8 @@ def _tensors(obj: Any, member_of: Callable[[_Storage], tuple[Callable[[], Binary
     prefix = _common_wrapper(flat)
     tensors = []
     for name, ref in flat.items():
-        opener, stored = member_of(ref.storage)
+        member = member_of(ref.storage)
+        opener, stored = member.open, member.size
         itemsize = _itemsize(ref.storage.dtype)
         if stored != ref.storage.numel * itemsize:
             raise CorruptFile(f"tensor {name!r}: its storage {ref.storage.key!r} holds {stored:,} bytes, not "
@@ -202,8 +219,28 @@ def _tensors(obj: Any, member_of: Callable[[_Storage], tuple[Callable[[], Binary
         shown = "float32" if ref.storage.dtype == "bfloat16" else ref.storage.dtype
         tensors.append(Tensor(name=name[len(prefix):], shape=ref.shape, dtype=shown,
                               source=f"{source}:{ref.storage.key}",
-                              _load=lambda r=ref, o=opener, n=name: _read_view(r, o, big, n, label)))
+                              _load=lambda r=ref, o=opener, n=name: _read_view(r, o, big, n, label),
+                              _mapped=_place(ref, member, big)))
     return tensors
+
+
+def _place(ref: _TensorRef, member: _Member, big: bool):
+    """Where a view's values lie when they are one C-order run of a plain storage in native order (no bfloat16 to
+    widen), for a memory map (`model.Tensor._mapped`); `_check_view` checked the view lies inside its storage."""
+    if big or not member.plain or ref.storage.dtype == "bfloat16" or 0 in ref.shape:
+        return None
+    expected, step = [], 1
+    for size in reversed(ref.shape):
+        expected.append(step)
+        step *= size
+    if tuple(reversed(expected)) != tuple(s for s in ref.stride):
+        return None  # a transposed or strided view: read whole
+    itemsize = _itemsize(ref.storage.dtype)
+
+    def place() -> tuple[int, int]:
+        fd, base, _ = member.open().extent()
+        return fd, base + ref.offset * itemsize
+    return place
 
 
 def _itemsize(dtype: str) -> int:

@@ -52,7 +52,13 @@ def pool(matrix: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tupl
     """Max-|w| pooling to at most `max_side` × `max_side`: each cell keeps the value of largest magnitude in its
     window (sign kept), so one outlier in a large block stays visible. Non-finite values win their window.
     Returns the pooled float64 matrix and the (rows, cols) window."""
-    fr, fc = pool_factors(matrix.shape, max_side)
+    return pool_by(matrix, pool_factors(matrix.shape, max_side))
+
+
+def pool_by(matrix: np.ndarray, window: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """`pool` with a given (rows, cols) window: a matrix pooled in row chunks whose lengths are multiples of the
+    window's rows gives the rows of the whole matrix's pooling."""
+    fr, fc = window
     if fr == 1 and fc == 1:
         return matrix.astype(np.float64), (1, 1)
     rows, cols = matrix.shape
