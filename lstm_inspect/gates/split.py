@@ -95,7 +95,7 @@ NATIVE_LAYOUTS = {
     "OnnxRNN": NativeLayout("ONNX", "SimpleRNN", ("",), ("",), "W", "R", _ONNX_BIASES),
 }
 #: TensorFlow 1 cells (read from checkpoints): Keras's orientation (x·W), but one kernel for [x, h] (input rows
-#: first, then the recurrent rows) split by `_split_tf1`; LSTM gates i, j (= c), f, o; GRU gates/kernel r, u (= z)
+#: first, then the recurrent rows) split by `tf1_cells.split_tf1`; LSTM gates i, j (= c), f, o; GRU gates/kernel r, u (= z)
 #: and a separate candidate/kernel.
 TF1_LAYOUTS = {
     "TF1LSTMCell": NativeLayout("TF1", "LSTM", ("i", "c", "f", "o"), ("i", "j", "f", "o"), "kernel", "kernel",
@@ -219,7 +219,9 @@ def split(layer: Layer) -> GateSplit | None:
     if native is not None:
         return _split_native(layer, native)
     if layer.class_name in TF1_LAYOUTS:
-        return _split_tf1(layer, TF1_LAYOUTS[layer.class_name])
+        from .tf1_cells import split_tf1  # imports this module's Block and GateSplit
+
+        return split_tf1(layer, TF1_LAYOUTS[layer.class_name])
     fam = family(layer)
     if fam is not None and layer.weight("kernel") is None and layer.weight("W" + _suffix(LAYOUTS[fam].gates[0])):
         return _split_stored_blocks(layer, LAYOUTS[fam])
@@ -435,76 +437,6 @@ def _split_native(layer: Layer, native: NativeLayout) -> GateSplit | None:
         for p, gate in enumerate(ONNX_PEEPHOLE_ORDER):
             result.blocks.append(Block(f"p_{gate}", "p", gate, peephole, (slice(p * units, (p + 1) * units),),
                                        f"{_label(native, peephole)}[{p * units}:{(p + 1) * units}]"))
-    kinds = list(BLOCK_KINDS)
-    result.blocks.sort(key=lambda b: (kinds.index(b.kind), keras.gates.index(b.gate) if b.gate in keras.gates else -1))
-    return result
-
-
-def _split_tf1(layer: Layer, native: NativeLayout) -> GateSplit | None:
-    """A TensorFlow 1 cell: the kernel multiplies concat([x, h]), so its first `in` rows are the W blocks and the
-    rest the U blocks; gates along the last axis. ``forget_bias`` is not stored (added at run time): b_f excludes it."""
-    keras = LAYOUTS[native.family]
-    layout = GateLayout(native.family, keras.gates, native.gate_names)
-    if native.family == "LSTM":
-        kernel, bias = layer.weight("kernel"), layer.weight("bias")
-        projection = layer.weight("projection/kernel")
-        if kernel is None or len(kernel.shape) != 2 or kernel.shape[1] % 4:
-            return None
-        units = kernel.shape[1] // 4
-        state = projection.shape[1] if projection is not None and len(projection.shape) == 2 else units
-        in_dim = kernel.shape[0] - state
-        result = GateSplit(layer, layout, units, in_dim, None, [], native=native)
-        problems = []
-        if in_dim <= 0:
-            problems.append(f"kernel {kernel.shape} has no input rows beside the {state} recurrent rows")
-        if projection is not None and projection.shape != (units, state):
-            problems.append(f"projection/kernel {projection.shape} is not ({units}, p)")
-        if bias is not None and bias.shape != (4 * units,):
-            problems.append(f"bias {bias.shape} is not ({4 * units},)")
-        peepholes = {g: layer.weight(f"w_{g}_diag") for g in ("i", "f", "o")}
-        if any(p is not None and p.shape != (units,) for p in peepholes.values()):
-            problems.append(f"peepholes w_*_diag are not ({units},)")
-        if problems:
-            result.warnings.append(f"{layer.key}: {'; '.join(problems)}; not split")
-            return result
-        for p, gate in enumerate(native.order):
-            cols = slice(p * units, (p + 1) * units)
-            span = f"{cols.start}:{cols.stop}"
-            result.blocks.append(Block(f"W_{gate}", "W", gate, kernel, (slice(0, in_dim), cols), f"kernel[0:{in_dim}, {span}]"))
-            result.blocks.append(Block(f"U_{gate}", "U", gate, kernel, (slice(in_dim, None), cols),
-                                       f"kernel[{in_dim}:{in_dim + state}, {span}]"))
-            if bias is not None:
-                result.blocks.append(Block(f"b_{gate}", "b", gate, bias, (cols,), f"bias[{span}]"))
-        if projection is not None:
-            result.blocks.append(Block("proj", "proj", "", projection, (slice(None), slice(None)), "projection/kernel"))
-        for gate, tensor in peepholes.items():
-            if tensor is not None:
-                result.blocks.append(Block(f"p_{gate}", "p", gate, tensor, (slice(None),), f"w_{gate}_diag"))
-    else:
-        gk, gb, ck, cb = (layer.weight(n) for n in ("gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias"))
-        if gk is None or ck is None or len(ck.shape) != 2 or len(gk.shape) != 2:
-            return None
-        units = ck.shape[1]
-        in_dim = ck.shape[0] - units
-        result = GateSplit(layer, layout, units, in_dim, False, [], native=native)
-        if in_dim <= 0 or gk.shape != (in_dim + units, 2 * units) or (gb is not None and gb.shape != (2 * units,)) \
-                or (cb is not None and cb.shape != (units,)):
-            result.warnings.append(f"{layer.key}: gates/kernel {gk.shape}, candidate/kernel {ck.shape} and their biases "
-                                   f"do not hold a GRUCell of {units} units; not split")
-            return result
-        for p, gate in enumerate(native.order[:2]):
-            cols = slice(p * units, (p + 1) * units)
-            span = f"{cols.start}:{cols.stop}"
-            result.blocks.append(Block(f"W_{gate}", "W", gate, gk, (slice(0, in_dim), cols), f"gates/kernel[0:{in_dim}, {span}]"))
-            result.blocks.append(Block(f"U_{gate}", "U", gate, gk, (slice(in_dim, None), cols),
-                                       f"gates/kernel[{in_dim}:{in_dim + units}, {span}]"))
-            if gb is not None:
-                result.blocks.append(Block(f"b_{gate}", "b", gate, gb, (cols,), f"gates/bias[{span}]"))
-        result.blocks.append(Block("W_h", "W", "h", ck, (slice(0, in_dim), slice(None)), f"candidate/kernel[0:{in_dim}, :]"))
-        result.blocks.append(Block("U_h", "U", "h", ck, (slice(in_dim, None), slice(None)),
-                                   f"candidate/kernel[{in_dim}:{in_dim + units}, :]"))
-        if cb is not None:
-            result.blocks.append(Block("b_h", "b", "h", cb, (slice(None),), "candidate/bias"))
     kinds = list(BLOCK_KINDS)
     result.blocks.sort(key=lambda b: (kinds.index(b.kind), keras.gates.index(b.gate) if b.gate in keras.gates else -1))
     return result

@@ -11,7 +11,7 @@ The variables are read by lstm-inspect's own tensor-bundle reader (`tf_bundle`):
 
 Each cell becomes a leaf of class ``TF1LSTMCell`` / ``TF1BasicLSTMCell`` / ``TF1GRUCell`` whose key is its scope
 (``rnn/multi_rnn_cell/cell_0/lstm_cell``); the cells of a ``MultiRNNCell`` sit below a ``MultiRNNCell`` container
-(scope ``.../multi_rnn_cell``). `gates.split` splits them (``gates/split.py: _split_tf1``). Every other variable (optimizer
+(scope ``.../multi_rnn_cell``). `gates.split` splits them (``gates/tf1_cells.py``). Every other variable (optimizer
 slots, ``global_step``, dense layers) is listed raw, grouped by scope. ``forget_bias``, activations and clipping
 are constructor arguments of the Python cell: a checkpoint stores none of them.
 """
