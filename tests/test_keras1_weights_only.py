@@ -216,6 +216,33 @@ if CORPUS.is_dir():  # the real Keras 1 files are not in the repository (tests/r
         with open_model(weights) as opened:
             assert [layer.class_name for layer in opened.root.children] == ["LSTM", "Dense"]
 
+    def test_real_keras1_timedistributed_runs_with_its_model_json(tmp_path):
+        """ChemTS (Keras 1.1.1, trained): weights only — Embedding, GRU ``gru_1_W_z:0`` ..., a TimeDistributed group
+        holding ``dense_1_W:0`` — and its model.json. Put together as Keras 1 saved a full model (the JSON as
+        model_config, the arrays under model_weights), `forward` equals tf-keras's output (recorded by
+        make_expected.py: tf-keras's Keras 1 converter loading the same arrays into the translated config)."""
+        from lstm_inspect import forward
+        from test_realworld import FLOAT32_NOISE, array, expected, worst
+
+        entry = {"id": "tsudalab__ChemTS__model"}
+        weights, config = CORPUS / "tsudalab__ChemTS/model.h5", (CORPUS / "tsudalab__ChemTS/model.json").read_text()
+        full = tmp_path / "chemts_full.h5"
+        with h5py.File(weights, "r") as src, h5py.File(full, "w") as out:
+            out.attrs["model_config"] = config
+            out.attrs["keras_version"] = "1.1.1"
+            root = out.create_group("model_weights")
+            for name in src:
+                src.copy(src[name], root, name=name)
+            root.attrs["layer_names"] = src.attrs["layer_names"]
+        with open_model(full) as opened:
+            assert not opened.warnings
+            (td,) = [layer for layer in opened.root.children if layer.class_name == "TimeDistributed"]
+            assert not td.weights and [t.name for t in td.children[0].weights] == ["kernel", "bias"]
+        recorded = expected(entry)["forward"]
+        (x,) = [array(item) for item in recorded["inputs"]]
+        diff, scale = worst(forward(full, x, dtype=np.float64)["__output__"], array(recorded["outputs"][0]))
+        assert diff <= FLOAT32_NOISE * scale, f"max |numpy - keras| = {diff:.3g}"
+
     def test_real_keras1_weights_file_splits_like_its_full_model():
         """The corpus's own Keras 1 weights file (Theano) and the full model it was saved beside hold the same
         arrays: the same gates with and without the config."""

@@ -144,30 +144,38 @@ def keras1_to_keras2(config: dict) -> dict:
     """A Keras 1 Sequential config as tf-keras can build it (names of arguments only; weights are converted by
     tf-keras's own Keras 1 converter inside load_weights)."""
     layers = config["config"] if isinstance(config["config"], list) else config["config"]["layers"]
-    out = []
-    for entry in layers:
-        cls, c = entry["class_name"], dict(entry["config"])
-        new = {"name": c["name"]}
-        if "batch_input_shape" in c and c["batch_input_shape"]:
-            new["batch_input_shape"] = c["batch_input_shape"]
-        elif c.get("input_dim") is not None:
-            new["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]] if cls in ("LSTM", "GRU", "SimpleRNN") \
-                else [None, c["input_dim"]]
-        if cls in ("LSTM", "GRU", "SimpleRNN"):
-            new.update(units=c["output_dim"], activation=c.get("activation", "tanh"),
-                       return_sequences=c.get("return_sequences", False), go_backwards=c.get("go_backwards", False))
-            if cls != "SimpleRNN":
-                new["recurrent_activation"] = c.get("inner_activation", "hard_sigmoid")
-            if cls == "LSTM":
-                new["unit_forget_bias"] = c.get("forget_bias_init", "one") == "one"
-        elif cls == "Dense":
-            new.update(units=c["output_dim"], activation=c.get("activation", "linear"))
-        elif cls == "Activation":
-            new.update(activation=c["activation"])
-        else:
-            raise ValueError(f"Keras 1 layer {cls} is not translated by this script")
-        out.append({"class_name": cls, "config": new})
-    return {"class_name": "Sequential", "config": {"name": "sequential", "layers": out}}
+    return {"class_name": "Sequential", "config": {"name": "sequential", "layers": [keras1_layer(e) for e in layers]}}
+
+
+def keras1_layer(entry: dict) -> dict:
+    """One Keras 1 layer entry in Keras 2's argument names (a TimeDistributed's wrapped layer too)."""
+    cls, c = entry["class_name"], dict(entry["config"])
+    new = {"name": c["name"]}
+    if "batch_input_shape" in c and c["batch_input_shape"]:
+        new["batch_input_shape"] = c["batch_input_shape"]
+    elif c.get("input_dim") is not None and cls != "Embedding":
+        new["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]] if cls in ("LSTM", "GRU", "SimpleRNN") \
+            else [None, c["input_dim"]]
+    if cls in ("LSTM", "GRU", "SimpleRNN"):
+        new.update(units=c["output_dim"], activation=c.get("activation", "tanh"),
+                   return_sequences=c.get("return_sequences", False), go_backwards=c.get("go_backwards", False))
+        if cls != "SimpleRNN":
+            new["recurrent_activation"] = c.get("inner_activation", "hard_sigmoid")
+        if cls == "LSTM":
+            new["unit_forget_bias"] = c.get("forget_bias_init", "one") == "one"
+        if cls == "GRU":
+            new["reset_after"] = False  # Keras 1's only GRU (tf-keras 2's default is True)
+    elif cls == "Dense":
+        new.update(units=c["output_dim"], activation=c.get("activation", "linear"), use_bias=c.get("bias", True))
+    elif cls == "Embedding":
+        new.update(input_dim=c["input_dim"], output_dim=c["output_dim"], mask_zero=c.get("mask_zero", False))
+    elif cls == "TimeDistributed":
+        new["layer"] = keras1_layer(c["layer"])
+    elif cls == "Activation":
+        new.update(activation=c["activation"])
+    else:
+        raise ValueError(f"Keras 1 layer {cls} is not translated by this script")
+    return {"class_name": cls, "config": new}
 
 
 def keras_reference(path: Path, entry: dict, corpus: Path) -> dict:
