@@ -166,6 +166,23 @@ def preload_every_reader() -> None:
             importlib.import_module(f"{package.__name__}.{module.name}")
     for name in _MANY_FILES:
         importlib.import_module(name)
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """Check the bundled example model (our own file, not a user's) in this process once: what the first read of
+    a file sets up — the HDF5 library's internal state, Python's specialised bytecode, compiled regular
+    expressions — is then inherited by every child instead of being set up again in each. Best effort: a
+    failure here only costs that saving."""
+    try:
+        from importlib import resources
+
+        from .analysis import check
+
+        example = str(resources.files("lstm_inspect") / "data" / "example_lstm.keras")
+        check.check_path(example)
+    except Exception:  # noqa: BLE001  (an optimisation only)
+        pass
 
 
 def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_memory: int | None) -> None:

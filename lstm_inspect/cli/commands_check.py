@@ -132,7 +132,10 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     from ..render.text import make_console
 
     err_console = make_console(stderr=True)
-    show_bar = fmt == "human" and not no_progress and err_console.is_terminal and len(files) > 1
+    # Only for a person watching: a terminal on stderr, the human format, and not a CI job (whose runner may give
+    # it a pseudo-terminal, and whose log would keep every redraw).
+    show_bar = (fmt == "human" and not no_progress and err_console.is_terminal and len(files) > 1
+                and not os.environ.get("CI"))
     from ..render.check import progress
 
     with progress(len(files), err_console, show_bar) as advance:
