@@ -100,3 +100,35 @@ def test_torch_float64_state_dict_runs_in_float64(tmp_path):
     net32 = torch.nn.LSTM(3, 4, batch_first=True)
     torch.save(net32.state_dict(), tmp_path / "lstm32.pt")
     assert all(v.dtype == np.float32 for v in lstm_inspect.forward(tmp_path / "lstm32.pt", x).values())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The fast loop (recurrent_fast: one dense cell, weights laid out once, buffers reused, activations in place) against
+# the general loop (RecurrentCell.step) on every fixture with a recurrent layer: masks, go_backwards, initial and
+# returned states, Bidirectional, GRU in both reset forms, SimpleRNN, hard_sigmoid of both Keras versions, traces.
+
+RECURRENT_FIXTURES = ["k3_stacked.keras", "k3_masked.keras", "k3_backwards_state.keras", "k2_backwards_state.h5",
+                      "k2_initial_state.h5", "k2_gru_nora.h5", "k3_gru_ra.keras", "k3_simplernn.keras",
+                      "k2_lstm_hardsig.h5", "k3_lstm_hardsig.keras", "k3_bidi_gru.keras", "k2_bidi_concat.h5",
+                      "k3_lstm_nobias.keras", "k2_embed.h5"]
+
+
+@pytest.mark.parametrize("file", RECURRENT_FIXTURES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_loop_matches_general_loop(file, dtype, monkeypatch):
+    from lstm_inspect.run import recurrent
+
+    with np.load(FIXTURES / manifest()["files"][file]["oracle"]) as npz:
+        inputs = {k: npz[k] for k in npz.files if k == "input" or k.startswith("input/")}
+    calls = []
+    original = recurrent.recurrent_fast.run_loop
+    monkeypatch.setattr(recurrent.recurrent_fast, "run_loop", lambda *a, **k: calls.append(1) or original(*a, **k))
+    fast = lstm_inspect.forward(FIXTURES / file, inputs, trace=True, dtype=dtype)
+    assert calls, "the fast loop did not run"
+    monkeypatch.setattr(recurrent.RecurrentLayers, "fast_loop", lambda self, cells: None)
+    general = lstm_inspect.forward(FIXTURES / file, inputs, trace=True, dtype=dtype)
+    assert sorted(fast) == sorted(general)
+    tolerance = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-7)
+    for key, value in general.items():
+        assert fast[key].dtype == value.dtype == dtype, key
+        np.testing.assert_allclose(fast[key], value, err_msg=key, **tolerance)

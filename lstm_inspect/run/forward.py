@@ -429,6 +429,9 @@ def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtyp
             raise no_layer_matches(layers, [layer.key for layer in model.layers], model.path)
         wanted = set(matched)
     state = _Run(model.keras_major, compute_dtype(dtype, model.layers), trace, wanted)
+    # float inputs in the run's dtype, as Keras casts them (so layers that pass x on keep the run's precision);
+    # integer ids stay integers
+    values = [v.astype(state.dtype) if v.dtype.kind == "f" else v for v in values]
     finished = False
     try:
         root = model.root

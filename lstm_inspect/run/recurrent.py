@@ -4,6 +4,7 @@ the wrappers Bidirectional and TimeDistributed (`RecurrentLayers`, mixed into `f
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ import numpy as np
 from .. import gates
 from ..errors import InspectError
 from ..model import Layer
+from . import recurrent_fast
 from .layer_ops import Context, Value, as_list, conv_nd, flatten_values
 
 #: Layers run by `RecurrentLayers.recurrent`: the Keras layers, their legacy cuDNN twins (their weights are
@@ -21,6 +23,24 @@ CONV_LSTM_CLASSES = frozenset({"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
 RECURRENT_CLASSES = frozenset({"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "RNN"}) | CONV_LSTM_CLASSES
 #: What can be a cell of the loop: a recurrent layer itself, or a cell inside RNN / StackedRNNCells.
 CELL_CLASSES = (RECURRENT_CLASSES - {"RNN"}) | frozenset({"LSTMCell", "GRUCell", "SimpleRNNCell", "PeepholeLSTMCell"})
+
+#: Each cell layer's weights as the loops use them, built once and kept as long as the open model's layer lives
+#: (a second run of the same model reuses them): layer -> {(what, dtype, Keras major): (its tensors, value)}.
+_BUILT: "weakref.WeakKeyDictionary[Layer, dict[tuple, tuple[tuple, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def built_once(layer: Layer, what: str, dtype: np.dtype, keras_major: int | None, build: Callable[[], Any]) -> Any:
+    """`build()`'s value for this layer, dtype and Keras version, built on the first call only (again if the
+    layer's tensors were replaced)."""
+    key = (what, np.dtype(dtype).str, keras_major)
+    tensors = tuple(layer.weights)
+    entries = _BUILT.setdefault(layer, {})
+    hit = entries.get(key)
+    if hit is not None and len(hit[0]) == len(tensors) and all(a is b for a, b in zip(hit[0], tensors)):
+        return hit[1]
+    value = build()
+    entries[key] = (tensors, value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,50 @@ class RecurrentLayers(Context):
         batch, steps = x.shape[:2]
         if steps == 0:
             raise InspectError(f"layer {layer.key!r} ({layer.class_name}): the input has no time steps")
+        # Stacked cells take their states nested per cell ([[h, c], [h]]); counted flat, bottom cell first
+        given = flatten_values(initial_state) if initial_state is not None else None
+        if given is not None and channels_first:
+            given = [np.moveaxis(self.floating(s), 1, -1) for s in given]
+        fast = self.fast_loop(cells)
+        if fast is not None:
+            weights, act, rec_act = fast
+            states = self.initial_states(layer, given, [(cells[0][1], (batch,))])
+            output, final, traces = recurrent_fast.run_loop(
+                weights, act, rec_act, x, states[0], mask, backwards, zero_out,
+                bool(cfg.get("return_sequences", False)), self.trace)
+            flat_states = final
+            for name, array in traces.items():
+                self.record_trace(cells[0][0], name, array)
+        else:
+            output, flat_states = self.general_loop(cells, x, mask, given, layer, backwards, zero_out, channels_first)
+        if cfg.get("time_major") and output.ndim == 3:
+            output = np.swapaxes(output, 0, 1)
+        out_mask = mask[:, ::-1] if backwards and mask is not None else mask
+        out_mask = out_mask if cfg.get("return_sequences", False) else None
+        if cfg.get("return_state", False):
+            return [output] + flat_states, [out_mask] + [None] * len(flat_states)
+        return output, out_mask
+
+    def fast_loop(self, cells: list[tuple[Layer, "RecurrentCell"]]) -> tuple | None:
+        """(loop weights, activation, recurrent activation) when the layer is one dense cell without peepholes,
+        which `recurrent_fast` runs; None for the general loop."""
+        if len(cells) != 1 or cells[0][1].conv is not None or cells[0][1].peepholes:
+            return None
+        cell_layer, cell = cells[0]
+        act = recurrent_fast.in_place(cell_layer.config.get("activation", "tanh"), self.keras_major)
+        rec_act = recurrent_fast.in_place(cell_layer.config.get("recurrent_activation", "sigmoid"), self.keras_major)
+        if act is None or rec_act is None:
+            return None
+        weights = built_once(cell_layer, "loop", self.dtype, self.keras_major,
+                             lambda: recurrent_fast.LoopWeights.from_cell(cell))
+        return weights, act, rec_act
+
+    def general_loop(self, cells: list[tuple[Layer, "RecurrentCell"]], x: np.ndarray, mask: np.ndarray | None,
+                     given: list[np.ndarray] | None, layer: Layer, backwards: bool, zero_out: bool,
+                     channels_first: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Any cells (stacked, convolutional, peephole): (output sequence or last output, flat final states)."""
+        cfg = layer.config
+        batch, steps = x.shape[:2]
         if backwards:
             x = x[:, ::-1]
             mask = mask[:, ::-1] if mask is not None else None
@@ -166,10 +230,6 @@ class RecurrentLayers(Context):
         # The first cell's input projection for every step at once (the input bias folded in); cells stacked
         # above it read the cell below's new state, so theirs is computed per step.
         proj = cells[0][1].project(x)
-        # Stacked cells take their states nested per cell ([[h, c], [h]]); counted flat, bottom cell first
-        given = flatten_values(initial_state) if initial_state is not None else None
-        if given is not None and channels_first:
-            given = [np.moveaxis(self.floating(s), 1, -1) for s in given]
         states = self.initial_states(layer, given, [(cell, proj.shape[:1] + proj.shape[2:-1]) for _, cell in cells])
         prev_out = seq = None
         traces: dict[tuple[int, str], np.ndarray] = {}
@@ -209,13 +269,7 @@ class RecurrentLayers(Context):
             flat_states = [restore(s, 1) for s in flat_states]
         for (k, name), array in traces.items():
             self.record_trace(cells[k][0], name, restore(array, 2))
-        if cfg.get("time_major") and output.ndim == 3:
-            output = np.swapaxes(output, 0, 1)
-        out_mask = mask[:, ::-1] if backwards and mask is not None else mask
-        out_mask = out_mask if cfg.get("return_sequences", False) else None
-        if cfg.get("return_state", False):
-            return [output] + flat_states, [out_mask] + [None] * len(flat_states)
-        return output, out_mask
+        return output, flat_states
 
     def initial_states(self, layer: Layer, given: list[np.ndarray] | None,
                        cells: list[tuple["RecurrentCell", tuple[int, ...]]]) -> list[list[np.ndarray]]:
@@ -251,7 +305,10 @@ class RecurrentLayers(Context):
 
     def cell(self, layer: Layer) -> "RecurrentCell":
         """A recurrent layer's (or cell's) weights in Keras's fused form, rebuilt from its gate blocks (so the
-        cuDNN layouts arrive already converted) with its activations."""
+        cuDNN layouts arrive already converted) with its activations; built once per layer and dtype."""
+        return built_once(layer, "cell", self.dtype, self.keras_major, lambda: self.build_cell(layer))
+
+    def build_cell(self, layer: Layer) -> "RecurrentCell":
         if layer.class_name not in CELL_CLASSES:
             raise InspectError(f"layer {layer.key!r} ({layer.class_name}): the numpy forward pass does not support "
                                "this recurrent cell")

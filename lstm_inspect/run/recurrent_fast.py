@@ -1,0 +1,233 @@
+"""The time loop of one dense LSTM / GRU / SimpleRNN cell, written for speed (`recurrent.RecurrentLayers` sends the
+plain cells here; ConvLSTMs, peepholes and stacked cells take the general loop).
+
+What makes it fast, and why it stays exact:
+- the weights are laid out once per layer (`LoopWeights`): an LSTM's gate columns reordered i, f, o, c so the three
+  recurrent-activation gates are one contiguous block; a GRU's recurrent kernel split where reset_after=False
+  needs it;
+- the input term ``x · kernel + bias`` of every step is one matmul over the whole sequence before the loop, laid
+  out time-major so each step's rows are contiguous;
+- each step is one ``h · recurrent_kernel`` matmul into a preallocated buffer, then activations and state updates
+  in place (ufuncs with ``out=``): nothing is allocated per step but views. A step's output is written straight
+  into the (time, batch, units) output sequence and read from there as the next step's h.
+The arithmetic is Keras's, operation for operation (the same formulas in the same order as the general loop); tests
+hold both loops to a step-by-step reference and to Keras.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..gates import activations
+
+InPlace = Callable[[np.ndarray], None]
+
+
+def _sigmoid(a: np.ndarray) -> None:  # 1 / (1 + exp(-x)), as activations._sigmoid
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    a += 1.0
+    np.reciprocal(a, out=a)
+
+
+def _hard_sigmoid_k3(a: np.ndarray) -> None:  # clip(x/6 + 0.5, 0, 1)
+    a /= 6.0
+    a += 0.5
+    np.clip(a, 0.0, 1.0, out=a)
+
+
+def _hard_sigmoid_k2(a: np.ndarray) -> None:  # clip(0.2x + 0.5, 0, 1)
+    a *= 0.2
+    a += 0.5
+    np.clip(a, 0.0, 1.0, out=a)
+
+
+_IN_PLACE: dict[str, InPlace] = {
+    "sigmoid": _sigmoid,
+    "tanh": lambda a: np.tanh(a, out=a),
+    "relu": lambda a: np.maximum(a, 0, out=a),
+    "linear": lambda a: None,
+}
+
+
+def in_place(spec: object, keras_major: int | None) -> InPlace | None:
+    """The activation named by a config entry as a function that overwrites its argument; None when unknown."""
+    name = activations.activation_name(spec)
+    if name == "hard_sigmoid":
+        return _hard_sigmoid_k3 if keras_major == 3 else _hard_sigmoid_k2
+    if name in _IN_PLACE:
+        return _IN_PLACE[name]
+    func = activations.get(name, keras_major)
+    if func is None:
+        return None
+
+    def apply(a: np.ndarray) -> None:  # any other activation: computed, then copied back
+        a[...] = func(a)
+
+    return apply
+
+
+@dataclass
+class LoopWeights:
+    """One cell's weights in the loop's layout (built once per layer and run)."""
+
+    family: str
+    units: int
+    kernel: np.ndarray
+    """(in, n·u); an LSTM's columns in the order i, f, o, c."""
+    bias: np.ndarray | None
+    recurrent: np.ndarray
+    """(u, n·u), the same column order; a GRU without reset_after: its z and r columns only."""
+    recurrent_h: np.ndarray | None = None
+    """A GRU without reset_after: the candidate's columns of the recurrent kernel."""
+    recurrent_bias: np.ndarray | None = None
+    reset_after: bool = False
+
+    @classmethod
+    def from_cell(cls, cell: "object") -> "LoopWeights":
+        """From a `recurrent.RecurrentCell` (Keras's fused order i, f, c, o / z, r, h)."""
+        u, family = cell.units, cell.family
+        kernel, recurrent, bias = cell.kernel, cell.recurrent, cell.bias
+        if family == "LSTM":  # i f c o -> i f o c: sigmoid over [0, 3u), tanh over [3u, 4u)
+            order = np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
+            kernel, recurrent = kernel[:, order], recurrent[:, order]
+            bias = bias[order] if bias is not None else None
+        recurrent_h = None
+        if family == "GRU" and not cell.reset_after:
+            recurrent, recurrent_h = recurrent[:, :2 * u], recurrent[:, 2 * u:]
+            recurrent_h = np.ascontiguousarray(recurrent_h)
+        return cls(family, u, np.ascontiguousarray(kernel), bias, np.ascontiguousarray(recurrent), recurrent_h,
+                   cell.recurrent_bias, bool(cell.reset_after))
+
+
+def input_terms(weights: LoopWeights, x: np.ndarray) -> np.ndarray:
+    """x (batch, time, in) -> x · kernel + bias (time, batch, n·u): one matmul for every step, time-major."""
+    batch, steps = x.shape[:2]
+    seq = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # free when x is a time-major run's output (a swapped view)
+    proj = np.matmul(seq.reshape(steps * batch, -1), weights.kernel)
+    if weights.bias is not None:
+        proj += weights.bias
+    return proj.reshape(steps, batch, -1)
+
+
+def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray, states: list[np.ndarray],
+             mask: np.ndarray | None, backwards: bool, zero_out: bool, keep_sequence: bool,
+             trace: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+    """The layer over x (batch, time, in) from `states` (each (batch, units)); steps taken last to first when
+    `backwards`, mask (batch, time) in input order. Returns (the outputs (batch, time, units) in processing order
+    — a view of time-major storage — or the last output (batch, units); the final states; with `trace` each
+    gate's and state's values per step (batch, time, units))."""
+    u, family = weights.units, weights.family
+    proj = input_terms(weights, x)
+    steps, batch, width = proj.shape
+    dtype = proj.dtype
+    h = np.array(states[0], dtype=dtype, copy=True)
+    c = np.array(states[1], dtype=dtype, copy=True) if family == "LSTM" else None
+    z = np.empty((batch, width), dtype=dtype)  # the step's pre-activations, then its gates
+    tmp = np.empty((batch, u), dtype=dtype)
+    other = np.empty((batch, u), dtype=dtype)
+    zr = np.empty((batch, 2 * u), dtype=dtype) if weights.recurrent_h is not None else None  # GRU, reset_after off
+    out_seq = np.empty((steps, batch, u), dtype=dtype) if keep_sequence else None
+    names = {"LSTM": ("i", "f", "o", "c", "cell", "hidden"), "GRU": ("z", "r", "h", "hidden")}.get(family, ("hidden",))
+    traces = {name: np.empty((steps, batch, u), dtype=dtype) for name in names} if trace else {}
+    masks = None
+    if mask is not None:
+        masks = np.asarray(mask, dtype=bool).T[::-1 if backwards else 1, :, None]  # (time, batch, 1), step order
+        h_prev, c_prev = np.empty_like(h), (np.empty_like(c) if c is not None else None)
+    prev_out = np.zeros((batch, u), dtype=dtype)
+    out = prev_out
+    with np.errstate(over="ignore"):  # exp(-x) of a very negative x: inf, so sigmoid is 0 as it should be
+        for k in range(steps):
+            t = steps - 1 - k if backwards else k
+            if masks is not None:
+                np.copyto(h_prev, h)
+                if c is not None:
+                    np.copyto(c_prev, c)
+            new_h = out_seq[k] if keep_sequence and masks is None else h
+            if family == "LSTM":
+                np.matmul(h, weights.recurrent, out=z)
+                z += proj[t]
+                rec_act(z[:, :3 * u])
+                act(z[:, 3 * u:])
+                i, f, o, g = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
+                c *= f  # c = f·c + i·g
+                np.multiply(i, g, out=tmp)
+                c += tmp
+                np.copyto(tmp, c)
+                act(tmp)
+                np.multiply(o, tmp, out=new_h)
+            elif family == "GRU":
+                new_h = _gru_step(weights, act, rec_act, proj[t], h, z, tmp, other, zr, new_h)
+            else:
+                np.matmul(h, weights.recurrent, out=z)
+                z += proj[t]
+                act(z)
+                np.copyto(new_h, z)
+            if new_h is not h:
+                h = new_h
+            if masks is not None:  # a masked step keeps the states; its output is the last one, or zeros
+                m = masks[k]
+                np.copyto(h, h_prev, where=~m)
+                if c is not None:
+                    np.copyto(c, c_prev, where=~m)
+                out = np.where(m, h, 0.0 if zero_out else prev_out).astype(dtype, copy=False)
+                if keep_sequence:
+                    out_seq[k] = out
+                prev_out = out
+            elif keep_sequence:
+                out = out_seq[k]
+            else:
+                out = h
+            if trace:
+                _record(traces, k, family, z, u, c, h, weights)
+    if masks is None and not keep_sequence:
+        out = h
+    output = np.swapaxes(out_seq, 0, 1) if keep_sequence else np.array(out, copy=True)
+    final = [h] if c is None else [h, c]
+    return output, final, {name: np.swapaxes(value, 0, 1) for name, value in traces.items()}
+
+
+def _gru_step(w: LoopWeights, act: InPlace, rec_act: InPlace, p: np.ndarray, h: np.ndarray, z: np.ndarray,
+              tmp: np.ndarray, other: np.ndarray, zr: np.ndarray | None, new_h: np.ndarray) -> np.ndarray:
+    """One GRU step (Keras: h = z·h_prev + (1 − z)·hh), leaving z, r, hh in z's columns."""
+    u = w.units
+    if w.reset_after:
+        np.matmul(h, w.recurrent, out=z)  # the recurrent term of all three gates
+        if w.recurrent_bias is not None:
+            z += w.recurrent_bias
+        gates = z[:, :2 * u]
+        gates += p[:, :2 * u]
+        rec_act(gates)
+        hh = z[:, 2 * u:]
+        hh *= z[:, u:2 * u]  # r · (h·U_h + rb_h)
+        hh += p[:, 2 * u:]
+    else:
+        gates = z[:, :2 * u]
+        np.matmul(h, w.recurrent, out=zr)
+        np.add(zr, p[:, :2 * u], out=gates)
+        rec_act(gates)
+        np.multiply(z[:, u:2 * u], h, out=tmp)  # (r · h) · U_h
+        hh = z[:, 2 * u:]
+        np.matmul(tmp, w.recurrent_h, out=other)
+        np.add(p[:, 2 * u:], other, out=hh)
+    act(hh)
+    zg = z[:, :u]
+    np.multiply(zg, h, out=other)
+    np.subtract(1.0, zg, out=tmp)
+    tmp *= hh
+    np.add(other, tmp, out=new_h)
+    return new_h
+
+
+def _record(traces: dict[str, np.ndarray], k: int, family: str, z: np.ndarray, u: int, c: np.ndarray | None,
+            h: np.ndarray, weights: LoopWeights) -> None:
+    if family == "LSTM":
+        for n, name in enumerate(("i", "f", "o", "c")):
+            traces[name][k] = z[:, n * u:(n + 1) * u]
+        traces["cell"][k] = c
+    elif family == "GRU":
+        for n, name in enumerate(("z", "r", "h")):
+            traces[name][k] = z[:, n * u:(n + 1) * u]
+    traces["hidden"][k] = h
