@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 _STATE = {"in_child": False}
 
@@ -59,3 +59,77 @@ def limit_memory(max_memory: int) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def run_bounded(func: Callable[[], Any], extra: int, timeout: float, lock: Any = None) -> tuple[str, Any]:
+    """`func()` run in a forked child whose address space is bounded to what this process has now plus `extra`,
+    for a read whose real size no header tells, where this process may not bound itself (a library must not set
+    limits on its host). Returns ("ok", the JSON round trip of func's result), ("memory", None) when the child ran
+    out of memory, ("error", message) for an exception, ("timeout", None) or ("crash", signal number). `lock`, when
+    given, is held across the fork so the child does not inherit it held by another thread (h5py's global lock)."""
+    import json
+    import select
+    import signal
+    import time
+
+    import gc
+
+    read_end, write_end = os.pipe()
+    # As in `isolation.run`: the child must not collect the parent's objects (a native runtime's finalizer waits
+    # on threads that do not exist after fork), so they are frozen across the fork and the child never collects.
+    with lock if lock is not None else contextlib.nullcontext():
+        gc.freeze()
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                gc.unfreeze()
+        if pid == 0:  # the child: bounded, answers once on the pipe, never returns
+            gc.disable()
+            status, payload = b"e", b""
+            try:
+                os.close(read_end)
+                limit_memory(extra)
+                payload = json.dumps(func()).encode("ascii")
+                status = b"o"
+            except MemoryError:
+                status = b"m"
+            except BaseException as exc:  # noqa: BLE001 — reported to the parent, which decides
+                status = b"m" if "alloc" in str(exc).lower() else b"e"
+                payload = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:500]
+            try:
+                view = memoryview(status + payload)
+                while view:
+                    view = view[os.write(write_end, view):]
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return "timeout", None
+            chunk = os.read(read_end, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    answer = b"".join(chunks)
+    if not answer:
+        return ("crash", os.WTERMSIG(status)) if os.WIFSIGNALED(status) else ("error", "no answer")
+    kind, payload = answer[:1], answer[1:]
+    if kind == b"o":
+        return "ok", json.loads(payload)
+    if kind == b"m":
+        return "memory", None
+    return "error", payload.decode("utf-8", "replace")
+
+
+def can_fork() -> bool:
+    return hasattr(os, "fork")

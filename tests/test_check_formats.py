@@ -1,5 +1,5 @@
 """`lstm-inspect check` on the other model formats: a directory walk picks up .safetensors, .onnx, .pt and .pth
-beside Keras files (not .npz, which is often input data: named or globbed it is checked too), the rules run on
+beside Keras files (and the pickle carriers .npz and .bin: a plain data .npz passes), the rules run on
 their gate blocks, and a NaN in a torch state dict fails with the block named."""
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ def formats(tmp_path):
     save_file(state, tmp_path / "torch.safetensors")
     torch.save({f"enc.{k}": v for k, v in module.state_dict().items()}, tmp_path / "torch.pt")
     build_onnx("lstm_fwd", "LSTM", "forward", {}, True, False, tmp_path / "model.onnx")
-    np.savez(tmp_path / "inputs.npz", x=np.zeros((2, 5, 3)))  # data, not a model: not walked into
+    np.savez(tmp_path / "inputs.npz", x=np.zeros((2, 5, 3)))  # data, not a model: walked into (a pickle carrier), passes
     return tmp_path, state
 
 
-def test_directory_walk_finds_other_formats_but_not_npz(formats):
+def test_directory_walk_finds_other_formats_and_npz(formats):
     root, _ = formats
     files, notes = discovery.discover([str(root)])
-    assert sorted(os.path.basename(f) for f in files) == ["model.onnx", "torch.pt", "torch.safetensors"]
+    assert sorted(os.path.basename(f) for f in files) == ["inputs.npz", "model.onnx", "torch.pt", "torch.safetensors"]
     assert notes == []
 
 
@@ -46,7 +46,8 @@ def test_check_passes_on_each_format_and_fails_on_a_nan_block(formats):
     result = run("check", root, "--format", "json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert {os.path.basename(f["file"]) for f in report["files"]} == {"model.onnx", "torch.pt", "torch.safetensors"}
+    assert {os.path.basename(f["file"]) for f in report["files"]} == {"inputs.npz", "model.onnx", "torch.pt",
+                                                                      "torch.safetensors"}
     state["enc.weight_hh_l1_reverse"] = state["enc.weight_hh_l1_reverse"].copy()
     state["enc.weight_hh_l1_reverse"][5, 1] = np.nan  # rows 4:8 are torch's forget gate
     save_file(state, root / "broken.safetensors")

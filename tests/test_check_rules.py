@@ -260,8 +260,9 @@ def test_every_fixture_passes_with_no_findings_but_unsafe_code():
     """The fixtures hold random non-degenerate weights and Keras's initial values: no rule may fire on them."""
     files, _ = discovery.discover([str(FIXTURES)])
     assert len(files) >= 100
+    options = checks.CheckOptions(code_only=discovery.walked_npz([str(FIXTURES)], files))  # as `check DIR` does
     for path in files:
-        result = checks.check_path(path)
+        result = checks.check_path(path, options)
         assert result.error is None, (path, result.error)
         assert {f.rule for f in result.findings} <= {"unsafe-code"}, (path, result.findings)
         if result.findings:

@@ -335,3 +335,172 @@ def test_tf_index_or_shard_that_is_a_fifo_is_refused_without_blocking(tmp_path):
     os.mkfifo(model / "tfk_sharded.index")
     code, _, err, seconds = console("inspect", model / "tfk_sharded.data-00000-of-00013")
     assert code == 2 and len(err.splitlines()) == 1 and seconds < 60, err
+
+
+# -- check DIR walks the pickle carriers ------------------------------------------------------------------------------
+
+
+def test_check_dir_scans_npz_and_bin_and_passes_raw_bin(tmp_path):
+    """A directory as a model hub repository holds it: torch.save files named .bin (clean, and with an os.system
+    payload: tests/fixtures/code, written by torch.save), numpy's .npz (plain arrays, and an object array whose
+    pickle calls builtins.exec), and a .bin of raw floats (ONNX external data) that is no model at all. The walk
+    finds every one; the code fails the gate, the raw .bin passes as "not a model file"."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    shutil.copy(CODE / "torch_clean.pt", repo / "pytorch_model.bin")
+    shutil.copy(CODE / "torch_os_system.pt", repo / "sub" / "optimizer.bin")
+    shutil.copy(CODE / "npz_clean.npz", repo / "arrays.npz")
+    shutil.copy(CODE / "npz_object_array.npz", repo / "sub" / "evil.npz")
+    (repo / "weights.bin").write_bytes(np.random.default_rng(3).normal(size=4096).astype("<f4").tobytes())
+    code, out, err, seconds = console("check", "--format", "json", repo)
+    verdicts = {Path(r["file"]).name: r for r in json.loads(out)["files"]}
+    assert set(verdicts) == {"pytorch_model.bin", "optimizer.bin", "arrays.npz", "evil.npz", "weights.bin"}, err
+    assert code == 1 and seconds < 60, err
+    assert [f["message"] for f in verdicts["optimizer.bin"]["findings"]] and \
+        "posix.system" in verdicts["optimizer.bin"]["findings"][0]["message"]
+    assert "builtins.exec" in verdicts["evil.npz"]["findings"][0]["message"]
+    for clean in ("pytorch_model.bin", "arrays.npz"):
+        assert verdicts[clean]["status"] == "pass" and not verdicts[clean]["findings"], verdicts[clean]
+    assert verdicts["weights.bin"]["status"] == "pass" and verdicts["weights.bin"]["kind"] == \
+        "not a model file; no code found"
+    code, out, _, _ = console("check", "--format", "json", repo / "weights.bin")  # named, the same verdict
+    assert code == 0 and json.loads(out)["files"][0]["kind"] == "not a model file; no code found"
+
+
+def test_a_bin_that_is_a_fifo_or_a_pickle_with_code_is_never_passed_as_raw(tmp_path):
+    """Hand-built: a protocol-0 pickle calling os.system named .bin (no PROTO header, so it does not look like
+    torch.save), and a FIFO named .bin: neither is "not a model file"."""
+    path = tmp_path / "evil.bin"
+    marker = tmp_path / "pwned"
+    path.write_bytes(f"cos\nsystem\n(S'touch {marker}'\ntR.".encode())
+    code, out, err, _ = console("check", "--format", "json", path)
+    assert code == 1 and "os.system" in out and not marker.exists(), (out, err)
+    os.mkfifo(tmp_path / "fifo.bin")
+    code, out, err, seconds = console("check", "--format", "json", tmp_path / "fifo.bin")
+    assert code == 2 and "not a regular file" in out and seconds < 60, (out, err)
+
+
+# -- in-process reads get the attribute budget too ---------------------------------------------------------------------
+
+
+_MEASURED = ("import resource, subprocess, sys\n"
+             "done = subprocess.run(sys.argv[1:])\n"
+             "print('PEAK', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+             "sys.exit(done.returncode)")
+
+
+def _peak_process(args):
+    """(exit code, stderr, seconds, peak resident bytes of the process tree) of `python args...` (ROOT on the
+    path), measured by a wrapper process whose only children are that tree."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _MEASURED, sys.executable, *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    seconds = time.monotonic() - started
+    lines = done.stderr.splitlines()
+    peak = int(lines[-1].split()[1]) * 1024
+    return done.returncode, "\n".join(lines[:-1]) + ("\n" if lines[:-1] else ""), seconds, peak
+
+
+@pytest.fixture(scope="module")
+def vlen_bombs(tmp_path_factory):
+    """Hand-built from tf-keras's k2_classic.h5 (test_hostile_bounds' two cases): an 80 MB model_config as one
+    variable-length string, and 3,000 layer_names descriptors pointing at one 1 MiB string (reads as 3 GiB)."""
+    import json
+    import shutil
+
+    from test_hostile_bounds import shared_heap_attribute
+
+    root = tmp_path_factory.mktemp("vlen")
+    shared = shared_heap_attribute(root / "shared.h5")
+    big = root / "vlen80.h5"
+    shutil.copy(FIXTURES / "k2_classic.h5", big)
+    with h5py.File(big, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["padding"] = "x" * 80_000_000
+        del f.attrs["model_config"]
+        f.attrs.create("model_config", json.dumps(config), dtype=h5py.string_dtype())
+    return {"shared": shared, "big": big}
+
+
+@pytest.mark.parametrize("case", ["shared", "big"])
+@pytest.mark.parametrize("command", ["inspect", "check"])
+def test_no_isolation_reads_variable_length_attributes_under_the_budget(vlen_bombs, case, command):
+    """`--no-isolation` used to read them unbounded: shared.h5 took 45 s and 6.2 GB. Now the same 256 MiB budget
+    as in the isolated child (a forked helper: the process may not bound itself in-process)."""
+    path = vlen_bombs[case]
+    options = ["--no-stats"] if command == "inspect" else ["--format", "json", "-o", f"{path}.{command}.json"]
+    code, err, seconds, peak = _peak_process(["-m", "lstm_inspect", "--no-isolation", command, *options, path])
+    if command == "inspect":
+        assert code == 2 and len(err.splitlines()) == 1 and str(path) in err, err
+        said = err
+    else:  # an attribute not read is a config not scanned: an unsafe-code finding (exit 1) or the refusal (exit 2)
+        assert code in (1, 2), err
+        said = Path(f"{path}.{command}.json").read_text()
+    assert "variable-length data" in said, said
+    assert seconds < 60 and (peak is None or peak < 1 << 30), (seconds, peak)
+
+
+def test_library_reads_variable_length_attributes_under_the_budget(vlen_bombs):
+    """The Python API (open_model, in this process) gets the budget without touching the host's limits."""
+    import resource
+
+    from lstm_inspect.errors import UnsafeFile
+    from lstm_inspect.readers import open_model
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    for path in vlen_bombs.values():
+        started = time.monotonic()
+        with pytest.raises(UnsafeFile, match="variable-length data"):
+            open_model(path)
+        assert time.monotonic() - started < 60
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    code, err, seconds, peak = _peak_process(["-c", "import sys; from lstm_inspect import open_model\n"
+                                              "try: open_model(sys.argv[1])\nexcept Exception as e: sys.exit(str(e))",
+                                              vlen_bombs["shared"]])
+    assert code == 1 and "variable-length data" in err and seconds < 60 and (peak is None or peak < 1 << 30)
+
+
+def test_small_variable_length_attributes_are_read_directly(monkeypatch):
+    """Descriptors × file size bounds a variable-length attribute's real bytes: a real model's config is read
+    in-process without the helper (no fork per attribute)."""
+    from lstm_inspect import limits
+    from lstm_inspect.readers import open_model
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the helper ran")
+
+    monkeypatch.setattr(limits, "run_bounded", forbidden)
+    with open_model(FIXTURES / "k2_classic.h5") as model:
+        assert model.has_config and model.layers
+
+
+def test_the_api_reads_in_process_and_never_bounds_its_host(monkeypatch):
+    """What docs/api.md and docs/threat-model.md say: the API forks no reading child (here fork is forbidden and
+    inspect still works) and leaves the host's address-space limit and alarm alone; isolation.run is the bounded
+    way, and it does fork."""
+    import resource
+    import signal
+
+    import lstm_inspect as li
+    from lstm_inspect import isolation
+
+    limit, timer = resource.getrlimit(resource.RLIMIT_AS), signal.getitimer(signal.ITIMER_REAL)
+    real_fork = os.fork
+
+    def no_fork():
+        raise AssertionError("the API forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert li.inspect(FIXTURES / "k2_classic.h5")["layers"]
+    assert (resource.getrlimit(resource.RLIMIT_AS), signal.getitimer(signal.ITIMER_REAL)) == (limit, timer)
+    monkeypatch.setattr(os, "fork", real_fork)
+    summary = isolation.run(li.inspect, str(FIXTURES / "k2_classic.h5"), label="k2_classic.h5", timeout=60,
+                            max_memory=1 << 30)
+    assert summary["layers"]
+    assert (resource.getrlimit(resource.RLIMIT_AS), signal.getitimer(signal.ITIMER_REAL)) == (limit, timer)

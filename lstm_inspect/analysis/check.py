@@ -81,9 +81,12 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
 
     options = options or CheckOptions()
     result = FileResult(path=path, strict=options.strict)
+    code_only = path in options.code_only
+    if code_only and options.enabled("unsafe-code"):
+        options = with_overrides(options, select=("unsafe-code",))
     try:
         with open_model(path) as model:
-            result.kind = model.kind
+            result.kind = model.kind + (" (found by the walk: checked for code only)" if code_only else "")
             result.findings = check_model(model, options)
     except InspectError as exc:
         result.error = exc.message
@@ -95,6 +98,11 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
                 for found in code_findings(path)]
         if code:
             result.findings, result.error = code, None
+    if result.error and not result.findings:
+        from .discovery import NOT_A_MODEL, not_a_model_file
+
+        if not_a_model_file(path):  # a .bin of raw data (walked into with the pickle carriers): no verdict against it
+            result.kind, result.error = NOT_A_MODEL, None
     return result
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-#: What a directory walk picks up: Keras files and the other model formats lstm-inspect reads. Array files
-#: (.npz) and checkpoints (.index) are checked only when named (or globbed): directories hold many that are not
-#: models (input data, TF2 SavedModel variables).
-MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth", ".tflite")
+#: What a directory walk picks up: Keras files, the other model formats lstm-inspect reads, and the pickle carriers
+#: (.npz, .bin: a gate over a directory must scan them for code). Checkpoints (.index) are checked only when named
+#: (or globbed): a TF2 SavedModel's variables are not a model of their own.
+MODEL_EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors", ".onnx", ".pt", ".pth", ".tflite", ".npz", ".bin")
+#: The `check` verdict of a `.bin` that holds no model (not a zip, pickle, HDF5, safetensors or TFLite file) and no
+#: code: ONNX external data, tokenizer or optimizer blobs, GGUF files... A pass, not an unreadable file.
+NOT_A_MODEL = "not a model file; no code found"
 
 
 def _walk_picks(name: str, siblings: set[str]) -> bool:
@@ -94,3 +97,39 @@ def discover(paths: Iterable[str]) -> tuple[list[str], list[str]]:
             found.append(path)
     unique = list(dict.fromkeys(found))
     return unique, notes
+
+
+def not_a_model_file(path: str) -> bool:
+    """True for a `.bin` whose first bytes are none of the containers lstm-inspect reads (zip, HDF5, safetensors,
+    a protocol 2-5 pickle as torch.save writes, TFLite): raw data, not a model that failed to read. Read through
+    one checked handle (a FIFO or device is not "not a model": it stays refused)."""
+    if not path.lower().endswith(".bin"):
+        return False
+    from ..errors import InspectError
+    from ..readers import safe_open
+
+    try:
+        fd = safe_open.open_regular(path, path)
+    except InspectError:
+        return False
+    try:
+        head = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    containers = (b"PK\x03\x04", b"PK\x05\x06", b"\x89HDF\r\n\x1a\n")
+    pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    safetensors = len(head) >= 9 and head[8:9] == b"{"
+    return bool(head) and not (head.startswith(containers) or pickle or safetensors or head[4:8] == b"TFL3")
+
+
+def walked_npz(paths: Iterable[str], files: Iterable[str]) -> frozenset[str]:
+    """The `.npz` files among `files` that a directory walk found (not named, not matched by a glob): `check`
+    scans them for code only (`CheckOptions.code_only`), since a directory's `.npz` files are as often input data
+    as weights, and the value rules would judge the data."""
+    import glob
+
+    named = set(paths)
+    for path in paths:
+        if not os.path.exists(path) and any(c in path for c in "*?["):
+            named.update(glob.glob(path, recursive=True))
+    return frozenset(f for f in files if f.lower().endswith(".npz") and f not in named)

@@ -144,6 +144,9 @@ class CheckOptions:
     max_params: int | None = None
     baseline: dict[str, Any] | None = None
     """A loaded snapshot (see `lstm_inspect.analysis.snapshot`) to compare against."""
+    code_only: frozenset[str] = frozenset()
+    """Paths checked for code only (`unsafe-code`): the `.npz` files a directory walk found, as often input data
+    as weights (`discovery.walked_npz`); the value rules would judge data."""
 
     def validate(self) -> "CheckOptions":
         self.select = tuple(RULE_ALIASES.get(r, r) for r in self.select)

@@ -125,6 +125,7 @@ def check_command(paths: tuple[str, ...], fmt: str | None, output: str | None, c
     if missing:  # a mistyped path is the command line's error, not a report about a file
         raise InspectError("no such file or directory", missing[0])
     files, path_notes = discovery.discover(paths)
+    options.code_only = discovery.walked_npz(paths, files)  # a walked-into .npz may be data: code scan only
     notes += path_notes
     if not files:
         raise InspectError("no model files found in " + ", ".join(paths))

@@ -252,12 +252,19 @@ VARIABLE_ATTRIBUTE_BUDGET = 4 * MAX_ATTRIBUTE_BYTES
 
 def _read_attribute(obj: h5py.HLObject, name: str, attr_id: Any, label: str) -> Any:
     """The attribute's value. A variable-length one's storage size counts 16-byte heap descriptors, not the
-    strings they point to (80 MB hid behind 16 bytes; 3,000 descriptors of one 1 MiB object took 4.1 GB), so it
-    is read under a memory budget (in the isolated child) and its real bytes counted before it is used."""
+    strings they point to (80 MB hid behind 16 bytes; 3,000 descriptors of one 1 MiB object took 4.1 GB), so its
+    real bytes are counted before it is used, and it is read under a memory budget unless it cannot be large:
+    libhdf5 checks every heap object against its collection and every collection against the file's end, so each
+    string is at most the file's size, and descriptors × file size bounds the whole. Past that bound it is read in
+    the isolated child under a lowered address-space limit, or, in-process (``--no-isolation``, the Python API),
+    in a forked helper under the same budget (a library must not set limits on its host process)."""
     if not _is_variable(attr_id):
         return obj.attrs[name]
     refused = UnsafeFile(f"attribute {name!r} of {obj.name} holds more than {MAX_ATTRIBUTE_BYTES:,} bytes of "
                          "variable-length data; refusing it", label)
+    if _descriptors(attr_id) * _file_bytes(obj) * 4 > VARIABLE_ATTRIBUTE_BUDGET:
+        if not limits.in_child() and limits.can_fork():
+            return _read_in_helper(obj, name, refused, label)
     bounded = False
     try:
         with limits.memory_budget(VARIABLE_ATTRIBUTE_BUDGET) as bounded:
@@ -271,6 +278,54 @@ def _read_attribute(obj: h5py.HLObject, name: str, attr_id: Any, label: str) -> 
     if _real_bytes(value) > MAX_ATTRIBUTE_BYTES:
         raise refused
     return value
+
+
+#: How long the forked helper may take to read one attribute (libhdf5 loops on some damaged files).
+ATTRIBUTE_SECONDS = 60.0
+
+
+def _read_in_helper(obj: h5py.HLObject, name: str, refused: UnsafeFile, label: str) -> Any:
+    """A variable-length attribute read in a forked child under the budget; its value comes back as JSON."""
+    from h5py._objects import phil
+
+    def read() -> Any:
+        value = obj.attrs[name]
+        return None if _real_bytes(value) > MAX_ATTRIBUTE_BYTES else _plain(_decode(value))
+
+    status, value = limits.run_bounded(read, VARIABLE_ATTRIBUTE_BUDGET, ATTRIBUTE_SECONDS, lock=phil)
+    if status == "ok" and value is not None:
+        return value
+    if status in ("ok", "memory"):
+        raise refused
+    if status == "timeout":
+        raise UnsafeFile(f"reading attribute {name!r} of {obj.name} took longer than {ATTRIBUTE_SECONDS:.0f} s; "
+                         "refusing it", label)
+    what = f"the HDF5 library crashed (signal {value})" if status == "crash" else str(value)
+    raise CorruptFile(f"cannot read attribute {name!r} of {obj.name}: {what}", label)
+
+
+def _plain(value: Any) -> Any:
+    """`_decode`'s result as JSON-able data (variable-length numbers come as arrays)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _descriptors(attr_id: Any) -> int:
+    try:
+        shape = attr_id.shape
+    except Exception:
+        return 1
+    return 0 if shape is None else element_count(shape)
+
+
+def _file_bytes(obj: h5py.HLObject) -> int:
+    try:
+        return int(obj.file.id.get_filesize())
+    except Exception:
+        return MAX_ATTRIBUTE_BYTES  # cannot tell: treated as large
 
 
 def _is_variable(attr_id: Any) -> bool:
