@@ -169,7 +169,8 @@ def test_forward_matches_torch_modules(entry, tmp_path):
     for module, ref in expected(entry)["module_forward"].items():
         np.save(tmp_path / "x.npy", array(ref["input"]))
         out = tmp_path / "out.npz"
-        result = cli("forward", entry["file"], "--input", str(tmp_path / "x.npy"), "-o", str(out), "--layer", module)
+        result = cli("forward", entry["file"], "--input", str(tmp_path / "x.npy"), "-o", str(out), "--layer", module,
+                     "--float64")
         assert result.returncode == 0, result.stderr
         with np.load(out) as got:
             for name in ("output", "h_n", "c_n"):
