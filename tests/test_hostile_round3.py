@@ -504,3 +504,35 @@ def test_the_api_reads_in_process_and_never_bounds_its_host(monkeypatch):
                             max_memory=1 << 30)
     assert summary["layers"]
     assert (resource.getrlimit(resource.RLIMIT_AS), signal.getitimer(signal.ITIMER_REAL)) == (limit, timer)
+
+
+# -- fuzz: appended and prepended bytes -----------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from test_fuzz import EXAMPLES, FUZZ  # noqa: E402
+
+_BASES = [FIXTURES / "k2_classic.h5", FIXTURES / "k3_lstm_init.keras", FIXTURES / "k3_lstm_init.weights.h5",
+          CODE / "torch_clean.pt", CODE / "npz_clean.npz", Path(__file__).parent / "fixtures" / "exports" /
+          "k3_bidi_gru.onnx.safetensors"]
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 5, 1))
+@given(base=st.sampled_from(_BASES), junk=st.binary(min_size=1, max_size=300), where=st.sampled_from(["end", "start"]))
+def test_bytes_added_to_a_real_file_are_always_refused(tmp_path_factory, base, junk, where):
+    """Any bytes appended to (or, for a zip, put before) a real writer's file: never read one way, always a
+    one-line refusal; the same file untouched reads."""
+    from lstm_inspect.errors import InspectError
+    from lstm_inspect.readers import open_model
+
+    if where == "start" and base.suffix not in (".keras", ".pt", ".npz"):
+        where = "end"
+    data = base.read_bytes()
+    path = tmp_path_factory.mktemp("added") / base.name
+    path.write_bytes(data + junk if where == "end" else junk + data)
+    with pytest.raises(InspectError):
+        with open_model(path) as model:
+            for layer in model.layers:
+                for tensor in layer.weights:
+                    tensor.read()

@@ -217,25 +217,36 @@ def scan_file(path: str) -> list[CodeFinding]:
     what is not read is not checked.
     """
     from ..errors import InspectError
-    from ..readers import h5safe, torch_state
 
     try:
         if os.path.isdir(path):
             return _cap(_directory(path))
         if not stat.S_ISREG(os.stat(path).st_mode):
             return []  # a FIFO or a device is never opened (the readers refuse it)
-        with open(path, "rb") as handle:
-            head = handle.read(9)
-            if h5safe.is_hdf5(head):
-                return _cap(_hdf5(path))
-            if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-                return _cap(_zip(path))
-            if torch_state.is_pickle(head, path):
-                handle.seek(0)
-                return _cap(list(_stream_findings(handle, "")))
+        return _cap(_regular_file(path, follow=True))
     except (InspectError, OSError, ValueError, EOFError):  # damage the readers report
         return []
-    return []
+
+
+def _regular_file(path: str, follow: bool) -> list[CodeFinding]:
+    """The findings of one file, opened once (a link followed only when `follow`), checked to be a regular file on
+    the handle and read through it: libraries that want a path get the handle's /proc/self/fd name."""
+    from ..readers import h5safe, safe_open, torch_state
+
+    fd = safe_open.open_regular(path, path, follow=follow)
+    try:
+        source = safe_open.handle_path(fd, path)
+        head = os.pread(fd, 9, 0)
+        if h5safe.is_hdf5(head):
+            return _hdf5(source)
+        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            return _zip(source)
+        if torch_state.is_pickle(head, path):
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                return list(_stream_findings(handle, ""))
+        return []
+    finally:
+        os.close(fd)
 
 
 def _cap(findings: list[CodeFinding]) -> list[CodeFinding]:
@@ -258,18 +269,22 @@ def _json(text: bytes | str | None, what: str, path: str) -> list[CodeFinding]:
 
 
 def _directory(path: str) -> list[CodeFinding]:
-    from ..readers import h5safe
+    from ..errors import InspectError
+    from ..readers import h5safe, safe_open
 
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config) or os.path.islink(config):
         return []
     if os.path.getsize(config) > h5safe.MAX_ATTRIBUTE_BYTES:
         return [CodeFinding("config.json", "larger than the config bound: not checked")]
-    with open(config, "rb") as handle:
-        found = _json(handle.read(), "config.json", path)
+    try:  # one handle, never through a link (a swap after the checks above is refused, not followed)
+        text = safe_open.read_bounded(config, path, h5safe.MAX_ATTRIBUTE_BYTES, follow=False)
+    except InspectError as exc:
+        return [CodeFinding("config.json", f"not checked: {exc.message}")]
+    found = _json(text, "config.json", path)
     weights = os.path.join(path, "model.weights.npz")
     if os.path.isfile(weights) and not os.path.islink(weights):
-        found += _zip(weights)
+        found += _regular_file(weights, follow=False)
     return found
 
 
