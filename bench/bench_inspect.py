@@ -5,7 +5,8 @@ and, where Keras is installed, against `keras.saving.load_model` + `get_weights(
     python bench/bench_inspect.py [MODEL] [--repeat N]
 
 MODEL defaults to the bundled example (a 77,681-parameter .keras file). Each command runs in a fresh process;
-the figure is the median over N runs. Peak memory is the child's maximum resident set size.
+the figure is the median over N runs. Peak memory is the child's maximum resident set size. For the start-up
+ratios, with the commands interleaved and CPU time too, see bench/bench_startup.py.
 """
 from __future__ import annotations
 
@@ -24,10 +25,18 @@ MEASURE = (
 )
 
 
+#: Python's bytecode caches on, in a directory of their own, as after `pip install`: with the caller's
+#: PYTHONDONTWRITEBYTECODE every run would compile lstm-inspect's sources again (about 0.1 s).
+_CACHE = tempfile.mkdtemp(prefix="bench-pycache-")
+
+
 def measure(command: list[str], repeat: int) -> tuple[float, float]:
-    """Median seconds and median peak MiB of `command`, each run in a fresh process."""
+    """Median seconds and median peak MiB of `command`, each run in a fresh process (after one unmeasured run,
+    which writes the bytecode caches)."""
     times, peaks = [], []
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPYCACHEPREFIX=_CACHE)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True,
                              env=env).stdout.split()

@@ -30,6 +30,12 @@ def _inspect_data(model: str, layers: tuple[str, ...], stats: bool) -> dict[str,
     return inspect(model, layers, stats)
 
 
+def _export_data(model: str, output: str, layers: tuple[str, ...]) -> list[str]:
+    from ..api import export  # in the reading child (see _inspect_data)
+
+    return export(model, output, layers)
+
+
 @cli.command("export")
 @click.argument("model", type=MODEL)
 @click.option("-o", "--output", required=True, type=click.Path(),
@@ -52,20 +58,20 @@ def export_command(model: str, output: str, layers: tuple[str, ...], fused: bool
     """Write every weight of MODEL to an .npz of plain arrays keyed <layer path>/<block>, Keras's fused arrays
     (--fused, converted from torch / ONNX / TF1 files), or the recurrent layers converted to the torch or ONNX
     layout."""
-    from ..api import export, export_layout
-
     from ..output_paths import ARRAYS, checked_output
 
     checked_output(output, ARRAYS)  # refused before any reading
     if merge_stacked and layout != "torch":
         raise click.UsageError("--merge-stacked only applies to --layout torch (one torch module, several layers)")
     if layout == "keras" and not fused:
-        keys = isolated(export, model, output, layers, label=model)
+        keys = isolated(_export_data, model, output, layers, label=model)
         click.echo(f"wrote {len(keys)} arrays to {visible(output)}", err=True)
         return
     if fused and layout != "keras":
         raise click.UsageError(f"--fused only applies to --layout keras (the {layout} layout is fused already)")
     def convert() -> dict[str, Any]:
+        from ..api import export_layout  # in the reading child (see _inspect_data)
+
         converted = export_layout(model, output, layout=layout, layers=layers, forget_bias=forget_bias,
                                   merge_stacked=merge_stacked, fused=fused)
         return {"messages": converted.messages(), "count": len(converted.arrays)}
