@@ -10,6 +10,7 @@ against the bytes stored (exact integers) before onnx's numpy_helper sees it.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -26,6 +27,8 @@ _INDEX_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})
 _TORCH_EXPORT_NODE = re.compile(r"^/(?:(?P<scope>.+)/)?(?P<op>LSTM|GRU|RNN)(?:_(?P<k>\d+))?$")
 #: The ops torch.onnx.export puts between two layers' nodes: Y (seq, D, batch, H) -> (seq, batch, D·H).
 _RESHAPING_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Identity"})
+#: What `inspect` / `check` say of a Loop / Scan whose body holds a recurrent cell's arithmetic.
+LOOP_NOTE = "a recurrent layer lowered to Loop: not split"
 #: Attribute defaults of the ONNX operators (opset 14+).
 DEFAULTS = {"direction": "forward", "linear_before_reset": 0, "input_forget": 0, "layout": 0}
 
@@ -33,6 +36,7 @@ DEFAULTS = {"direction": "forward", "linear_before_reset": 0, "input_forget": 0,
 def read(path: str, label: str) -> ModelFile:
     try:
         import onnx
+        from . import onnx_fold
     except ImportError:
         raise UnsupportedFile("an .onnx file: reading it needs the onnx package (pip install 'lstm-inspect[onnx]')",
                               label) from None
@@ -44,12 +48,16 @@ def read(path: str, label: str) -> ModelFile:
     graph = proto.graph
     if not graph.node:
         raise UnsupportedFile("ONNX file holds no graph nodes (not an ONNX model?)", label)
-    sources: dict[str, Any] = {init.name: init for init in graph.initializer}
-    for node in graph.node:  # weights folded into Constant nodes
+    nodes = onnx_fold.all_nodes(graph, label)  # the main graph's, each If / Loop / Scan body's after its node
+    sources: dict[str, Any] = {}
+    for sub in onnx_fold.all_graphs(graph):
+        for init in sub.initializer:
+            sources.setdefault(init.name, init)
+    for node in nodes:  # weights folded into Constant nodes
         if node.op_type == "Constant" and node.output:
             for attribute in node.attribute:
                 if attribute.name == "value":
-                    sources[node.output[0]] = attribute.t
+                    sources.setdefault(node.output[0], attribute.t)
 
     for name, proto_tensor in sources.items():
         _dims(proto_tensor, name, label)
@@ -62,21 +70,39 @@ def read(path: str, label: str) -> ModelFile:
     model = ModelFile(path=label, kind="onnx", root=root, has_config=False, backend="onnx")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     used: set[str] = set()
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = {output: node for node in nodes for output in node.output if output}
+    constants = _Constants(sources, producers, label)
     recurrent: list[tuple[Any, Layer]] = []
-    for index, node in enumerate(graph.node):
-        if node.op_type == "Constant":
-            continue
-        name = node.name or f"{node.op_type.lower()}_{index}"
+    layers: dict[int, Layer] = {}
+    shared: dict[tuple[Any, ...], Layer] = {}
+    for index, node in enumerate(nodes):  # recurrent nodes first: the stored tensors their W / R / B come from
         if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
-            layer = _recurrent(node, name, sources, loader, model.warnings, onnx)
+            name = node.name or f"{node.op_type.lower()}_{index}"
+            layer = _recurrent(node, name, constants, model.warnings, onnx)
             if layer is not None:
+                # the same weights read again (the two branches of an If): one layer, not a copy
+                signature = (node.op_type, repr(sorted(layer.config.items())),
+                             tuple(constants.identity(n) for n in node.input[1:4]))
+                if signature in shared:
+                    shared[signature].config.setdefault("shared_with", []).append(name)
+                    used.update(constants.folded_from)
+                    continue
+                shared[signature] = layer
                 for leaf in layer.children:
-                    leaf.config["initial_state"] = _initial_state(node, sources, producers, label)
-                root.children.append(layer)
+                    leaf.config["initial_state"] = _initial_state(node, constants, label)
+                layers[index] = layer
                 recurrent.append((node, layer))
                 used.update(node.input)
-                continue
+                used.update(constants.folded_from)
+    for index, node in enumerate(nodes):
+        if index in layers:
+            root.children.append(layers[index])
+            continue
+        if node.op_type == "Constant" or node.op_type in RECURRENT_OPS:
+            continue
+        name = node.name or f"{node.op_type.lower()}_{index}"
+        if node.op_type in ("Loop", "Scan") and onnx_fold.lowered_recurrent(node, set(RECURRENT_OPS)):
+            model.warnings.append(f"{name}: {LOOP_NOTE} (its body's weights are listed as the body's nodes)")
         # integer tensors (shapes, axes, indices: torch.onnx.export's shape plumbing) are not weights
         weights = [_tensor(i, sources[i], loader(i)) for i in node.input if i in sources and i not in used
                    and sources[i].data_type not in _INDEX_TYPES]
@@ -84,7 +110,7 @@ def read(path: str, label: str) -> ModelFile:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
     _group_torch_exports(root, recurrent, producers, sources, label)
-    _group_torch_linears(root, graph, sources, loader, onnx)
+    _group_torch_linears(root, nodes, sources, loader, onnx)
     if opset is not None:
         model.keras_version = None
         model.backend = f"onnx (opset {opset})"
@@ -156,18 +182,77 @@ def _array(proto_tensor: Any, name: str, label: str) -> Any:
         raise CorruptFile(f"tensor {name!r} cannot be read: {text[:200]}", label) from exc
 
 
-def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warnings: list[str], onnx: Any) -> Layer | None:
+class _Constants:
+    """Stored tensors (initializers, Constant values) and values folded from them by data movement alone
+    (`onnx_fold`): what a recurrent node's W, R, B, P and initial states may be."""
+
+    def __init__(self, sources: dict[str, Any], producers: dict[str, Any], label: str) -> None:
+        from . import onnx_fold
+
+        self.sources, self.label = sources, label
+        self.scope = onnx_fold.Scope(sources, producers)
+        self.budget = onnx_fold.budget_for(sources)
+        self.folded_from: set[str] = set()
+        self.identities: dict[str, Any] = {}
+        """The stored tensors that folded values came from (not listed again as other nodes' weights)."""
+
+    def fold(self, name: str) -> Any:
+        from . import onnx_fold
+
+        value, used = onnx_fold.fold(self.scope, name, lambda proto, n: _array(proto, n, self.label), self.label,
+                                     self.budget)
+        self.folded_from.update(used)
+        return value
+
+    def tensor(self, name: str) -> tuple[tuple[int, ...], str, Any]:
+        """(dims, dtype, load) of a stored or folded tensor; `onnx_fold.NotFoldable` when it is neither. A folded
+        value is computed once here for its shape and again by `load` (no array stays in memory)."""
+        if name in self.sources:
+            proto = self.sources[name]
+            return tuple(int(d) for d in proto.dims), _dtype_name(proto), lambda: _array(proto, name, self.label)
+        value = self.fold(name)
+        self.identities[name] = (value.shape, value.dtype.str, hashlib.sha256(value.tobytes()).hexdigest())
+        return value.shape, value.dtype.name, lambda: self.fold(name)
+
+    def identity(self, name: str) -> Any:
+        """What a W / R / B is, for telling one set of weights read twice from two copies: the stored tensor's
+        name, or a folded value's shape, dtype and SHA-256."""
+        return self.identities.get(name, name)
+
+    def value(self, name: str) -> Any:
+        """The value of a stored or foldable tensor; None otherwise."""
+        from . import onnx_fold
+
+        if name in self.sources:
+            return _array(self.sources[name], name, self.label)
+        try:
+            return self.fold(name)
+        except onnx_fold.NotFoldable:
+            return None
+
+
+def _recurrent(node: Any, name: str, constants: _Constants, warnings: list[str], onnx: Any) -> Layer | None:
+    from .onnx_fold import NotFoldable
+
     leaf_class, per_direction = RECURRENT_OPS[node.op_type]
     attrs = {**DEFAULTS, **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}}
     attrs = {k: v.decode() if isinstance(v, bytes) else [x.decode() if isinstance(x, bytes) else x for x in v]
              if isinstance(v, list) else v for k, v in attrs.items()}
     inputs = list(node.input) + [""] * 8
-    w_name, r_name, b_name = inputs[1], inputs[2], inputs[3]
-    p_name = inputs[7] if node.op_type == "LSTM" else ""
-    if w_name not in sources or r_name not in sources:
-        warnings.append(f"{name}: {node.op_type} node whose W / R are not initializers or constants; not read")
-        return None
-    w_dims = tuple(int(d) for d in sources[w_name].dims)
+    roles = {"W": inputs[1], "R": inputs[2], "B": inputs[3], "P": inputs[7] if node.op_type == "LSTM" else ""}
+    tensors = {}
+    for role, source in roles.items():
+        if not source:
+            continue
+        try:
+            tensors[role] = constants.tensor(source)
+        except NotFoldable as exc:
+            if role in "WR":
+                warnings.append(f"{name}: {node.op_type} node whose {role} is neither an initializer nor folded from "
+                                f"one ({exc}); not read")
+                return None
+            warnings.append(f"{name}: {role} is neither an initializer nor folded from one ({exc}); skipped")
+    w_dims = tensors["W"][0]
     directions = ["forward", "reverse"] if attrs["direction"] == "bidirectional" else [attrs["direction"]]
     if len(w_dims) != 3 or w_dims[0] != len(directions):
         warnings.append(f"{name}: W of shape {w_dims} does not fit direction={attrs['direction']}; not read")
@@ -176,16 +261,14 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
     activations = attrs.get("activations")
     for d, direction in enumerate(directions):
         weights = []
-        for role, source in (("W", w_name), ("R", r_name), ("B", b_name), ("P", p_name)):
-            if not source or source not in sources:
-                continue
-            dims = tuple(int(x) for x in sources[source].dims)
+        for role, (dims, dtype, load) in tensors.items():
             if not dims or dims[0] != len(directions):
-                warnings.append(f"{name}: {role} of shape {dims} does not fit direction={attrs['direction']}; skipped")
+                if d == 0:
+                    warnings.append(f"{name}: {role} of shape {dims} does not fit direction={attrs['direction']}; "
+                                    "skipped")
                 continue
-            dtype = _dtype_name(sources[source])
-            weights.append(Tensor(name=role, shape=dims[1:], dtype=dtype, source=f"{source}[{d}]",
-                                  _load=_row(loader(source), d)))
+            weights.append(Tensor(name=role, shape=tuple(dims[1:]), dtype=dtype, source=f"{roles[role]}[{d}]",
+                                  _load=_row(load, d)))
         config = {"units": attrs.get("hidden_size"), "direction": direction, "node": name, "layer": 0,
                   "linear_before_reset": attrs["linear_before_reset"], "input_forget": attrs["input_forget"],
                   "layout": attrs["layout"], "sequence_lens": bool(inputs[4])}
@@ -204,14 +287,14 @@ def _recurrent(node: Any, name: str, sources: dict[str, Any], loader: Any, warni
 _TORCH_LINEAR_NODE = re.compile(r"^/(?P<scope>.+)/(?P<op>MatMul|Gemm)$")
 
 
-def _group_torch_linears(root: Layer, graph: Any, sources: dict[str, Any], loader: Any, onnx: Any) -> None:
+def _group_torch_linears(root: Layer, graph_nodes: list[Any], sources: dict[str, Any], loader: Any, onnx: Any) -> None:
     """The nodes of an exported nn.Linear become one layer named by the module scope (class ``onnx.Linear``) with
     torch's ``weight`` (out, in) and ``bias``, so that it reads, and diffs against the state dict, as the module."""
-    nodes = {node.name: node for node in graph.node if node.name}
+    nodes = {node.name: node for node in graph_nodes if node.name}
     layers = {layer.name: layer for layer in root.children}
     for name, node in nodes.items():
         match = _TORCH_LINEAR_NODE.match(name)
-        if not match or node.op_type != match["op"] or name not in layers:
+        if not match or node.op_type != match["op"]:
             continue
         scope = match["scope"]
         if node.op_type == "MatMul":
@@ -219,10 +302,18 @@ def _group_torch_linears(root: Layer, graph: Any, sources: dict[str, Any], loade
             if add is None or add.op_type != "Add" or node.output[0] not in add.input or add.name not in layers:
                 continue
             weight_name, bias_name, transposed = node.input[1], next((i for i in add.input if i in sources), ""), True
+            # without constant folding, torch writes MatMul(x, Transpose(weight)): the weight as stored, (out, in)
+            flip = nodes.get(f"/{scope}/Transpose")
+            if name not in layers and flip is not None and flip.output[0] == weight_name and flip.name in layers \
+                    and flip.op_type == "Transpose" and next((list(a.ints) for a in flip.attribute if a.name == "perm"),
+                                                             [1, 0]) == [1, 0]:
+                weight_name, transposed, name = flip.input[0], False, flip.name
+            if name not in layers:
+                continue
             parts = [layers[name], layers[add.name]]
         else:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            if len(node.input) < 3 or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 \
+            if name not in layers or len(node.input) < 3 or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 \
                     or attrs.get("beta", 1.0) != 1.0:
                 continue
             weight_name, bias_name, transposed = node.input[1], node.input[2], not attrs.get("transB", 0)
@@ -260,11 +351,12 @@ def _constant_value(name: str, sources: dict[str, Any], label: str) -> Any:
 _VALUE_KEEPING_OPS = frozenset({"Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Tile", "Transpose"})
 
 
-def _all_zeros(name: str, sources: dict[str, Any], producers: dict[str, Any], label: str) -> bool:
+def _all_zeros(name: str, constants: _Constants, label: str) -> bool:
     """True for a constant zero tensor, or one cut / broadcast from one (torch.onnx.export writes
     Slice(ConstantOfShape(0)) or Expand(zeros) for the default initial states)."""
+    producers = constants.scope.producers
     for _ in range(8):
-        value = _constant_value(name, sources, label)
+        value = constants.value(name)
         if value is not None:
             return not bool((value != 0).any())
         node = producers.get(name)
@@ -277,11 +369,11 @@ def _all_zeros(name: str, sources: dict[str, Any], producers: dict[str, Any], la
     return False
 
 
-def _initial_state(node: Any, sources: dict[str, Any], producers: dict[str, Any], label: str) -> str:
+def _initial_state(node: Any, constants: _Constants, label: str) -> str:
     """``zeros`` when the node has no initial_h / initial_c or they are constant zeros; ``given`` otherwise (a graph
     input or computed: forward cannot know it)."""
     names = [n for n in list(node.input)[5:7 if node.op_type == "LSTM" else 6] if n]
-    return "zeros" if all(_all_zeros(n, sources, producers, label) for n in names) else "given"
+    return "zeros" if all(_all_zeros(n, constants, label) for n in names) else "given"
 
 
 def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[str, Any], label: str) -> bool:
