@@ -5,12 +5,28 @@ A class missing here is 'unknown': its arrays are listed raw, under the names th
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-#: Classes whose whole state is a list of weights created in this order; (role, trainable, condition).
+#: Classes whose whole state is a list of weights created in this order; (role, trainable, condition). The
+#: condition is a config key that must be true (absent counts as true), or a test of the whole config.
 _RECURRENT = [("kernel", True, None), ("recurrent_kernel", True, None), ("bias", True, "use_bias")]
 _DENSE = [("kernel", True, None), ("bias", True, "use_bias")]
-WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
+
+def _projections(*names: str) -> list[tuple[str, bool, Any]]:
+    """MultiHeadAttention's EinsumDense sub-layers, each a kernel and (with use_bias) a bias, as ``query_kernel``
+    (Keras stores ``mha/query/kernel:0``; one name without a slash keeps exported keys one level deep)."""
+    gate = [("gate_kernel", True, _use_gate), ("gate_bias", True, lambda c: _use_gate(c) and c.get("use_bias", True))]
+    out: list[tuple[str, bool, Any]] = []
+    for name in names:
+        out += gate if name == "gate" else [(f"{name}_kernel", True, None), (f"{name}_bias", True, "use_bias")]
+    return out
+
+
+def _use_gate(config: dict[str, Any]) -> bool:
+    return bool(config.get("use_gate", False))  # Keras >= 3.12 only; absent means no gate
+
+
+WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | Callable[[dict[str, Any]], bool] | None]]] = {
     "LSTM": _RECURRENT,
     "GRU": _RECURRENT,
     "SimpleRNN": _RECURRENT,
@@ -43,6 +59,17 @@ WEIGHT_ROLES: dict[str, list[tuple[str, bool, str | None]]] = {
     ],
     "LayerNormalization": [("gamma", True, "scale"), ("beta", True, "center")],
     "PReLU": [("alpha", True, None)],
+    # Attention: a scalar scale (use_scale) and, for score_mode="concat", a scalar weight on the summed tanh
+    "Attention": [("scale", True, "use_scale"),
+                  ("concat_score_weight", True, lambda c: c.get("score_mode", "dot") == "concat")],
+    "AdditiveAttention": [("scale", True, "use_scale")],
+    "MultiHeadAttention": _projections("query", "key", "gate", "value", "attention_output"),
+}
+#: Layers whose arrays Keras's native format keeps in sub-objects (``<layer>/query_dense/vars/0``, tf-keras
+#: ``<layer>/_query_dense/vars/0``): the sub-object and the role prefix of its kernel and bias, in creation order.
+SUB_OBJECTS: dict[str, list[tuple[str, str]]] = {
+    "MultiHeadAttention": [("query_dense", "query"), ("key_dense", "key"), ("gate_dense", "gate"),
+                           ("value_dense", "value"), ("output_dense", "attention_output")],
 }
 
 #: Classes that store nothing.
@@ -68,7 +95,13 @@ def weight_roles(class_name: str, config: dict[str, Any]) -> list[tuple[str, boo
     roles = WEIGHT_ROLES.get(class_name)
     if roles is None:
         return None
-    return [(role, trainable) for role, trainable, cond in roles if cond is None or config.get(cond, True)]
+    return [(role, trainable) for role, trainable, cond in roles if _holds(cond, config)]
+
+
+def _holds(cond: Any, config: dict[str, Any]) -> bool:
+    if cond is None:
+        return True
+    return bool(cond(config)) if callable(cond) else bool(config.get(cond, True))
 
 
 def roles_for_count(class_name: str, count: int) -> list[str] | None:

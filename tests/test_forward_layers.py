@@ -11,10 +11,11 @@ import pytest
 import lstm_inspect
 from conftest import FIXTURES, manifest
 from lstm_inspect.run import layer_ops
-from lstm_inspect.run.forward import OUTPUT_KEY
+from lstm_inspect.run.forward import OUTPUT_KEY, run
 
 CONV_MODELS = ["lrcn", "conv2d_pool", "convlstm_conv3d"]
-FILES = [f"{flavour}_{name}{suffix}" for name in CONV_MODELS for flavour in ("k2", "k3")
+ATTENTION_MODELS = ["attention", "attention_masked"]
+FILES = [f"{flavour}_{name}{suffix}" for name in CONV_MODELS + ATTENTION_MODELS for flavour in ("k2", "k3")
          for suffix in (".h5", ".keras")]
 
 
@@ -76,7 +77,8 @@ def test_conv_nd_chunks_bound_the_buffer():
 
 
 @pytest.mark.parametrize("file", ["k2_lrcn.h5", "k3_lrcn.keras", "k3_conv2d_pool.keras", "k2_conv2d_pool.keras",
-                                  "k2_convlstm_conv3d.h5", "k3_convlstm_conv3d.keras"])
+                                  "k2_convlstm_conv3d.h5", "k3_convlstm_conv3d.keras", "k2_attention.h5",
+                                  "k3_attention.keras", "k2_attention_masked.keras", "k3_attention_masked.keras"])
 def test_verify_passes(file):
     result = lstm_inspect.verify(FIXTURES / file)
     assert result.ok, [(d.key, d.max_abs, d.note) for d in result.diffs if not d.ok]
@@ -89,5 +91,37 @@ def test_grouped_convolution_is_refused_by_name():
         layer.config["groups"] = 3
         x = inputs_of(oracle("k3_conv2d_pool.keras"))
         with pytest.raises(lstm_inspect.InspectError, match="conv_valid.*Conv2D.*grouped"):
-            from lstm_inspect.run.forward import run
             run(model, x)
+
+
+@pytest.mark.parametrize("file", ["k2_attention_masked.h5", "k3_attention_masked.keras"])
+def test_attention_masks_follow_each_keras(file):
+    """The masked fixture discriminates: tf-keras's Attention uses the query / value masks, Keras 3's does not (it
+    runs the layer without its inputs' masks); run the other way, the pass misses Keras's output."""
+    expected = oracle(file)
+    with lstm_inspect.open_model(FIXTURES / file) as model:
+        right = run(model, inputs_of(expected))
+        model.keras_version = "3.15.0" if model.keras_major == 2 else "2.15.0"
+        wrong = run(model, inputs_of(expected))
+    np.testing.assert_allclose(right["dot"], expected["dot"], rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(wrong["dot"] - expected["dot"])) > 1e-2
+
+
+def test_multi_head_attention_weights_are_named_in_every_file_kind():
+    for file in ("k2_attention.h5", "k2_attention.keras", "k3_attention.keras", "k3_attention.h5",
+                 "k3_attention.weights.h5"):
+        with lstm_inspect.open_model(FIXTURES / file) as model:
+            mha = next(layer for layer in model.layers if layer.name == "mha_cross")
+            assert [w.name for w in mha.weights] == ["query_kernel", "key_kernel", "value_kernel",
+                                                     "attention_output_kernel"], file
+            assert [w.shape for w in mha.weights] == [(4, 3, 2), (4, 3, 2), (4, 3, 5), (3, 5, 6)], file
+            concat = next(layer for layer in model.layers if layer.name == "concat")
+            assert [w.name for w in concat.weights] == ["scale", "concat_score_weight"], file
+
+
+def test_unsupported_attention_option_is_refused_by_name():
+    with lstm_inspect.open_model(FIXTURES / "k3_attention.keras") as model:
+        layer = next(layer for layer in model.layers if layer.name == "mha_self")
+        layer.config["attention_axes"] = [1, 2]
+        with pytest.raises(lstm_inspect.InspectError, match="mha_self.*MultiHeadAttention.*attention_axes"):
+            run(model, inputs_of(oracle("k3_attention.keras")))

@@ -53,6 +53,9 @@ CASES = [
     # recurrent layers around convolutions and attention (tests/fixtures/generate_layers.py)
     ("lrcn", "lstm", LSTM, "td_flatten", "lstm", "seq", "tanh", "sigmoid", False),
     ("lrcn", "gru", GRU, "td_dense", "gru", "last", "tanh", "sigmoid", False),
+    ("attention", "q_lstm", LSTM, "input/query", "q_lstm", "seq", "tanh", "sigmoid", False),
+    ("attention", "v_gru", GRU, "input/value", "v_gru", "seq", "tanh", "sigmoid", False),
+    ("attention", "top_lstm", LSTM, "cat", "top_lstm", "last", "tanh", "sigmoid", False),
 ]
 # RNN(StackedRNNCells([...])): (model, cell names bottom to top, family, input key, output key of the RNN layer). Each
 # cell reads the sequence of the cell below; the RNN layer outputs the top cell's last state.
@@ -64,6 +67,9 @@ STATE_MASK_CASES = [
     ("initial_state", "gru", GRU, "input/tgt", "gru", "last", "tanh", "sigmoid", False, ("gru_init",), False),
     ("masked_embed", "lstm", LSTM, "embedding", "lstm", "seq", "tanh", "sigmoid", False, (), True),
     ("masked_embed", "gru", GRU, "embedding", "gru", "last", "tanh", "sigmoid", False, (), True),
+    ("attention_masked", "lstm", LSTM, "embedding", "lstm", "seq", "tanh", "sigmoid", False, (), True),
+    ("attention_masked", "lstm_b", LSTM, "embedding", "lstm_b", "seq", "tanh", "sigmoid", False, (), True),
+    ("attention_masked", "gru", GRU, "cat", "gru", "last", "tanh", "sigmoid", False, (), True),
 ]
 #: Fixture models with no recurrent layer at all (they prove forward-pass layers; checked to hold none).
 NO_RECURRENT = {"merge_ops", "pool_conv", "activations", "conv2d_pool"}

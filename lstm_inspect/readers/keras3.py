@@ -317,7 +317,10 @@ def _leaf_tensors(class_name: str, config: dict[str, Any], group: Node, label: s
     stored = _vars(group, label)
     if group.has(_CELL):
         stored += _vars(group.child(_CELL), label)
-    if config:
+    names: list[str] | None
+    if class_name in schema.SUB_OBJECTS and not stored:
+        stored, names = _sub_object_vars(class_name, group, label)
+    elif config:
         roles = schema.weight_roles(class_name, config)
         names = [r for r, _ in roles] if roles is not None and len(roles) == len(stored) else None
     else:
@@ -330,6 +333,21 @@ def _leaf_tensors(class_name: str, config: dict[str, Any], group: Node, label: s
                               _read_part=lambda index, out, ds=ds: h5safe.read_part(ds, index, out, label),
                               _mapped=lambda ds=ds: h5safe.mapped_place(ds)))
     return tensors
+
+
+def _sub_object_vars(class_name: str, group: Node, label: str) -> tuple[list[h5py.Dataset], list[str] | None]:
+    """The arrays of a layer built from sub-layers (MultiHeadAttention's query / key / value / output projections),
+    named ``query_kernel``, ``query_bias``, ... by the sub-object that holds them."""
+    stored: list[h5py.Dataset] = []
+    names: list[str] = []
+    for attr, role in schema.SUB_OBJECTS[class_name]:
+        for key in (attr, "_" + attr):  # Keras 3 names the attribute query_dense, tf-keras _query_dense
+            if group.has(key):
+                found = _vars(group.child(key), label)
+                stored += found
+                names += [f"{role}_{kind}" for kind in ("kernel", "bias")[:len(found)]]
+                break
+    return stored, (names if len(names) == len(stored) else None)
 
 
 def _vars(group: Node, label: str) -> list[h5py.Dataset]:

@@ -119,11 +119,20 @@ def assign_in_order(layer: Layer, tensors: list[Tensor]) -> str | None:
     ordered = [s for s in expected if s[2]] + [s for s in expected if not s[2]]
     if len(ordered) != len(tensors):
         return f"config implies {len(ordered)} arrays but the file stores {len(tensors)}"
-    if any(role != tensor.name for (_, role, _), tensor in zip(ordered, tensors)):
+    if any(role != _stored_role(leaf, tensor) for (leaf, role, _), tensor in zip(ordered, tensors)):
         return "stored array names do not follow the order the config implies"
-    for (leaf, _, _), tensor in zip(ordered, tensors):
+    for (leaf, role, _), tensor in zip(ordered, tensors):
+        tensor.name = role
         leaf.weights.append(tensor)
     return None
+
+
+def _stored_role(leaf: Layer, tensor: Tensor) -> str:
+    """The role a stored array plays; a sub-layer's arrays (MultiHeadAttention's ``mha/query/kernel:0``) are
+    ``query_kernel``, as `schema.SUB_OBJECTS` names them."""
+    if leaf.class_name in schema.SUB_OBJECTS and tensor.source.count("/") >= 2:
+        return f"{tensor.source.rsplit('/', 2)[-2]}_{tensor.name}"
+    return tensor.name
 
 
 def _assign_by_name(layer: Layer, named: list[tuple[str, Any]]) -> None:

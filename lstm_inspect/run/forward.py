@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import InspectError
 from ..model import Layer, ModelFile, no_layer_matches
-from .layer_ops import LAYER_FUNCS as BASIC_FUNCS, MERGE_CLASSES, Value, as_list, combine_masks, merge
+from .layer_ops import LAYER_FUNCS as BASIC_FUNCS, MERGE_CLASSES, OP_FUNCS, Value, as_list, combine_masks, merge
+from .layer_ops_attention import ATTENTION_FUNCS, ATTENTION_KEYWORDS
 from .layer_ops_conv import CONV_FUNCS
 from .precision import compute_dtype
 from .recurrent import CELL_CLASSES, RECURRENT_CLASSES, RecurrentLayers
@@ -54,7 +55,8 @@ MASK_PASSING = IDENTITY_CLASSES | frozenset(
 
 
 def supported_classes() -> list[str]:
-    return sorted(IDENTITY_CLASSES | RECURRENT_CLASSES | CELL_CLASSES | MERGE_CLASSES | set(LAYER_FUNCS) | {
+    return sorted(IDENTITY_CLASSES | RECURRENT_CLASSES | CELL_CLASSES | MERGE_CLASSES | set(LAYER_FUNCS)
+                  | set(ATTENTION_FUNCS) | set(OP_FUNCS) | {
         "StackedRNNCells", "Bidirectional", "TimeDistributed", "Sequential", "Functional", "Model", "Masking", "Embedding", "NotEqual", "Any"})
 
 
@@ -118,6 +120,8 @@ class _Run(RecurrentLayers):
             out, out_mask = run_layer(layer, x, mask, initial_state)
         elif cls == "TimeDistributed":
             out, out_mask = self.time_distributed(layer, x, mask)
+        elif cls in ATTENTION_FUNCS:  # several inputs, each with its own mask (`masks_by_id`)
+            out, out_mask = ATTENTION_FUNCS[cls](self, layer, x, mask, kwargs)
         elif cls in MERGE_CLASSES:
             out, out_mask = merge(layer, as_list(x), mask)
         elif cls == "NotEqual":
@@ -134,6 +138,8 @@ class _Run(RecurrentLayers):
             out = np.any(np.asarray(x), axis=tuple(axis) if isinstance(axis, list) else axis,
                          keepdims=bool(layer.config.get("keepdims", False)))
             out_mask = None
+        elif cls in OP_FUNCS:  # Keras 3 ops that compute masks in a functional graph (expand_dims, logical_or, ...)
+            out, out_mask = OP_FUNCS[cls](layer, x, kwargs.get("extra_args")), None
         elif cls == "Masking":
             value = float(layer.config.get("mask_value", 0.0))
             out_mask = np.any(x != value, axis=-1)
@@ -180,7 +186,7 @@ class _Run(RecurrentLayers):
                 args, masks, kwargs = resolved
                 mask = combine_masks(masks)
                 if "mask" in kwargs:  # Keras 3 records the mask a layer was called with: that is the one it uses
-                    explicit = kwargs.pop("mask")
+                    explicit = kwargs["explicit_mask"] = kwargs.pop("mask")
                     mask = combine_masks(explicit if isinstance(explicit, list) else [explicit])
                 out, out_mask = self.call(child, args, mask, kwargs)
                 outs = as_list(out)
@@ -246,17 +252,20 @@ class _Graph:
     def resolve(self, node: Any, produced: dict) -> tuple[Value, list, dict] | None:
         """(call argument, input masks, keyword tensors) of one inbound node, or None while an input is missing."""
         masks: list = []
+        masks_by_id: dict[int, np.ndarray | None] = {}  # each input's own mask, for layers that use them apart
 
         def ref(name: str, node_index: int, tensor_index: int) -> np.ndarray:
             outs, out_masks = self.lookup(produced, name, int(node_index))
             masks.append(out_masks[int(tensor_index)] if int(tensor_index) < len(out_masks) else None)
+            masks_by_id[id(outs[int(tensor_index)])] = masks[-1]
             return outs[int(tensor_index)]
 
         try:
             if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
                 args = [_k3_values(a, ref) for a in node.get("args", [])]
                 kwargs = {k: _k3_values(v, ref) for k, v in (node.get("kwargs") or {}).items()
-                          if k in ("initial_state", "mask")}
+                          if k in ("initial_state", "mask") + ATTENTION_KEYWORDS}
+                kwargs["masks_by_id"] = masks_by_id
                 if len(args) > 1:  # ops such as not_equal(x, 0) take several positional arguments
                     kwargs["extra_args"] = args[1:]
                 if not args:
@@ -267,8 +276,10 @@ class _Graph:
                 for item in _k2_entries(node):
                     values.append(ref(item[0], item[1], item[2]))
                     extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
-                    if "initial_state" in extra:
-                        kwargs["initial_state"] = _k2_values(extra["initial_state"], ref)
+                    for keyword in ("initial_state",) + ATTENTION_KEYWORDS:
+                        if keyword in extra:
+                            kwargs[keyword] = _k2_values(extra[keyword], ref)
+                kwargs["masks_by_id"] = masks_by_id
                 return (values[0] if len(values) == 1 else values), masks, kwargs
         except KeyError:
             return None

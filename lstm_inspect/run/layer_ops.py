@@ -1,6 +1,8 @@
 """The numpy forward pass's layer ops that keep no state over time: Dense, activations, normalisation, reshaping,
 Conv1D (`LAYER_FUNCS`, by Keras class; 2-D / 3-D convolutions and pooling are in `layer_ops_conv.py`, attention in
-`layer_ops_attention.py`), the merge layers, the N-d convolution Conv and ConvLSTM layers share, and `Context`, what an op reads from the run (weights in the run's dtype, activations of the file's Keras version).
+`layer_ops_attention.py`), the merge layers, the Keras 3 ops that compute masks in a graph (`OP_FUNCS`), the N-d
+convolution Conv and ConvLSTM layers share, and `Context`, what an op reads from the run (weights in the run's
+dtype, activations of the file's Keras version).
 """
 from __future__ import annotations
 
@@ -286,3 +288,33 @@ def as_list(value: Value) -> list[np.ndarray]:
 
 def flatten_values(value: Any) -> list[np.ndarray]:
     return [leaf for item in value for leaf in flatten_values(item)] if isinstance(value, (list, tuple)) else [value]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keras 3 ops in functional graphs. Keras 3 records the masks its layers compute with ops as nodes of the graph:
+# Concatenate's mask of masked inputs is any(concatenate([logical_or(expand_dims(m, -1), zeros_like(x)), ...]))
+
+
+def _second(layer: Layer, x: Any, extra: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(x, list) and len(x) == 2 and not extra:
+        return np.asarray(x[0]), np.asarray(x[1])
+    if not extra:
+        raise InspectError(f"layer {layer.key or layer.name!r} ({layer.class_name}) needs two operands")
+    return np.asarray(x), np.asarray(extra[0])
+
+
+def _op_dtype(layer: Layer, default: Any) -> Any:
+    dtype = layer.config.get("dtype")
+    return np.dtype(dtype) if isinstance(dtype, str) and dtype in ("bool", "int32", "int64", "float32",
+                                                                   "float64") else default
+
+
+OP_FUNCS: dict[str, Callable[[Layer, Any, Sequence[Any] | None], np.ndarray]] = {
+    "ConvertToTensor": lambda layer, x, extra: np.asarray(x, dtype=_op_dtype(layer, None)),
+    "ExpandDims": lambda layer, x, extra: np.expand_dims(np.asarray(x), tuple(as_list(layer.config.get("axis", 0)))),
+    "ZerosLike": lambda layer, x, extra: np.zeros_like(np.asarray(x), dtype=_op_dtype(layer, None)),
+    "OnesLike": lambda layer, x, extra: np.ones_like(np.asarray(x), dtype=_op_dtype(layer, None)),
+    "LogicalNot": lambda layer, x, extra: np.logical_not(np.asarray(x)),
+    "LogicalOr": lambda layer, x, extra: np.logical_or(*_second(layer, x, extra)),
+    "LogicalAnd": lambda layer, x, extra: np.logical_and(*_second(layer, x, extra)),
+}
