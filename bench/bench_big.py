@@ -2,12 +2,14 @@
 """Every full-read command on large models against the floor (h5py reading every dataset once), side by side.
 
     python bench/bench_big.py MODEL [MODEL ...] [--commands inspect,json,check,snapshot,export,diff]
-                              [--repeat 1] [--timeout 600]
+                              [--repeat 1] [--timeout 600] [--options '--timeout 900']
 
 Build the models with ``bench/make_big_models.py``. Each command runs as a fresh whole process (warm page cache:
 the floor runs first and reads the file once); the figures are wall time, MB/s of the file's size, peak RSS of the
 whole process tree (the command and its forked reading child, summed, sampled every 10 ms from /proc) and the
-ratio of the time to the floor's. The load average is printed with each row: the machine may be shared.
+ratio of the time to the floor's, and the CPU seconds of the process tree with their ratio to the floor's CPU (less
+sensitive to other work on a shared machine). The floor and the commands run interleaved, round after round
+(``--repeat``); rows show medians. The range of the load average over the rounds is printed with each row.
 ``diff`` compares the file with itself (two opens of one file) against twice the floor. The commands run as
 ``python -m lstm_inspect``, which takes the package from the current directory first: run from the checkout you
 mean to measure.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -83,9 +86,16 @@ def tree_rss(root: int) -> int:
     return total
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(command: list[str], timeout: float) -> tuple[float, int, int]:
-    """(wall seconds, peak tree RSS bytes, exit code)."""
+    """(wall seconds, peak tree RSS bytes, exit code); `run.cpu` holds the CPU seconds of the last run."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cpu = cpu_seconds()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak = 0
@@ -95,6 +105,7 @@ def run(command: list[str], timeout: float) -> tuple[float, int, int]:
             process.kill()
         time.sleep(0.01)
     seconds = time.perf_counter() - start
+    run.cpu = cpu_seconds() - cpu  # type: ignore[attr-defined]
     error = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
     if process.returncode not in (0, 1):
         print(f"    ({' '.join(command[2:])}: exit {process.returncode}: {error[-200:]})", file=sys.stderr)
@@ -104,8 +115,9 @@ def run(command: list[str], timeout: float) -> tuple[float, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
-    parser.add_argument("--commands", default="inspect,json,check,snapshot,export,diff")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per command; the best is shown")
+    parser.add_argument("--commands", default="inspect,json,check,snapshot,export,diff",
+                        help="any of inspect,json,check,snapshot,export,export-st,diff,report")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (floor, then every command); medians shown")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--options", default="", help="extra group options, e.g. '--max-memory 8G'")
     args = parser.parse_args()
@@ -115,8 +127,11 @@ def main() -> None:
 
 
 def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
-    print(f"| file | command | seconds | MB/s | × floor | peak MiB (tree) | exit | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    """Each round runs the floor, then every command, so each ratio compares runs minutes apart at most; a row shows
+    the medians over the rounds (wall seconds, its ratio to the same round's floor, CPU seconds of the process tree
+    and its ratio to the floor's CPU) and the largest peak RSS."""
+    print("| file | command | seconds | MB/s | × floor | CPU s | CPU × floor | peak MiB (tree) | exit | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         size = os.path.getsize(model)
         name = os.path.basename(model)
@@ -131,24 +146,35 @@ def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
             "export": py + ["export", model, "-o", os.path.join(out_dir, "gates.npz")],
             "export-st": py + ["export", model, "-o", os.path.join(out_dir, "gates.safetensors")],
             "diff": py + ["diff", model, model],
+            "report": py + ["report", model, "-o", os.path.join(out_dir, "report.html")],
         }
         rows = [("floor (h5py, every dataset once)", [sys.executable, "-c", FLOOR, model])]
         rows += [(f"`{key}`", commands[key]) for key in args.commands.split(",")]
-        floor = None
-        for label, command in rows:
-            best = None
-            for _ in range(args.repeat):
-                result = run(command, args.timeout)
-                best = result if best is None or result[0] < best[0] else best
-            seconds, peak, code = best
-            floor = floor or seconds
-            reference = 2 * floor if label == "`diff`" else floor
-            rate = (2 if label == "`diff`" else 1) * size / 1e6 / seconds
-            print(f"| {name} | {label} | {seconds:.2f} | {rate:.0f} | {seconds / reference:.2f} | "
-                  f"{peak / 2**20:.0f} | {code} | {os.getloadavg()[0]:.1f} |", flush=True)
-            for leftover in os.listdir(out_dir):
-                os.remove(os.path.join(out_dir, leftover))
+        results: dict[str, list[tuple[float, float, int, int, float]]] = {label: [] for label, _ in rows}
+        for _ in range(args.repeat):
+            for label, command in rows:
+                seconds, peak, code = run(command, args.timeout)
+                results[label].append((seconds, run.cpu, peak, code, os.getloadavg()[0]))  # type: ignore[attr-defined]
+                for leftover in os.listdir(out_dir):
+                    os.remove(os.path.join(out_dir, leftover))
+        floors = results[rows[0][0]]
+        for label, _ in rows:
+            runs = results[label]
+            factor = 2 if label == "`diff`" else 1  # diff reads the file twice
+            wall = _median([r[0] for r in runs])
+            ratio = _median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
+            cpu = _median([r[1] for r in runs])
+            cpu_ratio = _median([r[1] / (factor * f[1]) for r, f in zip(runs, floors)])
+            loads = [r[4] for r in runs]
+            print(f"| {name} | {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | {cpu:.2f} | "
+                  f"{cpu_ratio:.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
+                  f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
 
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 if __name__ == "__main__":
     main()

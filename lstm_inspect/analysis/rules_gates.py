@@ -186,37 +186,45 @@ def _lanczos(n: int, dtype: np.dtype, tol: float, max_steps: int, seed: int, wid
     width = max(1, min(width, n))
     block, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, width)))
     block = block.astype(dtype)
-    bases: list[np.ndarray] = []
-    products: list[np.ndarray] = []
+    room = min(n, max(1, max_steps // width) * width)
+    basis = np.empty((n, room), dtype=dtype)  # the Krylov basis, filled block by block
+    projected = np.zeros((room, room))  # basisᵀ (AᵀA) basis, grown by the new block's row and column each step
+    dim = 0
+
     def result(squares: np.ndarray) -> Any:
         roots = np.sqrt(np.clip(squares, 0.0, None))
         return float(roots[0]) if count == 1 else roots
 
     estimate = np.zeros(1)
-    for _ in range(max(1, max_steps // width)):
-        product = yield block
-        bases.append(block)
-        products.append(np.asarray(product, dtype=dtype))
-        basis, image = np.hstack(bases), np.hstack(products)
-        projected = basis.T.astype(np.float64) @ image.astype(np.float64)
-        values = np.linalg.eigvalsh((projected + projected.T) / 2)[::-1][:count]
+    while dim < room:
+        block = block[:, :room - dim]
+        product = np.asarray((yield block), dtype=dtype)[:, :block.shape[1]]
+        first, dim = dim, dim + block.shape[1]
+        basis[:, first:dim] = block
+        current = basis[:, :dim]
+        cross = current.T.astype(np.float64) @ product.astype(np.float64)
+        projected[:dim, first:dim] = cross
+        projected[first:dim, :dim] = cross.T
+        corner = projected[first:dim, first:dim]
+        projected[first:dim, first:dim] = (corner + corner.T) / 2
+        values = np.linalg.eigvalsh(projected[:dim, :dim])[::-1][:count]
         new = float(values[0])
         if new <= 0.0:
             return result(np.zeros(len(values)))
         if limit is not None and new < limit * limit:
             margin = 1.0 - new / (limit * limit)
-            if 1.648 * math.sqrt(n) * math.exp(-math.sqrt(margin) * (2 * len(bases) - 1)) <= SPECTRAL_RISK:
+            if 1.648 * math.sqrt(n) * math.exp(-math.sqrt(margin) * (2 * (dim // width) - 1)) <= SPECTRAL_RISK:
                 return result(values)
         settled = estimate.shape == values.shape and bool(np.all(np.abs(values - estimate) <= tol * values))
-        if settled or basis.shape[1] >= n:
+        if settled or dim >= n:
             return result(values)
         estimate = values
-        rest = product - basis @ (basis.T @ product)
-        rest -= basis @ (basis.T @ rest)  # twice: Gram-Schmidt loses orthogonality in float32 otherwise
+        rest = product - current @ (current.T @ product)
+        rest -= current @ (current.T @ rest)  # twice: Gram-Schmidt loses orthogonality in float32 otherwise
         if float(np.linalg.norm(rest)) <= 10 * np.finfo(dtype).eps * new:
             return result(values)  # the Krylov space is exhausted: the whole spectrum is found
         block, _ = np.linalg.qr(rest)
-        block = block[:, :n - basis.shape[1]].astype(dtype)  # the last block fills the space
+        block = block.astype(dtype)
     return result(estimate)
 
 

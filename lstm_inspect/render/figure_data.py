@@ -31,7 +31,10 @@ MAX_SVD_SIDE = 2048
 #: (tests/test_report_spectrum.py asserts 0.1% on Gaussian and fixture blocks).
 SPECTRUM_TOP = 16
 SPECTRUM_TOL = 1e-4
-SPECTRUM_MAX_STEPS = 40 * (SPECTRUM_TOP + 8)
+SPECTRUM_MAX_STEPS = 24 * (SPECTRUM_TOP + 8)
+#: Without --input, the report runs its traced forward pass only when the weights take at most this much memory
+#: (the pass holds every weight): the rest of the page stays within about 300 MiB whatever the model's size.
+FORWARD_MAX_BYTES = 256 << 20
 #: A gate value counts as saturated below SATURATION_LOW or above SATURATION_HIGH.
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
 HISTOGRAM_BINS = 60
@@ -180,7 +183,10 @@ def layer_figures(split: gates.GateSplit, findings: Iterable[dict[str, Any]] = (
         chunks = [(0, values)] if values is not None else by_key[figure.block].row_chunks()
         counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
         for _, rows in chunks:
-            counts += np.histogram(np.clip(rows[np.isfinite(rows)].astype(np.float64), -scale, scale), bins=bins)[0]
+            for piece in _pieces(rows, window_rows=1):
+                finite = piece[np.isfinite(piece)].astype(np.float64)
+                # equal-width bins given as a count and range: numpy's fast path (edges as np.linspace), no sort
+                counts += np.histogram(np.clip(finite, -scale, scale), bins=HISTOGRAM_BINS, range=(-scale, scale))[0]
             del rows
         figure.histogram = counts
     layer_findings = []
@@ -200,12 +206,25 @@ def _streams(block: gates.Block) -> bool:
     return len(block.shape) == 2 and math.prod(block.shape) > STREAM_VALUES
 
 
+#: Values a histogram or pooling step works on at once: its float64 temporaries stay near 20 MiB.
+PIECE_VALUES = 1 << 20
+
+
+def _pieces(rows: np.ndarray, window_rows: int) -> Iterable[np.ndarray]:
+    """`rows` along its first axis in pieces of about PIECE_VALUES values, each a whole number of `window_rows`."""
+    matrix = as_matrix(rows)
+    step = window_rows * max(1, PIECE_VALUES // max(1, window_rows * matrix.shape[1]))
+    for start in range(0, matrix.shape[0], step):
+        yield matrix[start:start + step]
+
+
 def _pooled(block: gates.Block, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     """`pool` of a 2-D block, read in row chunks that are whole numbers of pooling windows."""
     window = pool_factors(tuple(block.shape), max_side)
     row_bytes = block.shape[1] * np.dtype(block.dtype).itemsize
     rows = window[0] * max(1, model_module.CHUNK_BYTES // max(1, window[0] * row_bytes))
-    parts = [pool_by(chunk, window)[0] for _, chunk in block.row_chunks(rows=rows)]
+    parts = [pool_by(piece, window)[0] for _, chunk in block.row_chunks(rows=rows)
+             for piece in _pieces(chunk, window[0])]
     return np.concatenate(parts), window
 
 
@@ -340,6 +359,11 @@ def _trace(path: str, inputs: Any, seed: int, input_label: str | None) -> tuple[
 
     if inputs is None:
         with open_model(path) as model:
+            weight_bytes = sum(tensor.nbytes for layer in model.layers for tensor in layer.weights)
+            if weight_bytes > FORWARD_MAX_BYTES:
+                return {}, (f"No activations: the forward pass holds every weight in memory "
+                            f"({weight_bytes / 2**20:,.0f} MiB, more than the report's {FORWARD_MAX_BYTES >> 20} MiB "
+                            "without --input); pass --input to run it anyway, or use `lstm-inspect forward --trace`.")
             if native_forward.handles(model):
                 sizes = {native_forward.input_size(module) for module in native_forward.modules(model)}
                 if len(sizes) != 1 or None in sizes:
