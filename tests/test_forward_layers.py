@@ -109,11 +109,12 @@ def test_attention_masks_follow_each_keras(file):
 
 def test_multi_head_attention_weights_are_named_in_every_file_kind():
     for file in ("k2_attention.h5", "k2_attention.keras", "k3_attention.keras", "k3_attention.h5",
-                 "k3_attention.weights.h5"):
+                 "k3_attention.weights.h5", "k2_attention_weights.h5"):
         with lstm_inspect.open_model(FIXTURES / file) as model:
             mha = next(layer for layer in model.layers if layer.name == "mha_cross")
             assert [w.name for w in mha.weights] == ["query_kernel", "key_kernel", "value_kernel",
                                                      "attention_output_kernel"], file
+            assert mha.class_name == "MultiHeadAttention", file  # also in weights-only files, by the sub-scopes
             assert [w.shape for w in mha.weights] == [(4, 3, 2), (4, 3, 2), (4, 3, 5), (3, 5, 6)], file
             concat = next(layer for layer in model.layers if layer.name == "concat")
             assert [w.name for w in concat.weights] == ["scale", "concat_score_weight"], file

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from .. import schema
 from ..model import Layer, Tensor
 
 #: Keras 2 scopes a recurrent layer's variables under its cell ("lstm_cell", "gru_cell_3"): not a layer of its own.
@@ -54,7 +55,7 @@ def layers_from_weights(name: str, named: list[tuple[str, Tensor]]) -> Layer:
     owners: dict[tuple[str, ...], list[Tensor]] = {}
     for stored_name, tensor in named:
         owners.setdefault(owner_of(stored_name), []).append(tensor)
-    wrapped = _cell_wrapper(name, owners)
+    wrapped = _cell_wrapper(name, owners) or _projections(name, owners)
     if wrapped is not None:
         return wrapped
     if len(owners) <= 1:
@@ -100,6 +101,23 @@ def _cell_wrapper(name: str, owners: dict[tuple[str, ...], list[Tensor]]) -> Lay
     if holder.class_name == "RNN":
         return holder
     return Layer(name=name, class_name="RNN", path=(name,), children=[holder], inferred=True)
+
+
+def _projections(name: str, owners: dict[tuple[str, ...], list[Tensor]]) -> Layer | None:
+    """tf-keras stores a MultiHeadAttention's arrays as ``mha/query/kernel:0``, ``mha/key/...``, ``mha/value/...``,
+    ``mha/attention_output/...``: one layer whose arrays are named ``query_kernel``, ... as with a config."""
+    subs = dict(schema.SUB_OBJECTS["MultiHeadAttention"])
+    prefixes = set(subs.values())
+    if not owners or any(len(owner) != 2 or owner[0] != name or owner[1] not in prefixes for owner in owners):
+        return None
+    if not {"query", "key", "value", "attention_output"} <= {owner[1] for owner in owners}:
+        return None
+    weights = []
+    for prefix in subs.values():  # creation order
+        for tensor in owners.get((name, prefix), []):
+            tensor.name = f"{prefix}_{tensor.name}"
+            weights.append(tensor)
+    return Layer(name=name, class_name="MultiHeadAttention", path=(name,), weights=weights, inferred=True)
 
 
 # ------------------------------------------------------------------------------------------- Keras 1 array names
