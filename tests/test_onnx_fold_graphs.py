@@ -83,6 +83,16 @@ def test_too_many_nodes_are_refused(tmp_path, capsys):
     inspect_one_line(tmp_path, lstm_model(nodes, [piece], "Wc"), capsys, "ONNX nodes")
 
 
+def test_many_nodes_folding_one_wide_value_stay_bounded(tmp_path, capsys):
+    """300 LSTM nodes whose W each needs the same 4,000 nodes: past the per-file total (100,000), one line."""
+    nodes = [helper.make_node("Identity", ["piece"], [f"p{i}"]) for i in range(4000)]
+    nodes.append(helper.make_node("Concat", [f"p{i}" for i in range(4000)], ["Wc"], axis=0))
+    nodes += [helper.make_node("LSTM", ["X", "Wc", "R", "B"], [f"Y{i}"], name=f"lstm{i}", hidden_size=HIDDEN)
+              for i in range(300)]
+    piece = numpy_helper.from_array(np.zeros((1, 1, FEATURES), np.float32), "piece")
+    inspect_one_line(tmp_path, lstm_model(nodes, [piece], "Wc"), capsys, "per file")
+
+
 def test_repeated_concat_stays_within_the_byte_budget(tmp_path, capsys):
     """Each Concat doubles the last (a tiny file asking for 2^40 bytes): refused by the running total."""
     nodes = [helper.make_node("Concat", ["W" if i == 0 else f"c{i - 1}"] * 2, [f"c{i}"], axis=1) for i in range(40)]

@@ -193,15 +193,25 @@ class _Constants:
         self.scope = onnx_fold.Scope(sources, producers)
         self.budget = onnx_fold.budget_for(sources)
         self.folded_from: set[str] = set()
-        self.identities: dict[str, Any] = {}
         """The stored tensors that folded values came from (not listed again as other nodes' weights)."""
+        self.identities: dict[str, Any] = {}
+        self.nodes_left = onnx_fold.MAX_FILE_NODES
+        """Node evaluations the rest of the read may spend (a file of many nodes folding one big value each time
+        stays bounded); the loaders' folds later repeat one read-time fold each."""
 
-    def fold(self, name: str) -> Any:
+    def fold(self, name: str, reading: bool = True) -> Any:
         from . import onnx_fold
 
-        value, used = onnx_fold.fold(self.scope, name, lambda proto, n: _array(proto, n, self.label), self.label,
-                                     self.budget)
-        self.folded_from.update(used)
+        limit = min(onnx_fold.MAX_NODES, self.nodes_left) if reading else onnx_fold.MAX_NODES
+        try:
+            value, used, nodes = onnx_fold.fold(self.scope, name, lambda proto, n: _array(proto, n, self.label),
+                                                self.label, self.budget, limit)
+        except onnx_fold.NotFoldable as exc:
+            self.nodes_left -= exc.nodes if reading else 0
+            raise
+        if reading:
+            self.nodes_left -= nodes
+            self.folded_from.update(used)
         return value
 
     def tensor(self, name: str) -> tuple[tuple[int, ...], str, Any]:
@@ -212,7 +222,7 @@ class _Constants:
             return tuple(int(d) for d in proto.dims), _dtype_name(proto), lambda: _array(proto, name, self.label)
         value = self.fold(name)
         self.identities[name] = (value.shape, value.dtype.str, hashlib.sha256(value.tobytes()).hexdigest())
-        return value.shape, value.dtype.name, lambda: self.fold(name)
+        return value.shape, value.dtype.name, lambda: self.fold(name, reading=False)
 
     def identity(self, name: str) -> Any:
         """What a W / R / B is, for telling one set of weights read twice from two copies: the stored tensor's

@@ -28,6 +28,8 @@ FOLDABLE_OPS = frozenset({"Identity", "Cast", "Constant", "ConstantOfShape", "Sh
                           "Squeeze", "Transpose", "Reshape", "Gather", "Split"})
 #: Node evaluations per fold (torch's opset-9 LSTM uses about 25 per layer and direction).
 MAX_NODES = 20_000
+#: Node evaluations while reading one file (every recurrent node's W, R, B and initial states together).
+MAX_FILE_NODES = 100_000
 #: Producers nested in one chain (torch's are 4 deep).
 MAX_DEPTH = 256
 #: The largest rank of a folded value.
@@ -39,6 +41,9 @@ _CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16
 
 class NotFoldable(Exception):
     """The value is not a constant this module can compute (a graph input, an op it does not fold)."""
+
+    nodes = 0
+    """The node evaluations spent before finding out."""
 
 
 class Scope:
@@ -63,8 +68,9 @@ class Folder:
     """Evaluates names of one scope; `read(proto, name)` turns a TensorProto into an array (the reader's checked
     ``_array``). One Folder per fold: its memo holds arrays only while the fold runs."""
 
-    def __init__(self, scope: Scope, read: Callable[[Any, str], np.ndarray], label: str, budget_bytes: int) -> None:
-        self.scope, self.read, self.label, self.budget = scope, read, label, budget_bytes
+    def __init__(self, scope: Scope, read: Callable[[Any, str], np.ndarray], label: str, budget_bytes: int,
+                 max_nodes: int = MAX_NODES) -> None:
+        self.scope, self.read, self.label, self.budget, self.max_nodes = scope, read, label, budget_bytes, max_nodes
         self.memo: dict[str, np.ndarray] = {}
         self.nodes = 0
         self.spent = 0
@@ -100,8 +106,10 @@ class Folder:
                 raise UnsafeFile(f"ONNX constant chain deeper than {MAX_DEPTH} nodes at {current!r}; not folded",
                                  self.label)
             self.nodes += 1
-            if self.nodes > MAX_NODES:
-                raise UnsafeFile(f"folding {name!r} needs more than {MAX_NODES:,} ONNX nodes; not folded", self.label)
+            if self.nodes > self.max_nodes:
+                raise UnsafeFile(f"folding {name!r} needs more than {self.max_nodes:,} ONNX nodes "
+                                 f"(at most {MAX_NODES:,} per value, {MAX_FILE_NODES:,} per file); not folded",
+                                 self.label)
             stack.append((current, True))
             for needed in _operands(node):
                 if needed in in_progress:
@@ -316,11 +324,16 @@ def _axis(axis: int, rank: int) -> int:
     return axis % rank
 
 
-def fold(scope: Scope, name: str, read: Callable[[Any, str], np.ndarray], label: str,
-         budget_bytes: int) -> tuple[np.ndarray, set[str]]:
-    """The value of `name` and the stored tensors it was computed from (a fresh, bounded fold)."""
-    folder = Folder(scope, read, label, budget_bytes)
-    return np.asarray(folder.value(name)), folder.sources_used
+def fold(scope: Scope, name: str, read: Callable[[Any, str], np.ndarray], label: str, budget_bytes: int,
+         max_nodes: int = MAX_NODES) -> tuple[np.ndarray, set[str], int]:
+    """The value of `name`, the stored tensors it was computed from and the nodes evaluated (a fresh, bounded
+    fold)."""
+    folder = Folder(scope, read, label, budget_bytes, max_nodes)
+    try:
+        return np.asarray(folder.value(name)), folder.sources_used, folder.nodes
+    except NotFoldable as exc:
+        exc.nodes = folder.nodes  # spent all the same
+        raise
 
 
 def budget_for(sources: dict[str, Any]) -> int:

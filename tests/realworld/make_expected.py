@@ -402,6 +402,13 @@ def onnx_file(path: Path, entry: dict) -> dict:
             probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
         inits.update(dict(zip(computed, session.run(computed, feeds))))
+    # ... and inside If / Loop bodies, where onnxruntime cannot be asked for an inner value: the nodes computing it
+    # from constants, copied into a graph of their own that onnxruntime runs (never lstm-inspect's folding).
+    inner = sorted({name for n, top in recurrent if not top for name in n.input[1:4] if name and name not in inits})
+    if inner:
+        found = onnx_constant_subgraph(model, inner, inits)
+        computed += sorted(found)
+        inits.update(found)
     blocks, forward, unresolved = [], {}, []
     rng = np.random.default_rng(SEED)
     for node, _top in recurrent:
@@ -429,6 +436,40 @@ def onnx_file(path: Path, entry: dict) -> dict:
             "model_outputs": {"feeds": {k: values(v, None) for k, v in feeds.items()},
                               "outputs": [values(o) for o in outputs]},
             "module_forward": forward}
+
+
+def onnx_constant_subgraph(model, names, inits: dict) -> dict:
+    """The values of `names` (one name or a list) computed by onnxruntime from the nodes that produce them out of
+    initializers and Constants alone, wherever in the model's graphs those nodes are; {} when they depend on
+    anything else (a graph input, a control-flow node)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+    names = [names] if isinstance(names, str) else list(names)
+    producers = {o: n for g in onnx_graphs(model.graph) for n in g.node for o in n.output}
+    nodes, needed, pending = {}, set(), list(names)
+    while pending:
+        name = pending.pop()
+        if name in inits or name in nodes:
+            needed.add(name) if name in inits else None
+            continue
+        node = producers.get(name)
+        if node is None or any(a.HasField("g") or len(a.graphs) for a in node.attribute):
+            return {}
+        for output in node.output:
+            nodes[output] = node
+        pending.extend(i for i in node.input if i)
+    ordered, seen = [], set()
+    for node in (n for g in onnx_graphs(model.graph) for n in g.node):  # the file's own (topological) order
+        if any(o in nodes for o in node.output) and id(node) not in seen:
+            seen.add(id(node))
+            ordered.append(node)
+    initializers = [numpy_helper.from_array(np.asarray(inits[n]), n) for n in sorted(needed)]
+    graph = helper.make_graph(ordered, "constants", [], [helper.make_empty_tensor_value_info(n) for n in names],
+                              initializers)
+    probe = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, {})))
 
 
 def onnx_feeds(model, entry: dict, rng) -> dict:
