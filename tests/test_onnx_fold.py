@@ -117,10 +117,11 @@ class Tagger(torch.nn.Module):
         return self.rnn(x)[0]
 
 
-@pytest.mark.parametrize("opset", [9, 10, 12, 13, 15, 16, 17])
+@pytest.mark.parametrize("opset", [7, 8, 9, 10, 12, 13, 15, 16, 17])
 @pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN])
 def test_every_opset_torch_writes_unfolded(cell, opset, tmp_path, capsys):
-    """torch 2.13 at each opset, constant folding off: the gates equal the state dict (written now, not committed)."""
+    """torch 2.13 at each opset, constant folding off (written now, not committed): the gates equal the state dict,
+    and forward equals the torch module itself (opsets 7 / 8 use ConstantFill, which onnxruntime no longer runs)."""
     torch.manual_seed(opset)
     model = Tagger(cell).eval()
     with warnings.catch_warnings():
@@ -133,6 +134,14 @@ def test_every_opset_torch_writes_unfolded(cell, opset, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     per_leaf = {torch.nn.LSTM: 12, torch.nn.GRU: 12, torch.nn.RNN: 3}[cell]  # as diff pairs them (LSTM: b_ih + b_hh)
     assert report["identical"] and report["summary"]["blocks_compared"] == 4 * per_leaf
+    x = np.random.default_rng(opset).normal(size=(3, 7, 3))
+    np.save(tmp_path / "x.npy", x)
+    assert run_cli(["--no-isolation", "forward", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy"),
+                    "-o", str(tmp_path / "o.npz"), "--float64"]) == 0
+    with np.load(tmp_path / "o.npz") as data, torch.no_grad():
+        y = data[f"rnn/{cell.__name__}_1/Y"]  # the last layer's node: (seq, directions, batch, hidden)
+        theirs = model.double()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y.transpose(2, 0, 1, 3).reshape(theirs.shape), theirs, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- each folding op against onnxruntime

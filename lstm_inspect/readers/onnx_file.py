@@ -103,13 +103,16 @@ def read(path: str, label: str) -> ModelFile:
         name = node.name or f"{node.op_type.lower()}_{index}"
         if node.op_type in ("Loop", "Scan") and onnx_fold.lowered_recurrent(node, set(RECURRENT_OPS)):
             model.warnings.append(f"{name}: {LOOP_NOTE} (its body's weights are listed as the body's nodes)")
-        # integer tensors (shapes, axes, indices: torch.onnx.export's shape plumbing) are not weights
+        # integer tensors (shapes, axes, indices: torch.onnx.export's shape plumbing) are not weights, nor are
+        # the doubles older exports cast to int64 for a shape
+        if node.op_type == "Cast" and next((a.i for a in node.attribute if a.name == "to"), 0) in _INDEX_TYPES:
+            continue
         weights = [_tensor(i, sources[i], loader(i)) for i in node.input if i in sources and i not in used
                    and sources[i].data_type not in _INDEX_TYPES]
         if weights:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
-    _group_torch_exports(root, recurrent, producers, sources, label)
+    _group_torch_exports(root, recurrent, producers, constants)
     _group_torch_linears(root, nodes, sources, loader, onnx)
     if opset is not None:
         model.keras_version = None
@@ -352,11 +355,6 @@ def _row(load: Any, d: int):
     return lambda: load()[d]
 
 
-def _constant_value(name: str, sources: dict[str, Any], label: str) -> Any:
-    """The value of an initializer or Constant output; None otherwise."""
-    return _array(sources[name], name, label) if name in sources else None
-
-
 #: Ops whose output holds only values of their first input: zeros in, zeros out.
 _VALUE_KEEPING_OPS = frozenset({"Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Tile", "Transpose"})
 
@@ -373,6 +371,8 @@ def _all_zeros(name: str, constants: _Constants, label: str) -> bool:
         if node is not None and node.op_type == "ConstantOfShape":
             fill = next((a.t for a in node.attribute if a.name == "value"), None)
             return fill is None or not bool((_array(fill, f"{node.name or name} fill", label) != 0).any())
+        if node is not None and node.op_type == "ConstantFill":  # opset 7 / 8 exports (an experimental op)
+            return next((a.f for a in node.attribute if a.name == "value"), 0.0) == 0.0
         if node is None or node.op_type not in _VALUE_KEEPING_OPS:
             return False
         name = node.input[0]
@@ -386,7 +386,7 @@ def _initial_state(node: Any, constants: _Constants, label: str) -> str:
     return "zeros" if all(_all_zeros(n, constants, label) for n in names) else "given"
 
 
-def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[str, Any], label: str) -> bool:
+def _feeds(earlier: Any, later: Any, producers: dict[str, Any], constants: _Constants) -> bool:
     """True when `later`'s X is `earlier`'s Y through torch's stacking only: Transpose [0, 2, 1, 3] or Squeeze
     (one direction), then Reshape to (seq, batch, D·H)."""
     name = later.input[0]
@@ -401,7 +401,7 @@ def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[st
             if perm != [0, 2, 1, 3]:
                 return False
         if node.op_type == "Reshape":
-            shape = _constant_value(node.input[1], sources, label)
+            shape = constants.value(node.input[1])  # older exports: Cast(Constant(double))
             if shape is None or len(shape) != 3 or int(shape[-1]) != -1 and list(shape[:2]) != [0, 0]:
                 return False
         name = node.input[0]
@@ -409,7 +409,7 @@ def _feeds(earlier: Any, later: Any, producers: dict[str, Any], sources: dict[st
 
 
 def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], producers: dict[str, Any],
-                         sources: dict[str, Any], label: str) -> None:
+                         constants: _Constants) -> None:
     """The per-layer nodes torch.onnx.export writes for one multi-layer module become one container named by the
     module scope (``/enc/lstm/LSTM``, ``/enc/lstm/LSTM_1`` -> ``enc/lstm``) with torch's leaf names ``l0``,
     ``l0_reverse``, ``l1``..., when each node's X is the previous node's Y through torch's stacking alone."""
@@ -422,7 +422,7 @@ def _group_torch_exports(root: Layer, recurrent: list[tuple[Any, Layer]], produc
     for (scope, _), members in scopes.items():
         members.sort(key=lambda m: m[0])
         if [k for k, _, _ in members] != list(range(len(members))) or not all(
-                _feeds(a[1], b[1], producers, sources, label) for a, b in zip(members, members[1:])):
+                _feeds(a[1], b[1], producers, constants) for a, b in zip(members, members[1:])):
             continue
         first = members[0][2]
         container = Layer(name=scope, class_name=first.class_name, path=(scope,),
