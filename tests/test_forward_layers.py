@@ -14,7 +14,7 @@ from lstm_inspect.run import layer_ops
 from lstm_inspect.run.forward import OUTPUT_KEY, run
 
 CONV_MODELS = ["lrcn", "conv2d_pool", "convlstm_conv3d"]
-ATTENTION_MODELS = ["attention", "attention_masked"]
+ATTENTION_MODELS = ["attention", "attention_masked", "layer_options"]
 FILES = [f"{flavour}_{name}{suffix}" for name in CONV_MODELS + ATTENTION_MODELS for flavour in ("k2", "k3")
          for suffix in (".h5", ".keras")]
 
@@ -78,7 +78,8 @@ def test_conv_nd_chunks_bound_the_buffer():
 
 @pytest.mark.parametrize("file", ["k2_lrcn.h5", "k3_lrcn.keras", "k3_conv2d_pool.keras", "k2_conv2d_pool.keras",
                                   "k2_convlstm_conv3d.h5", "k3_convlstm_conv3d.keras", "k2_attention.h5",
-                                  "k3_attention.keras", "k2_attention_masked.keras", "k3_attention_masked.keras"])
+                                  "k3_attention.keras", "k2_attention_masked.keras", "k3_attention_masked.keras",
+                                  "k2_layer_options.h5", "k3_layer_options.keras"])
 def test_verify_passes(file):
     result = lstm_inspect.verify(FIXTURES / file)
     assert result.ok, [(d.key, d.max_abs, d.note) for d in result.diffs if not d.ok]

@@ -56,6 +56,8 @@ CASES = [
     ("attention", "q_lstm", LSTM, "input/query", "q_lstm", "seq", "tanh", "sigmoid", False),
     ("attention", "v_gru", GRU, "input/value", "v_gru", "seq", "tanh", "sigmoid", False),
     ("attention", "top_lstm", LSTM, "cat", "top_lstm", "last", "tanh", "sigmoid", False),
+    ("layer_options", "q_lstm", LSTM, "input/query", "q_lstm", "seq", "tanh", "sigmoid", False),
+    ("layer_options", "top_lstm", LSTM, "cat", "top_lstm", "last", "tanh", "sigmoid", False),
 ]
 # RNN(StackedRNNCells([...])): (model, cell names bottom to top, family, input key, output key of the RNN layer). Each
 # cell reads the sequence of the cell below; the RNN layer outputs the top cell's last state.

@@ -276,7 +276,7 @@ class _Graph:
                 for item in _k2_entries(node):
                     values.append(ref(item[0], item[1], item[2]))
                     extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
-                    for keyword in ("initial_state",) + ATTENTION_KEYWORDS:
+                    for keyword in ("initial_state", "mask") + ATTENTION_KEYWORDS:
                         if keyword in extra:
                             kwargs[keyword] = _k2_values(extra[keyword], ref)
                 kwargs["masks_by_id"] = masks_by_id
