@@ -103,7 +103,8 @@ def test_torch_float64_state_dict_runs_in_float64(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The fast loop (recurrent_fast: one dense cell, weights laid out once, buffers reused, activations in place) against
+# The fast loop (recurrent_fast: one dense cell, weights laid out once, buffers reused, activations in place, here
+# with the input terms computed one step at a time to exercise the blocks) against
 # the general loop (RecurrentCell.step) on every fixture with a recurrent layer: masks, go_backwards, initial and
 # returned states, Bidirectional, GRU in both reset forms, SimpleRNN, hard_sigmoid of both Keras versions, traces.
 
@@ -121,6 +122,7 @@ def test_fast_loop_matches_general_loop(file, dtype, monkeypatch):
     with np.load(FIXTURES / manifest()["files"][file]["oracle"]) as npz:
         inputs = {k: npz[k] for k in npz.files if k == "input" or k.startswith("input/")}
     calls = []
+    monkeypatch.setattr(recurrent.recurrent_fast, "INPUT_BLOCK_BYTES", 1)  # input terms one step at a time
     original = recurrent.recurrent_fast.run_loop
     monkeypatch.setattr(recurrent.recurrent_fast, "run_loop", lambda *a, **k: calls.append(1) or original(*a, **k))
     fast = lstm_inspect.forward(FIXTURES / file, inputs, trace=True, dtype=dtype)

@@ -213,9 +213,10 @@ class RecurrentLayers(Context):
         rec_act = recurrent_fast.in_place(cell_layer.config.get("recurrent_activation", "sigmoid"), self.keras_major)
         if act is None or rec_act is None:
             return None
-        weights = built_once(cell_layer, "loop", self.dtype, self.keras_major,
-                             lambda: recurrent_fast.LoopWeights.from_cell(cell))
-        return weights, act, rec_act
+        halve = rec_act is recurrent_fast.in_place("sigmoid", None) and cell.family in ("LSTM", "GRU")
+        weights = built_once(cell_layer, "loop-halved" if halve else "loop", self.dtype, self.keras_major,
+                             lambda: recurrent_fast.LoopWeights.from_cell(cell, halve))
+        return weights, act, (recurrent_fast.sigmoid_of_halved if halve else rec_act)
 
     def general_loop(self, cells: list[tuple[Layer, "RecurrentCell"]], x: np.ndarray, mask: np.ndarray | None,
                      given: list[np.ndarray] | None, layer: Layer, backwards: bool, zero_out: bool,

@@ -16,44 +16,64 @@ hold both loops to a step-by-step reference and to Keras.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..gates import activations
 
-InPlace = Callable[[np.ndarray], None]
+#: The input terms x·kernel + bias are computed for this many bytes of steps at once (the whole sequence unless
+#: the batch is large: an LSTM(256) at batch 512 takes 16 steps per matmul of 8,192 rows), so a long sequence or a
+#: large batch never holds every step's terms at once and the buffer is reused, not allocated per block.
+INPUT_BLOCK_BYTES = 32 * 1024 * 1024
+
+Activation = Callable[[np.ndarray, np.ndarray], None]
+"""``f(a, out)`` writes the activation of `a` into `out` (which may be `a` itself)."""
 
 
-def _sigmoid(a: np.ndarray) -> None:  # 1 / (1 + exp(-x)), as activations._sigmoid
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    a += 1.0
-    np.reciprocal(a, out=a)
+def _sigmoid(a: np.ndarray, out: np.ndarray) -> None:  # 1 / (1 + exp(-x)), as activations._sigmoid
+    np.negative(a, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
 
 
-def _hard_sigmoid_k3(a: np.ndarray) -> None:  # clip(x/6 + 0.5, 0, 1)
-    a /= 6.0
-    a += 0.5
-    np.clip(a, 0.0, 1.0, out=a)
+def sigmoid_of_halved(a: np.ndarray, out: np.ndarray) -> None:
+    """sigmoid(x) = 0.5·tanh(x/2) + 0.5 from x/2: the loop halves the sigmoid gates' weights once (exact: a power
+    of two), and numpy's tanh is about twice as fast as exp followed by a division. Within an ulp of
+    1 / (1 + exp(-x)) at the scale of the gate (absolute), which is what the state update sees."""
+    np.tanh(a, out=out)
+    out *= 0.5
+    out += 0.5
 
 
-def _hard_sigmoid_k2(a: np.ndarray) -> None:  # clip(0.2x + 0.5, 0, 1)
-    a *= 0.2
-    a += 0.5
-    np.clip(a, 0.0, 1.0, out=a)
+def _hard_sigmoid_k3(a: np.ndarray, out: np.ndarray) -> None:  # clip(x/6 + 0.5, 0, 1)
+    np.divide(a, 6.0, out=out)
+    out += 0.5
+    np.clip(out, 0.0, 1.0, out=out)
 
 
-_IN_PLACE: dict[str, InPlace] = {
+def _hard_sigmoid_k2(a: np.ndarray, out: np.ndarray) -> None:  # clip(0.2x + 0.5, 0, 1)
+    np.multiply(a, 0.2, out=out)
+    out += 0.5
+    np.clip(out, 0.0, 1.0, out=out)
+
+
+def _linear(a: np.ndarray, out: np.ndarray) -> None:
+    if out is not a:
+        np.copyto(out, a)
+
+
+_IN_PLACE: dict[str, Activation] = {
     "sigmoid": _sigmoid,
-    "tanh": lambda a: np.tanh(a, out=a),
-    "relu": lambda a: np.maximum(a, 0, out=a),
-    "linear": lambda a: None,
+    "tanh": lambda a, out: np.tanh(a, out=out),
+    "relu": lambda a, out: np.maximum(a, 0, out=out),
+    "linear": _linear,
 }
 
 
-def in_place(spec: object, keras_major: int | None) -> InPlace | None:
-    """The activation named by a config entry as a function that overwrites its argument; None when unknown."""
+def in_place(spec: object, keras_major: int | None) -> Activation | None:
+    """The activation named by a config entry as ``f(a, out)``; None when unknown."""
     name = activations.activation_name(spec)
     if name == "hard_sigmoid":
         return _hard_sigmoid_k3 if keras_major == 3 else _hard_sigmoid_k2
@@ -63,8 +83,8 @@ def in_place(spec: object, keras_major: int | None) -> InPlace | None:
     if func is None:
         return None
 
-    def apply(a: np.ndarray) -> None:  # any other activation: computed, then copied back
-        a[...] = func(a)
+    def apply(a: np.ndarray, out: np.ndarray) -> None:  # any other activation: computed, then copied
+        out[...] = func(a)
 
     return apply
 
@@ -86,33 +106,54 @@ class LoopWeights:
     reset_after: bool = False
 
     @classmethod
-    def from_cell(cls, cell: "object") -> "LoopWeights":
-        """From a `recurrent.RecurrentCell` (Keras's fused order i, f, c, o / z, r, h)."""
+    def from_cell(cls, cell: "object", halve: bool = False) -> "LoopWeights":
+        """From a `recurrent.RecurrentCell` (Keras's fused order i, f, c, o / z, r, h). `halve`: the
+        recurrent-activation gates' columns multiplied by 0.5 (for `sigmoid_of_halved`)."""
         u, family = cell.units, cell.family
-        kernel, recurrent, bias = cell.kernel, cell.recurrent, cell.bias
-        if family == "LSTM":  # i f c o -> i f o c: sigmoid over [0, 3u), tanh over [3u, 4u)
+        kernel, recurrent, bias, recurrent_bias = cell.kernel, cell.recurrent, cell.bias, cell.recurrent_bias
+        if family == "LSTM":  # i f c o -> i f o c: the recurrent activation over [0, 3u), the activation after
             order = np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
             kernel, recurrent = kernel[:, order], recurrent[:, order]
             bias = bias[order] if bias is not None else None
+        else:
+            kernel, recurrent = kernel.copy(), recurrent.copy()
+            bias = bias.copy() if bias is not None else None
+        recurrent_bias = recurrent_bias.copy() if recurrent_bias is not None else None
+        if halve:
+            gated = slice(0, {"LSTM": 3 * u, "GRU": 2 * u}.get(family, 0))
+            for array in (kernel, recurrent, bias, recurrent_bias):
+                if array is not None:
+                    array[..., gated] *= 0.5
         recurrent_h = None
         if family == "GRU" and not cell.reset_after:
-            recurrent, recurrent_h = recurrent[:, :2 * u], recurrent[:, 2 * u:]
-            recurrent_h = np.ascontiguousarray(recurrent_h)
+            recurrent, recurrent_h = recurrent[:, :2 * u], np.ascontiguousarray(recurrent[:, 2 * u:])
         return cls(family, u, np.ascontiguousarray(kernel), bias, np.ascontiguousarray(recurrent), recurrent_h,
-                   cell.recurrent_bias, bool(cell.reset_after))
+                   recurrent_bias, bool(cell.reset_after))
 
 
-def input_terms(weights: LoopWeights, x: np.ndarray) -> np.ndarray:
-    """x (batch, time, in) -> x · kernel + bias (time, batch, n·u): one matmul for every step, time-major."""
+def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """(step in processing order, x_t · kernel + bias (batch, n·u)) for every step of x (batch, time, in): one
+    matmul for a block of steps (the whole sequence unless that passes `INPUT_BLOCK_BYTES`), time-major so each
+    step's rows are contiguous; the last step first when `backwards`."""
     batch, steps = x.shape[:2]
     seq = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # free when x is a time-major run's output (a swapped view)
-    proj = np.matmul(seq.reshape(steps * batch, -1), weights.kernel)
-    if weights.bias is not None:
-        proj += weights.bias
-    return proj.reshape(steps, batch, -1)
+    width = weights.kernel.shape[1]
+    dtype = np.result_type(seq.dtype, weights.kernel.dtype)
+    block = max(1, min(steps, INPUT_BLOCK_BYTES // max(1, batch * width * dtype.itemsize)))
+    buffer = np.empty((block * batch, width), dtype=dtype)
+    for start in range(0, steps, block):
+        stop = min(steps, start + block)
+        lo, hi = (steps - stop, steps - start) if backwards else (start, stop)
+        terms = buffer[:(hi - lo) * batch]
+        np.matmul(seq[lo:hi].reshape((hi - lo) * batch, -1), weights.kernel, out=terms)
+        if weights.bias is not None:
+            terms += weights.bias
+        terms = terms.reshape(hi - lo, batch, width)
+        for k in range(start, stop):
+            yield k, terms[(steps - 1 - k if backwards else k) - lo]
 
 
-def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray, states: list[np.ndarray],
+def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.ndarray, states: list[np.ndarray],
              mask: np.ndarray | None, backwards: bool, zero_out: bool, keep_sequence: bool,
              trace: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
     """The layer over x (batch, time, in) from `states` (each (batch, units)); steps taken last to first when
@@ -120,9 +161,9 @@ def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray
     — a view of time-major storage — or the last output (batch, units); the final states; with `trace` each
     gate's and state's values per step (batch, time, units))."""
     u, family = weights.units, weights.family
-    proj = input_terms(weights, x)
-    steps, batch, width = proj.shape
-    dtype = proj.dtype
+    batch, steps = x.shape[:2]
+    width = weights.kernel.shape[1]
+    dtype = np.result_type(x.dtype, weights.kernel.dtype)
     h = np.array(states[0], dtype=dtype, copy=True)
     c = np.array(states[1], dtype=dtype, copy=True) if family == "LSTM" else None
     z = np.empty((batch, width), dtype=dtype)  # the step's pre-activations, then its gates
@@ -138,9 +179,8 @@ def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray
         h_prev, c_prev = np.empty_like(h), (np.empty_like(c) if c is not None else None)
     prev_out = np.zeros((batch, u), dtype=dtype)
     out = prev_out
-    with np.errstate(over="ignore"):  # exp(-x) of a very negative x: inf, so sigmoid is 0 as it should be
-        for k in range(steps):
-            t = steps - 1 - k if backwards else k
+    with np.errstate(over="ignore"):  # a plain sigmoid's exp(-x) of a very negative x: inf, and sigmoid 0, rightly
+        for k, p in input_terms(weights, x, backwards):
             if masks is not None:
                 np.copyto(h_prev, h)
                 if c is not None:
@@ -148,23 +188,13 @@ def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray
             new_h = out_seq[k] if keep_sequence and masks is None else h
             if family == "LSTM":
                 np.matmul(h, weights.recurrent, out=z)
-                z += proj[t]
-                rec_act(z[:, :3 * u])
-                act(z[:, 3 * u:])
-                i, f, o, g = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
-                c *= f  # c = f·c + i·g
-                np.multiply(i, g, out=tmp)
-                c += tmp
-                np.copyto(tmp, c)
-                act(tmp)
-                np.multiply(o, tmp, out=new_h)
+                _lstm_gates(z, p, c, tmp, new_h, u, act, rec_act)
             elif family == "GRU":
-                new_h = _gru_step(weights, act, rec_act, proj[t], h, z, tmp, other, zr, new_h)
+                new_h = _gru_step(weights, act, rec_act, p, h, z, tmp, other, zr, new_h)
             else:
                 np.matmul(h, weights.recurrent, out=z)
-                z += proj[t]
-                act(z)
-                np.copyto(new_h, z)
+                z += p
+                act(z, new_h)
             if new_h is not h:
                 h = new_h
             if masks is not None:  # a masked step keeps the states; its output is the last one, or zeros
@@ -189,7 +219,22 @@ def run_loop(weights: LoopWeights, act: InPlace, rec_act: InPlace, x: np.ndarray
     return output, final, {name: np.swapaxes(value, 0, 1) for name, value in traces.items()}
 
 
-def _gru_step(w: LoopWeights, act: InPlace, rec_act: InPlace, p: np.ndarray, h: np.ndarray, z: np.ndarray,
+def _lstm_gates(z: np.ndarray, p: np.ndarray, c: np.ndarray, tmp: np.ndarray, new_h: np.ndarray, u: int,
+                act: Activation, rec_act: Activation) -> None:
+    """An LSTM step after its matmul: z (h·U, columns i f o c) plus the input term p, the gates, then
+    c = f·c + i·c̃ and h = o·act(c), in place."""
+    z += p
+    sig, cand = z[:, :3 * u], z[:, 3 * u:]
+    rec_act(sig, sig)
+    act(cand, cand)
+    c *= z[:, u:2 * u]
+    np.multiply(z[:, :u], cand, out=tmp)
+    c += tmp
+    act(c, tmp)
+    np.multiply(z[:, 2 * u:3 * u], tmp, out=new_h)
+
+
+def _gru_step(w: LoopWeights, act: Activation, rec_act: Activation, p: np.ndarray, h: np.ndarray, z: np.ndarray,
               tmp: np.ndarray, other: np.ndarray, zr: np.ndarray | None, new_h: np.ndarray) -> np.ndarray:
     """One GRU step (Keras: h = z·h_prev + (1 − z)·hh), leaving z, r, hh in z's columns."""
     u = w.units
@@ -199,7 +244,7 @@ def _gru_step(w: LoopWeights, act: InPlace, rec_act: InPlace, p: np.ndarray, h: 
             z += w.recurrent_bias
         gates = z[:, :2 * u]
         gates += p[:, :2 * u]
-        rec_act(gates)
+        rec_act(gates, gates)
         hh = z[:, 2 * u:]
         hh *= z[:, u:2 * u]  # r · (h·U_h + rb_h)
         hh += p[:, 2 * u:]
@@ -207,12 +252,12 @@ def _gru_step(w: LoopWeights, act: InPlace, rec_act: InPlace, p: np.ndarray, h: 
         gates = z[:, :2 * u]
         np.matmul(h, w.recurrent, out=zr)
         np.add(zr, p[:, :2 * u], out=gates)
-        rec_act(gates)
+        rec_act(gates, gates)
         np.multiply(z[:, u:2 * u], h, out=tmp)  # (r · h) · U_h
         hh = z[:, 2 * u:]
         np.matmul(tmp, w.recurrent_h, out=other)
         np.add(p[:, 2 * u:], other, out=hh)
-    act(hh)
+    act(hh, hh)
     zg = z[:, :u]
     np.multiply(zg, h, out=other)
     np.subtract(1.0, zg, out=tmp)
