@@ -47,18 +47,6 @@ def sigmoid_of_halved(a: np.ndarray, out: np.ndarray) -> None:
     out += 0.5
 
 
-def _hard_sigmoid_k3(a: np.ndarray, out: np.ndarray) -> None:  # clip(x/6 + 0.5, 0, 1)
-    np.divide(a, 6.0, out=out)
-    out += 0.5
-    np.clip(out, 0.0, 1.0, out=out)
-
-
-def _hard_sigmoid_k2(a: np.ndarray, out: np.ndarray) -> None:  # clip(0.2x + 0.5, 0, 1)
-    np.multiply(a, 0.2, out=out)
-    out += 0.5
-    np.clip(out, 0.0, 1.0, out=out)
-
-
 def _linear(a: np.ndarray, out: np.ndarray) -> None:
     if out is not a:
         np.copyto(out, a)
@@ -73,10 +61,10 @@ _IN_PLACE: dict[str, Activation] = {
 
 
 def in_place(spec: object, keras_major: int | None) -> Activation | None:
-    """The activation named by a config entry as ``f(a, out)``; None when unknown."""
+    """The activation named by a config entry as ``f(a, out)``; None when unknown. The ones whose definition no
+    Keras version changed run in place; the others (hard_sigmoid...) come from `gates.activations`, the one place
+    that knows each version's definition."""
     name = activations.activation_name(spec)
-    if name == "hard_sigmoid":
-        return _hard_sigmoid_k3 if keras_major == 3 else _hard_sigmoid_k2
     if name in _IN_PLACE:
         return _IN_PLACE[name]
     func = activations.get(name, keras_major)
