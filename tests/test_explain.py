@@ -109,7 +109,7 @@ def test_quoted_slices_reproduce_the_first_step(file, layer_name, gates):
         layer = next(l for l in model.layers if l.name == layer_name)
         arrays = {t.name: t.read().astype(np.float64) for t in layer.weights}
         entry = next(e for e in explain(model).layers if e.key == layer.key)
-        trace = lstm_inspect.forward(FIXTURES / file, x, trace=True)
+        trace = lstm_inspect.forward(FIXTURES / file, x, trace=True, dtype=np.float64)  # the equations are checked exactly
         for gate in gates:
             eq = next(e for e in entry.equations if e.startswith(f"{gate}_t = "))
             act_name, body = re.fullmatch(rf"{gate}_t = (\w+)\((.*)\)", eq).groups()
@@ -147,7 +147,7 @@ def test_conv_lstm_quoted_slices_reproduce_the_first_step():
         arrays = {t.name: t.read().astype(np.float64) for t in layer.weights}
         entry = next(e for e in explain(model).layers if e.key == layer.key)
         strides, padding = tuple(layer.config["strides"]), layer.config["padding"]
-        trace = lstm_inspect.forward(FIXTURES / file, x, trace=True)
+        trace = lstm_inspect.forward(FIXTURES / file, x, trace=True, dtype=np.float64)  # the equations are checked exactly
         assert f"strides {strides}, padding {padding}" in "\n".join(entry.equations)
         for gate in ("i", "f", "o"):
             eq = next(e for e in entry.equations if e.startswith(f"{gate}_t = "))
