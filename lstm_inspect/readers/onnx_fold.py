@@ -80,7 +80,8 @@ class Folder:
     def value(self, name: str) -> np.ndarray:
         """The value of `name`, evaluated depth first without recursion (a deep chain cannot exhaust the stack)."""
         stack: list[tuple[str, bool]] = [(name, False)]
-        in_progress: set[str] = set()
+        in_progress: set[str] = set()  # the outputs of the nodes on the current chain
+        depth = 0
         while stack:
             current, ready = stack.pop()
             if current in self.memo:
@@ -96,13 +97,15 @@ class Folder:
             if ready:
                 self._run(node)
                 in_progress.difference_update(node.output)
+                depth -= 1
                 continue
             if current in in_progress:
                 raise CorruptFile(f"ONNX graph has a cycle through {current!r}", self.label)
             if node.op_type not in FOLDABLE_OPS or node.domain not in ("", "ai.onnx"):
                 raise NotFoldable(f"{current!r} is computed by {node.op_type}, which is not folded")
             in_progress.update(o for o in node.output if o)
-            if len(in_progress) > MAX_DEPTH:
+            depth += 1
+            if depth > MAX_DEPTH:
                 raise UnsafeFile(f"ONNX constant chain deeper than {MAX_DEPTH} nodes at {current!r}; not folded",
                                  self.label)
             self.nodes += 1
