@@ -144,7 +144,7 @@ def test_native_trace_is_the_modules_own_run(tmp_path):
 
     path = torch_and_onnx_files(tmp_path)[0]
     x = np.random.default_rng(0).standard_normal((2, 7, 3))
-    traced = li.forward(path, x, trace=True)
+    traced = li.forward(path, x, trace=True, dtype=np.float64)  # exact against torch in float64
     module = torch.nn.LSTM(3, 16, num_layers=2, bidirectional=True, batch_first=True).double()
     module.load_state_dict({k.removeprefix("rnn."): v.double() for k, v in load_file(str(path)).items()})
     with torch.no_grad():
