@@ -73,12 +73,7 @@ def histogram_figure(layer: LayerFigures, kind: str) -> Any:
         if block.histogram is not None:
             share = block.histogram / max(block.histogram.sum(), 1)
             ax.stairs(share, layer.bins, color=_colour(layer, block.gate), label=block.block, linewidth=1.3)
-    ax.set_xlabel(f"value of {kind}")
-    ax.set_ylabel("share of values")
-    ax.legend(fontsize=8, frameon=False)
-    ax.set_title(f"{layer.path}: {kind} per gate", fontsize=10, loc="left")
-    fig.tight_layout()
-    return fig
+    return _finish_line_plot(fig, ax, f"value of {kind}", "share of values", f"{layer.path}: {kind} per gate")
 
 
 def spectrum_figure(layer: LayerFigures) -> Any:
@@ -87,10 +82,15 @@ def spectrum_figure(layer: LayerFigures) -> Any:
     for block in layer.of_kind("U"):
         if block.singular_values is not None:
             ax.semilogy(block.singular_values, color=_colour(layer, block.gate), label=block.block, linewidth=1.3)
-    ax.set_xlabel("index")
-    ax.set_ylabel("singular value")
+    return _finish_line_plot(fig, ax, "index", "singular value", f"{layer.path}: singular values of U")
+
+
+def _finish_line_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> Any:
+    """Axis labels, the per-gate legend and the title shared by the histogram and spectrum figures."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title(f"{layer.path}: singular values of U", fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10, loc="left")
     fig.tight_layout()
     return fig
 
