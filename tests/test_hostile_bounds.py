@@ -42,15 +42,21 @@ def cli_process(*args, timeout=120):
     return done, seconds, peak if peak > before * 1024 else None
 
 
-def test_variable_length_attribute_counts_its_real_bytes(tmp_path):
-    """An 80 MB model_config stored as a variable-length string: get_storage_size() says 16 bytes."""
-    path = tmp_path / "vlen.h5"
+def vlen_config_copy(path: Path) -> Path:
+    """k2_classic.h5 copied to `path` with an 80 MB model_config stored as a variable-length string."""
     shutil.copy(FIXTURES / "k2_classic.h5", path)
     with h5py.File(path, "r+") as f:
         config = json.loads(f.attrs["model_config"])
         config["padding"] = "x" * 80_000_000
         del f.attrs["model_config"]
         f.attrs.create("model_config", json.dumps(config), dtype=h5py.string_dtype())
+    return path
+
+
+def test_variable_length_attribute_counts_its_real_bytes(tmp_path):
+    """An 80 MB model_config stored as a variable-length string: get_storage_size() says 16 bytes."""
+    path = vlen_config_copy(tmp_path / "vlen.h5")
+    with h5py.File(path, "r") as f:
         assert f.attrs.get_id("model_config").get_storage_size() == 16
     one_line_error(run("inspect", "--no-stats", path), "'model_config'", "variable-length data")
 

@@ -411,21 +411,10 @@ def _peak_process(args):
 def vlen_bombs(tmp_path_factory):
     """Hand-built from tf-keras's k2_classic.h5 (test_hostile_bounds' two cases): an 80 MB model_config as one
     variable-length string, and 3,000 layer_names descriptors pointing at one 1 MiB string (reads as 3 GiB)."""
-    import json
-    import shutil
-
-    from test_hostile_bounds import shared_heap_attribute
+    from test_hostile_bounds import shared_heap_attribute, vlen_config_copy
 
     root = tmp_path_factory.mktemp("vlen")
-    shared = shared_heap_attribute(root / "shared.h5")
-    big = root / "vlen80.h5"
-    shutil.copy(FIXTURES / "k2_classic.h5", big)
-    with h5py.File(big, "r+") as f:
-        config = json.loads(f.attrs["model_config"])
-        config["padding"] = "x" * 80_000_000
-        del f.attrs["model_config"]
-        f.attrs.create("model_config", json.dumps(config), dtype=h5py.string_dtype())
-    return {"shared": shared, "big": big}
+    return {"shared": shared_heap_attribute(root / "shared.h5"), "big": vlen_config_copy(root / "vlen80.h5")}
 
 
 @pytest.mark.parametrize("case", ["shared", "big"])
