@@ -60,3 +60,18 @@ def _process_limits_untouched():
     resource.setrlimit(resource.RLIMIT_AS, before)
     signal.setitimer(signal.ITIMER_REAL, 0)
     assert after == before and timer[0] == 0, f"the test left process limits set: RLIMIT_AS {after}, alarm {timer}"
+
+
+@pytest.fixture
+def input_and_forget_gates_swapped(monkeypatch):
+    """The torch / ONNX forward given W_i and W_f swapped: what a wrong gate order in the split would give."""
+    from lstm_inspect.run import native_forward
+
+    blocks = native_forward._blocks
+
+    def swapped(layer, dtype):
+        found = blocks(layer, dtype)
+        found["W_i"], found["W_f"] = found["W_f"], found["W_i"]
+        return found
+
+    monkeypatch.setattr(native_forward, "_blocks", swapped)
