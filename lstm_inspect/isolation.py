@@ -10,16 +10,13 @@ in-process.
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
-import select
 import signal
 import threading
-import time
 from typing import Any, Callable
 
-from . import limits
+from . import forking, limits
 from .errors import ExitCode, InspectError
 
 DEFAULT_TIMEOUT = 120.0
@@ -27,7 +24,6 @@ DEFAULT_MAX_MEMORY = 4 << 30
 #: The largest answer a child may send. The parent parses and renders it, so it is bounded too: past this the
 #: child is killed and the file refused (a report this large comes from a hostile config, not a model).
 MAX_RESULT_BYTES = 64 << 20
-_FORK_LOCK = threading.Lock()
 
 
 class InternalError(Exception):
@@ -47,32 +43,14 @@ def run(func: Callable[..., Any], *args: Any, label: str, timeout: float | None 
     """
     if not available():
         return func(*args)
-    read_end, write_end = os.pipe()
-    # The garbage collector must not run, in the child, the finalizers of objects the parent let go of: a native
-    # runtime's object (an onnxruntime session, a TensorFlow graph) waits in its destructor on threads that do not
-    # exist after fork, and the child hangs. Frozen, the parent's objects are out of the child's collections; the
-    # child then never collects (it is short-lived, and bounded by --max-memory).
-    with _FORK_LOCK:  # check --jobs forks from several threads; freeze / unfreeze are process-wide
-        gc.freeze()
-        try:
-            pid = os.fork()
-        except BaseException:
-            gc.unfreeze()
-            raise
-        if pid != 0:
-            gc.unfreeze()
-    if pid == 0:  # the child: never returns
-        gc.disable()
-        # Keep only stdio and our own pipe end: pipe ends of sibling children forked by other threads would
-        # otherwise stay open here and delay their end of file.
-        os.closerange(3, write_end)
-        os.closerange(write_end + 1, _max_fd())
-        _child(func, args, write_end, max_memory)
-    os.close(write_end)
-    try:
-        payload, status = _collect(read_end, pid, timeout, label)
-    finally:
-        os.close(read_end)
+    pid, read_end = forking.fork(lambda: _child(func, args, max_memory))
+    outcome, payload, status = forking.collect(read_end, pid, timeout, MAX_RESULT_BYTES)
+    if outcome == "timeout":
+        raise InspectError(f"reading took longer than {timeout:g} s (the --timeout limit); gave up on this file: "
+                           f"raise --timeout above {timeout:g} if it is a large file", label)
+    if outcome == "too large":
+        raise InspectError(f"the result is larger than {MAX_RESULT_BYTES:,} bytes; refusing it (narrow it with "
+                           "--layer)", label)
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
         why = "it is corrupt or hostile" + (" (or needs more memory than --max-memory)" if max_memory else "")
@@ -121,13 +99,6 @@ def disarm_parent() -> None:
     """Stop the parent's timer while a child works (the child has its own)."""
     if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
         signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def _max_fd() -> int:
-    try:
-        return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
-    except (ValueError, OSError):
-        return 1024
 
 
 def _preload() -> None:
@@ -185,37 +156,28 @@ def _warm_up() -> None:
         pass
 
 
-def _child(func: Callable[..., Any], args: tuple[Any, ...], write_end: int, max_memory: int | None) -> None:
-    status = 0
-    try:
-        import faulthandler
+def _child(func: Callable[..., Any], args: tuple[Any, ...], max_memory: int | None) -> bytes:
+    """In the forked child: read under the memory limit; the answer as JSON bytes (`forking` sends it)."""
+    import faulthandler
 
-        faulthandler.disable()  # a crash here is reported by the parent, in one line
-        limits.mark_child()
-        _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
-        if max_memory:
-            limits.limit_memory(max_memory)
-        try:
-            message: dict[str, Any] = {"ok": func(*args)}
-        except InspectError as exc:
-            message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
-        except MemoryError as exc:
-            message = {"error": {"message": memory_message(max_memory, exc), "path": None,
-                                 "exit_code": int(ExitCode.BAD_INPUT)}}
-        except RecursionError:
-            message = {"error": {"message": "structure nested too deeply to read", "path": None,
-                                 "exit_code": int(ExitCode.BAD_INPUT)}}
-        except Exception as exc:  # a bug: carried to the parent as one line
-            message = {"internal": f"{type(exc).__name__}: {exc}"}
-        data = json.dumps(message, allow_nan=True).encode("utf-8")
-        view = memoryview(data)
-        while view:
-            written = os.write(write_end, view)
-            view = view[written:]
-    except BaseException:
-        status = 70
-    finally:
-        os._exit(status)
+    faulthandler.disable()  # a crash here is reported by the parent, in one line
+    limits.mark_child()
+    _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
+    if max_memory:
+        limits.limit_memory(max_memory)
+    try:
+        message: dict[str, Any] = {"ok": func(*args)}
+    except InspectError as exc:
+        message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
+    except MemoryError as exc:
+        message = {"error": {"message": memory_message(max_memory, exc), "path": None,
+                             "exit_code": int(ExitCode.BAD_INPUT)}}
+    except RecursionError:
+        message = {"error": {"message": "structure nested too deeply to read", "path": None,
+                             "exit_code": int(ExitCode.BAD_INPUT)}}
+    except Exception as exc:  # a bug: carried to the parent as one line
+        message = {"internal": f"{type(exc).__name__}: {exc}"}
+    return json.dumps(message, allow_nan=True).encode("utf-8")
 
 
 def memory_message(max_memory: int | None, exc: BaseException | None = None) -> str:
@@ -231,44 +193,3 @@ def memory_message(max_memory: int | None, exc: BaseException | None = None) -> 
 
 def _mib(max_memory: int | None) -> str:
     return f" above {max_memory / 2**20:,.0f} MiB" if max_memory else ""
-
-
-def _collect(fd: int, pid: int, timeout: float | None, label: str) -> tuple[bytes, int]:
-    """The child's whole answer and its exit status. The child's end is watched with waitpid as well as EOF:
-    children forked at the same time by other threads inherit each other's pipe ends, so EOF can come late."""
-    os.set_blocking(fd, False)
-    chunks: list[bytes] = []
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        if ready and _drain(fd, chunks):
-            _, status = os.waitpid(pid, 0)
-            return b"".join(chunks), status
-        if len(chunks) << 16 > MAX_RESULT_BYTES:  # chunks are at most 64 KiB
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise InspectError(f"the result is larger than {MAX_RESULT_BYTES:,} bytes; refusing it (narrow it with "
-                               "--layer)", label)
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            _drain(fd, chunks)
-            return b"".join(chunks), status
-        if deadline is not None and time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise InspectError(f"reading took longer than {timeout:g} s (the --timeout limit); gave up on this file: "
-                               f"raise --timeout above {timeout:g} if it is a large file", label)
-
-
-def _drain(fd: int, chunks: list[bytes]) -> bool:
-    """Read what the pipe holds now; True at end of file."""
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return False
-        if not chunk:
-            return True
-        chunks.append(chunk)
-        if len(chunks) << 16 > MAX_RESULT_BYTES:
-            return False  # the caller refuses an answer this large

@@ -1,11 +1,13 @@
 """Bounds on this process's address space: the reading child's ``--max-memory`` and the parent's own bound (set
 by `isolation`), and `memory_budget`, a tighter bound for one read whose real size no header tells (used by the
-readers). The bottom layer: imports nothing from lstm_inspect."""
+readers), and `run_bounded`, one such read in a forked child. The bottom layer: imports only `forking`."""
 from __future__ import annotations
 
 import contextlib
 import os
 from typing import Any, Callable, Iterator
+
+from . import forking
 
 _STATE = {"in_child": False}
 
@@ -68,62 +70,26 @@ def run_bounded(func: Callable[[], Any], extra: int, timeout: float, lock: Any =
     out of memory, ("error", message) for an exception, ("timeout", None) or ("crash", signal number). `lock`, when
     given, is held across the fork so the child does not inherit it held by another thread (h5py's global lock)."""
     import json
-    import select
-    import signal
-    import time
 
-    import gc
-
-    read_end, write_end = os.pipe()
-    # As in `isolation.run`: the child must not collect the parent's objects (a native runtime's finalizer waits
-    # on threads that do not exist after fork), so they are frozen across the fork and the child never collects.
-    with lock if lock is not None else contextlib.nullcontext():
-        gc.freeze()
-        pid = -1
+    def answer() -> bytes:
         try:
-            pid = os.fork()
-        finally:
-            if pid != 0:
-                gc.unfreeze()
-        if pid == 0:  # the child: bounded, answers once on the pipe, never returns
-            gc.disable()
-            status, payload = b"e", b""
-            try:
-                os.close(read_end)
-                limit_memory(extra)
-                payload = json.dumps(func()).encode("ascii")
-                status = b"o"
-            except MemoryError:
-                status = b"m"
-            except BaseException as exc:  # noqa: BLE001 — reported to the parent, which decides
-                status = b"m" if "alloc" in str(exc).lower() else b"e"
-                payload = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:500]
-            try:
-                view = memoryview(status + payload)
-                while view:
-                    view = view[os.write(write_end, view):]
-            finally:
-                os._exit(0)
-    os.close(write_end)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return "timeout", None
-            chunk = os.read(read_end, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    answer = b"".join(chunks)
-    if not answer:
+            limit_memory(extra)
+            return b"o" + json.dumps(func()).encode("ascii")
+        except MemoryError:
+            return b"m"
+        except BaseException as exc:  # noqa: BLE001 — reported to the parent, which decides
+            if "alloc" in str(exc).lower():
+                return b"m"
+            return b"e" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:500]
+
+    # The child keeps the other descriptors: it reads through the HDF5 file this process has open.
+    pid, read_end = forking.fork(answer, lock=lock, close_other_fds=False)
+    outcome, answer_bytes, status = forking.collect(read_end, pid, timeout)
+    if outcome == "timeout":
+        return "timeout", None
+    if not answer_bytes:
         return ("crash", os.WTERMSIG(status)) if os.WIFSIGNALED(status) else ("error", "no answer")
-    kind, payload = answer[:1], answer[1:]
+    kind, payload = answer_bytes[:1], answer_bytes[1:]
     if kind == b"o":
         return "ok", json.loads(payload)
     if kind == b"m":
