@@ -322,10 +322,12 @@ class ModelFile:
 
 
 #: The kinds Keras itself writes (and `verify` can hand to Keras).
-KERAS_KINDS = frozenset({"keras2-h5", "keras2-weights-h5", "keras3-h5", "keras3-weights-h5", "keras3-sharded-weights",
-                         "keras-zip", "keras-dir"})
+KERAS_KINDS = frozenset({"keras1-h5", "keras1-weights-h5", "keras2-h5", "keras2-weights-h5", "keras3-h5",
+                         "keras3-weights-h5", "keras3-sharded-weights", "keras-zip", "keras-dir"})
 
 FILE_KINDS = {
+    "keras1-h5": "Keras 1 full model (HDF5)",
+    "keras1-weights-h5": "Keras 1 weights only (HDF5)",
     "keras2-h5": "Keras 2 / tf.keras full model (HDF5)",
     "keras2-weights-h5": "Keras 2 / tf.keras weights only (HDF5)",
     "keras3-h5": "Keras 3 full model, legacy HDF5",

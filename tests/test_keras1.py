@@ -18,6 +18,7 @@ def test_keras1_config_reads_as_keras2(tmp_path, source, layer):
     path = handbuilt.keras1_layout(tmp_path, source, keras1_config=True)
     with open_model(path) as k1, open_model(FIXTURES / source) as k2:
         assert k1.keras_version is None and not k1.warnings
+        assert (k1.kind, k2.kind) == ("keras1-h5", "keras2-h5")
         (rnn,) = [candidate for candidate in k1.layers if candidate.name == layer]
         (original,) = [candidate for candidate in k2.layers if candidate.name == layer]
         for key in ("units", "recurrent_activation", "activation"):

@@ -144,7 +144,7 @@ def test_keras1_weights_split_like_keras(tmp_path, tf_keras, source, classes, te
     np.testing.assert_allclose(model.predict(oracle["input"], verbose=0), oracle["__output__"], rtol=1e-5, atol=1e-6)
 
     with open_model(path) as opened:
-        assert opened.keras_version is None and not opened.has_config
+        assert opened.keras_version is None and not opened.has_config and opened.kind == "keras1-weights-h5"
         assert [layer.class_name for layer in opened.root.children] == classes
         assert all(layer.class_name != "Unknown" for layer in opened.layers)
     ours = export_arrays(path)
@@ -173,6 +173,32 @@ def test_keras1_weights_show_and_export_gates(tmp_path, tf_keras, capsys):
         assert {k.split("/", 1)[1] for k in exported.files if k.startswith("gru_1/")} == {
             f"{kind}_{gate}" for kind in "WUb" for gate in "zrh"}
         assert not any("gru_1_" in k for k in exported.files)  # no raw Keras 1 names
+
+
+def test_keras1_weights_file_says_keras1_in_every_output(tmp_path, tf_keras, capsys):
+    """The kind line names Keras 1 (was "Keras 2 / tf.keras weights only") in the text, --json, snapshot and HTML
+    report outputs; the same arrays under Keras 2's scoped names, also without a keras_version, stay Keras 2."""
+    import json
+
+    model = tf_keras.models.load_model(FIXTURES / "k2_classic.h5", compile=False)
+    path = tmp_path / "keras1_weights.h5"
+    write_keras1_weights(model, path, tensorflow=False)
+    assert run_cli(["inspect", str(path), "--no-stats"]) == 0
+    text = capsys.readouterr().out
+    assert "Keras 1 weights only (HDF5)" in text and "Keras 2" not in text
+    assert run_cli(["inspect", str(path), "--no-stats", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["kind"], report["kind_description"]) == ("keras1-weights-h5", "Keras 1 weights only (HDF5)")
+    assert run_cli(["snapshot", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "keras1-weights-h5"
+    html = tmp_path / "report.html"
+    assert run_cli(["report", str(path), "-o", str(html)]) == 0
+    assert "Keras 1 weights only (HDF5)" in html.read_text()
+
+    keras2 = tmp_path / "keras2_no_version.h5"
+    weights_only_copy(FIXTURES / "k2_classic.h5", keras2)  # lstm/lstm_cell/kernel:0 ...: scoped, so Keras 2
+    with open_model(keras2) as opened:
+        assert opened.keras_version is None and opened.kind == "keras2-weights-h5"
 
 
 def test_not_keras1_names_stay_raw(tmp_path):
@@ -213,8 +239,9 @@ if CORPUS.is_dir():  # the real Keras 1 files are not in the repository (tests/r
         assert with_config.keys() == without.keys() and any(k.endswith("/W_i") for k in without)
         for key in with_config:
             np.testing.assert_array_equal(without[key], with_config[key], err_msg=key)
-        with open_model(weights) as opened:
+        with open_model(weights) as opened, open_model(full) as whole:  # the full model records keras_version
             assert [layer.class_name for layer in opened.root.children] == ["LSTM", "Dense"]
+            assert (opened.kind, whole.kind, whole.keras_version) == ("keras1-weights-h5", "keras1-h5", "1.2.2")
 
     def test_real_keras1_timedistributed_runs_with_its_model_json(tmp_path):
         """ChemTS (Keras 1.1.1, trained): weights only — Embedding, GRU ``gru_1_W_z:0`` ..., a TimeDistributed group

@@ -31,16 +31,13 @@ def read(f: h5py.File, label: str) -> ModelFile:
         if not h5safe.has(f, "model_weights"):
             raise CorruptFile("full-model HDF5 file has a model_config but no model_weights group", label)
         weights_root = h5safe.child(f, "model_weights", label)
-        is_keras3 = str(version or "").startswith("3")
-        kind = "keras3-h5" if is_keras3 else "keras2-h5"
     else:
         weights_root = f
-        kind = "keras2-weights-h5"
-        version = version or h5safe.attr(f, "keras_version", label)
     layer_names = h5safe.chunked_attr(weights_root, "layer_names", label)
     if layer_names is None:
         raise UnsupportedFile("HDF5 file has no layer_names: not a Keras model or weights file", label)
     groups = {name: _weight_group(weights_root, name, label) for name in layer_names}
+    kind = _kind(version, model_config is not None, groups)
 
     model = ModelFile(path=label, kind=kind, root=Layer(name="model", class_name="Model", path=()),
                       keras_version=version, backend=backend, has_config=model_config is not None)
@@ -52,6 +49,18 @@ def read(f: h5py.File, label: str) -> ModelFile:
                                for name, named in groups.items()]
         model.warnings.append("weights-only file: no model config, so layer classes are inferred from weight names and shapes")
     return model
+
+
+def _kind(version: str | None, full: bool, groups: dict[str, list[tuple[str, Tensor]]]) -> str:
+    """Keras 1.2's full models record ``keras_version`` 1.x; Keras 1's weights files record none (tf-keras's loader then
+    assumes Keras 1), and Keras 1 never scoped an array name (``lstm_1_W_i``, not ``lstm_1/kernel:0``). A file
+    without a version counts as Keras 1 only when its names say so too (every stored name unscoped)."""
+    major = str(version or "").split(".", 1)[0]
+    if major == "3" and full:
+        return "keras3-h5"
+    names = [stored for named in groups.values() for stored, _ in named]
+    keras1 = major == "1" or (not version and names and not any("/" in stored for stored in names))
+    return ("keras1" if keras1 else "keras2") + ("-h5" if full else "-weights-h5")
 
 
 def _weight_group(root: h5py.Group, name: str, label: str) -> list[tuple[str, Tensor]]:
