@@ -12,14 +12,18 @@ LSTM built here with Keras 3 (LSTM(256, seq) -> LSTM(256) -> Dense(10), input (1
 Three things are timed per batch size, interleaved in the same rounds (the machine may be shared: a slow patch
 hits all three alike), `--repeat` rounds, medians reported:
 
-- ours: `run(model, x)` on the open model, in the file's precision (float32), per BLAS thread setting;
+- ours: `run(model, x, threads=1)` on the open model, in the file's precision (float32), per BLAS thread setting:
+  one thread of Python, the batch unsplit;
+- ours, the CLI's default: `run(model, x)` with numpy's BLAS held to one thread and OPENBLAS_NUM_THREADS=1 in the
+  environment (what `lstm-inspect forward` runs): a large batch's rows split over the usable CPUs (`run.row_split`);
 - the floor: the same matmuls done directly in numpy (each recurrent layer's input projection for the whole
   sequence, then one h · recurrent_kernel per step into a preallocated buffer; each Dense layer's matmul), same
   dtype and thread setting — what the numpy pass would cost with free activations and no Python;
 - Keras: `model.predict(x, batch_size=batch)` (TensorFlow backend, its own threads).
 
 `--threads 1,default`: numpy's BLAS limited to one thread (what the CLI sets, see docs/benchmarks.md) and left at
-its default (the API's), with threadpoolctl. The header names the BLAS library, its kernel (the CPU architecture
+its default (the API's), with threadpoolctl (without it: only the default, and the CLI's default is not timed).
+The header names the BLAS library, its kernel (the CPU architecture
 OpenBLAS picked, which OPENBLAS_CORETYPE overrides), its version and thread count, and the load average.
 """
 from __future__ import annotations
@@ -37,6 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 import lstm_inspect  # noqa: E402
+from lstm_inspect.run import row_split  # noqa: E402
 from lstm_inspect.run.forward import OUTPUT_KEY, run  # noqa: E402
 
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
@@ -106,6 +111,24 @@ def limited(threadpoolctl, setting: str):
     return threadpoolctl.threadpool_limits(limits=int(setting), user_api="blas")
 
 
+def as_the_cli(model, x) -> None:
+    """`run(model, x)` as `lstm-inspect forward` runs it: the CLI sets these variables before numpy loads (here
+    threadpoolctl holds the BLAS to one thread and the variables say so, which `row_split` reads)."""
+    saved = {v: os.environ.get(v) for v in CLI_VARIABLES}
+    os.environ.update({v: "1" for v in CLI_VARIABLES})
+    try:
+        run(model, x)
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+CLI_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def timed(func) -> float:
     start = time.perf_counter()
     func()
@@ -141,11 +164,15 @@ def main() -> int:
           f"keras {keras.__version__} on tensorflow {tf.__version__} (intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}); {os.cpu_count()} CPUs; "
           f"load average at start {os.getloadavg()[0]:.1f}; median of {args.repeat} interleaved rounds\n", flush=True)
-    cols = [f"ours f32 ({s} thr)" for s in settings] + [f"floor ({s} thr)" for s in settings]
+    cli = threadpoolctl is not None
+    cpus = row_split.usable_cpus()
+    cols = [f"ours f32 ({s} thr)" for s in settings] + ([f"ours, CLI default (rows on {cpus} CPUs)"] if cli else [])
+    cols += [f"floor ({s} thr)" for s in settings]
     cols += ["ours f64"] if args.float64 else []
-    cols += ["keras predict"] + [f"ours/keras ({s})" for s in settings] + [f"ours/floor ({s})" for s in settings]
-    print("| model | batch | " + " | ".join(cols) + " | max abs diff | load |")
-    print("|" + "---|" * (len(cols) + 4))
+    cols += ["keras predict"] + [f"ours/keras ({s})" for s in settings] + (["CLI default/keras"] if cli else [])
+    cols += [f"ours/floor ({s})" for s in settings] + ([f"CLI default/floor ({settings[0]})"] if cli else [])
+    print("| model | batch | " + " | ".join(cols) + " | max abs diff | split = unsplit | load |")
+    print("|" + "---|" * (len(cols) + 5))
     for label, path, shape, case_batches in cases:
         kmodel = keras.saving.load_model(path, compile=False)
         with lstm_inspect.open_model(path) as model:
@@ -154,10 +181,12 @@ def main() -> int:
                 floor = Floor(kmodel, batch, shape[0], shape[-1])
                 jobs = {}
                 for s in settings:
-                    jobs[f"ours {s}"] = (s, lambda: run(model, x))
+                    jobs[f"ours {s}"] = (s, lambda: run(model, x, threads=1))
                     jobs[f"floor {s}"] = (s, floor)
+                if cli:
+                    jobs["cli"] = ("1", lambda: as_the_cli(model, x))
                 if args.float64:
-                    jobs["ours f64"] = (settings[0], lambda: run(model, x, dtype=np.float64))
+                    jobs["ours f64"] = (settings[0], lambda: run(model, x, dtype=np.float64, threads=1))
                 jobs["keras"] = ("default", lambda: kmodel.predict(x, verbose=0, batch_size=batch))
                 times: dict[str, list[float]] = {name: [] for name in jobs}
                 loads = []
@@ -172,14 +201,19 @@ def main() -> int:
                             time.sleep(0.05)  # TensorFlow's worker threads spin for a moment after a call
                     loads.append(os.getloadavg()[0])
                 med = {name: statistics.median(values) for name, values in times.items()}
-                ours = run(model, x)[OUTPUT_KEY]
+                ours = run(model, x, threads=1)[OUTPUT_KEY]
+                identical = all(np.array_equal(a, b) for a, b in zip(run(model, x, threads=cpus).values(),
+                                                                      run(model, x, threads=1).values()))
                 diff = float(np.abs(ours - np.asarray(kmodel.predict(x, verbose=0, batch_size=batch))).max())
-                cells = [med[f"ours {s}"] for s in settings] + [med[f"floor {s}"] for s in settings]
+                cells = [med[f"ours {s}"] for s in settings] + ([med["cli"]] if cli else [])
+                cells += [med[f"floor {s}"] for s in settings]
                 cells += [med["ours f64"]] if args.float64 else []
                 shown = [f"{t * 1e3:.1f} ms" for t in cells + [med["keras"]]]
                 shown += [f"{med[f'ours {s}'] / med['keras']:.2f}" for s in settings]
+                shown += [f"{med['cli'] / med['keras']:.2f}"] if cli else []
                 shown += [f"{med[f'ours {s}'] / med[f'floor {s}']:.2f}" for s in settings]
-                print(f"| {label} | {batch} | " + " | ".join(shown) + f" | {diff:.1e} | "
+                shown += [f"{med['cli'] / med[f'floor {settings[0]}']:.2f}"] if cli else []
+                print(f"| {label} | {batch} | " + " | ".join(shown) + f" | {diff:.1e} | {'yes' if identical else 'NO'} | "
                       f"{statistics.median(loads):.1f} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0

@@ -101,7 +101,7 @@ def export_layout(path: str | os.PathLike[str], output: str | os.PathLike[str], 
 
 def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] | list[str] = (), trace: bool = False,
             dtype: Any = None, forget_bias: float | None = None,
-            nonlinearity: str | None = None) -> dict[str, np.ndarray]:
+            nonlinearity: str | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
     """Run the model in numpy with the semantics of the Keras that wrote it.
 
     `inputs`: an array (one input), a list in input order, or a dict keyed by input name. Returns every layer's
@@ -111,6 +111,9 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     GRU ``z``, ``r``, ``h``, ``hidden``; SimpleRNN ``hidden``), each (batch, time, units).
     `dtype`: None (the default) computes in the file's precision, like Keras (float32 weights in float32, float64
     ones in float64); ``np.float64`` asks for a float64 reference run, ``np.float32`` for float32 whatever the file.
+    `threads`: how many threads a recurrent layer's batch rows may be split over (the results are bit-identical);
+    None (the default) splits a large batch over the usable CPUs when numpy's BLAS runs one thread
+    (``OPENBLAS_NUM_THREADS=1`` set before numpy loads, as the CLI does), 1 never splits (docs/forward.md).
 
     PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
     framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features), with
@@ -123,7 +126,7 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
         if native_forward.handles(model):
             return native_forward.run(model, inputs, layers=layers, dtype=dtype, forget_bias=forget_bias,
                                       nonlinearity=nonlinearity, trace=trace)
-        return run(model, inputs, layers=layers, trace=trace, dtype=dtype)
+        return run(model, inputs, layers=layers, trace=trace, dtype=dtype, threads=threads)
 
 
 def verify(path: str | os.PathLike[str], inputs: Any = None, batch: int = 2, steps: int = 8,

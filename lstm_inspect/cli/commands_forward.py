@@ -33,6 +33,16 @@ def _load_inputs(path: str) -> Any:
     raise InspectError("input must be a .npy array or an .npz of arrays keyed by input name", path)
 
 
+def _whole_number(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise click.BadParameter(f"{text!r} is neither 'auto' nor a whole number of at least 1", param_hint=option)
+    return value
+
+
 @cli.command("forward")
 @click.argument("model", type=MODEL)
 @click.option("--input", "input_path", required=True, type=click.Path(),
@@ -50,8 +60,12 @@ def _load_inputs(path: str) -> Any:
               help="TF1 checkpoints: the forget_bias of LSTMCell / BasicLSTMCell (not stored) [default: 1.0].")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
               help="PyTorch files: torch.nn.RNN's nonlinearity (not stored in a state dict) [default: tanh].")
+@click.option("--threads", default="auto", show_default=True, metavar="N|auto",
+              help="Threads a recurrent layer's batch rows may run on (same results): auto splits a large batch "
+                   "over the usable CPUs; 1 never splits.")
 def forward_command(model: str, input_path: str, output: str, layers: tuple[str, ...], trace: bool,
-                    float64: bool, float32: bool, forget_bias: float | None, nonlinearity: str | None) -> None:
+                    float64: bool, float32: bool, forget_bias: float | None, nonlinearity: str | None,
+                    threads: str) -> None:
     """Run MODEL on the inputs in numpy and write every layer's output to an .npz keyed by layer path
     (the model's output under __output__). --layer NAME stops once that layer has run.
 
@@ -66,6 +80,7 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
 
     if float64 and float32:
         raise click.UsageError("--float64 and --float32 exclude each other")
+    row_threads = None if threads.strip().lower() == "auto" else _whole_number(threads, "--threads")
     checked_output(output, NPZ)  # refused before the run
     inputs = _load_inputs(input_path)
 
@@ -81,7 +96,7 @@ def forward_command(model: str, input_path: str, output: str, layers: tuple[str,
                 select_layers(opened, layers)  # a --layer that matches nothing, before the inputs are checked
         dtype = np.float64 if float64 else np.float32 if float32 else None  # None: the file's precision
         result = forward(model, inputs, layers=layers, trace=trace, dtype=dtype, forget_bias=forget_bias,
-                         nonlinearity=nonlinearity)
+                         nonlinearity=nonlinearity, threads=row_threads)
         write_npz(result, output)
         return len(result), notes
 

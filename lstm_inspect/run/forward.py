@@ -80,6 +80,7 @@ class _Run(RecurrentLayers):
     trace: bool
     wanted: set[str] | None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    threads: int | None = None
 
     # -- recording --------------------------------------------------------------------------------------------
     def record(self, layer: Layer, value: Value) -> None:
@@ -413,23 +414,30 @@ def match_inputs(specs: list[InputSpec], inputs: Any) -> list[np.ndarray]:
 
 
 def run(model: ModelFile, inputs: Any, layers: Sequence[str] = (), trace: bool = False,
-        dtype: Any = None) -> dict[str, np.ndarray]:
+        dtype: Any = None, threads: int | None = None) -> dict[str, np.ndarray]:
     """Run `model` on `inputs` (an array, a list in input order, or a dict keyed by input name).
 
     Returns every layer's output keyed by layer path and the model's output under ``__output__``. With `layers`,
     only the outputs of layers whose path contains one of the names, and the run stops once they are computed.
     With `trace`, also ``<recurrent layer path>/<gate or state>`` arrays of shape (batch, time, units).
     `dtype`: float32 or float64; None (the default) computes in the file's precision (float32 for float32 weights).
+    `threads`: how many threads a recurrent layer's batch rows may be split over (`row_split`; the results are
+    the same); None (the default) splits a large batch over the usable CPUs when numpy's BLAS runs one thread, 1
+    never splits.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise InspectError(f"threads must be a whole number of at least 1 (or None to decide), got {threads!r}")
     try:
-        return _run(model, inputs, layers, trace, dtype)
+        return _run(model, inputs, layers, trace, dtype, threads)
     except InspectError as exc:
         if exc.path is None:
             exc.path = model.path
         raise
 
 
-def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtype: Any) -> dict[str, np.ndarray]:
+def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtype: Any,
+         threads: int | None) -> dict[str, np.ndarray]:
     specs = input_specs(model)
     values = match_inputs(specs, inputs)
     wanted = None
@@ -439,7 +447,7 @@ def _run(model: ModelFile, inputs: Any, layers: Sequence[str], trace: bool, dtyp
         if not matched:
             raise no_layer_matches(layers, [layer.key for layer in model.layers], model.path)
         wanted = set(matched)
-    state = _Run(model.keras_major, compute_dtype(dtype, model.layers), trace, wanted)
+    state = _Run(model.keras_major, compute_dtype(dtype, model.layers), trace, wanted, threads=threads)
     # float inputs in the run's dtype, as Keras casts them (so layers that pass x on keep the run's precision);
     # integer ids stay integers
     values = [v.astype(state.dtype) if v.dtype.kind == "f" else v for v in values]

@@ -13,7 +13,7 @@ import numpy as np
 from .. import gates
 from ..errors import InspectError
 from ..model import Layer
-from . import recurrent_fast
+from . import recurrent_fast, row_split
 from .layer_ops import Context, Value, as_list, conv_nd, flatten_values
 
 #: Layers run by `RecurrentLayers.recurrent`: the Keras layers, their legacy cuDNN twins (their weights are
@@ -156,6 +156,9 @@ class RecurrentLayers(Context):
     """The recurrent layers and wrappers of the forward pass, as methods of its runner (`forward._Run`, which
     provides `call`, `record`, `record_trace` and `trace`)."""
 
+    threads: int | None = None
+    """How many threads a layer's batch rows may run on (`row_split.parts`): None decides, 1 never splits."""
+
     def recurrent(self, layer: Layer, x: np.ndarray, mask: np.ndarray | None, initial_state: Any = None,
                   zero_output_for_mask: bool | None = None) -> tuple[Value, np.ndarray | None]:
         """Any recurrent layer: LSTM / GRU / SimpleRNN, their CuDNN twins, ConvLSTM1D/2D/3D, and RNN wrapping
@@ -187,9 +190,9 @@ class RecurrentLayers(Context):
         if fast is not None:
             weights, act, rec_act = fast
             states = self.initial_states(layer, given, [(cells[0][1], (batch,))])
-            output, final, traces = recurrent_fast.run_loop(
-                weights, act, rec_act, x, states[0], mask, backwards, zero_out,
-                bool(cfg.get("return_sequences", False)), self.trace)
+            output, final, traces = row_split.run_loop(
+                row_split.parts(batch, weights.units, self.threads), weights, act, rec_act, x, states[0], mask,
+                backwards, zero_out, bool(cfg.get("return_sequences", False)), self.trace)
             flat_states = final
             for name, array in traces.items():
                 self.record_trace(cells[0][0], name, array)

@@ -124,7 +124,9 @@ def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterato
     matmul for a block of steps (the whole sequence unless that passes `INPUT_BLOCK_BYTES`), time-major so each
     step's rows are contiguous; the last step first when `backwards`."""
     batch, steps = x.shape[:2]
-    seq = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # free when x is a time-major run's output (a swapped view)
+    # time-major; a block's rows are copied together only when not already contiguous (they are when x is a
+    # time-major run's whole output, a swapped view), so a batch-major x is never copied whole
+    seq = np.swapaxes(x, 0, 1)
     width = weights.kernel.shape[1]
     dtype = np.result_type(seq.dtype, weights.kernel.dtype)
     block = max(1, min(steps, INPUT_BLOCK_BYTES // max(1, batch * width * dtype.itemsize)))
@@ -143,11 +145,14 @@ def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterato
 
 def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.ndarray, states: list[np.ndarray],
              mask: np.ndarray | None, backwards: bool, zero_out: bool, keep_sequence: bool,
-             trace: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+             trace: bool, sequence: np.ndarray | None = None,
+             trace_into: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
     """The layer over x (batch, time, in) from `states` (each (batch, units)); steps taken last to first when
     `backwards`, mask (batch, time) in input order. Returns (the outputs (batch, time, units) in processing order
     — a view of time-major storage — or the last output (batch, units); the final states; with `trace` each
-    gate's and state's values per step (batch, time, units))."""
+    gate's and state's values per step (batch, time, units)). `sequence` and `trace_into`: time-major
+    (time, batch, units) arrays to write the outputs and traces into (`row_split` gives each part its rows of
+    shared ones); allocated here when not given."""
     u, family = weights.units, weights.family
     batch, steps = x.shape[:2]
     width = weights.kernel.shape[1]
@@ -158,9 +163,13 @@ def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.n
     tmp = np.empty((batch, u), dtype=dtype)
     other = np.empty((batch, u), dtype=dtype)
     zr = np.empty((batch, 2 * u), dtype=dtype) if weights.recurrent_h is not None else None  # GRU, reset_after off
-    out_seq = np.empty((steps, batch, u), dtype=dtype) if keep_sequence else None
-    names = {"LSTM": ("i", "f", "o", "c", "cell", "hidden"), "GRU": ("z", "r", "h", "hidden")}.get(family, ("hidden",))
-    traces = {name: np.empty((steps, batch, u), dtype=dtype) for name in names} if trace else {}
+    out_seq = None
+    if keep_sequence:
+        out_seq = sequence if sequence is not None else np.empty((steps, batch, u), dtype=dtype)
+    traces = {}
+    if trace:
+        traces = trace_into if trace_into is not None else {
+            name: np.empty((steps, batch, u), dtype=dtype) for name in trace_names(family)}
     masks = None
     if mask is not None:
         masks = np.asarray(mask, dtype=bool).T[::-1 if backwards else 1, :, None]  # (time, batch, 1), step order
@@ -205,6 +214,11 @@ def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.n
     output = np.swapaxes(out_seq, 0, 1) if keep_sequence else np.array(out, copy=True)
     final = [h] if c is None else [h, c]
     return output, final, {name: np.swapaxes(value, 0, 1) for name, value in traces.items()}
+
+
+def trace_names(family: str) -> tuple[str, ...]:
+    """The traces `run_loop` records for a family, in its order."""
+    return {"LSTM": ("i", "f", "o", "c", "cell", "hidden"), "GRU": ("z", "r", "h", "hidden")}.get(family, ("hidden",))
 
 
 def _lstm_gates(z: np.ndarray, p: np.ndarray, c: np.ndarray, tmp: np.ndarray, new_h: np.ndarray, u: int,

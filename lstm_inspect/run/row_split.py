@@ -1,0 +1,140 @@
+"""Running a recurrent layer's batch rows on several CPUs: the rows of a batch never meet in a recurrent layer, so
+row ranges run their whole time loop (`recurrent_fast.run_loop`) each in its own thread, with no synchronisation
+per step, writing into their rows of shared outputs. numpy releases the GIL in BLAS and in its ufunc loops, so the
+threads' matmuls and elementwise steps run at once; the Python between them is short.
+
+When it pays (`parts`): the batch is large enough (each part at least `MIN_ROWS` rows and `MIN_WORK` values per
+step), this process may use more than one CPU, and numpy's BLAS runs one thread — the CLI sets that before numpy
+loads; left multi-threaded, BLAS's own threads already use the CPUs and a split only competes with them.
+
+Each row is computed by the same operations whether or not the batch is split, so the results are bit-identical
+(tested) with a BLAS that computes a row of a product the same whatever the other rows, as OpenBLAS (numpy's
+wheels) does; the parts are whole multiples of `ALIGN` rows so SIMD and kernel tiles fall on the same rows.
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from . import recurrent_fast
+
+#: Measured on the stacked LSTM benchmark (bench/bench_forward.py, docs/benchmarks.md): below these a part's
+#: steps are too short for two threads to beat the Python that drives them.
+MIN_ROWS = 32
+MIN_WORK = 32 * 256
+"""rows × units of a part: a step's elementwise work (an LSTM(256) at 32 rows)."""
+ALIGN = 16
+
+#: The variables each BLAS reads its thread count from, first match wins (OpenBLAS, then MKL's).
+_BLAS_THREAD_VARIABLES = {
+    "openblas": ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
+    "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
+}
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def blas_single_threaded() -> bool:
+    """Whether the environment holds numpy's BLAS to one thread (read when numpy loaded it: the CLI sets these
+    variables before). Unknown BLAS: only when every variable that any of them reads says 1."""
+    name = _blas_name()
+    lists = [v for key, v in _BLAS_THREAD_VARIABLES.items() if key in name] or list(_BLAS_THREAD_VARIABLES.values())
+    for variables in lists:
+        first = next((os.environ[v].strip() for v in variables if os.environ.get(v, "").strip()), None)
+        if first != "1":
+            return False
+    return True
+
+
+def _blas_name() -> str:
+    try:
+        return str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]).lower()
+    except (AttributeError, KeyError, TypeError):
+        return ""
+
+
+def parts(batch: int, units: int, threads: int | None) -> list[slice]:
+    """The row ranges to run apart: one (the whole batch) unless splitting pays. `threads`: None decides (the
+    usable CPUs when BLAS runs one thread, else 1); a number asks for at most that many parts (1: never split)."""
+    if threads is None:
+        threads = usable_cpus() if blas_single_threaded() else 1
+        threads = min(threads, batch // MIN_ROWS, batch * units // MIN_WORK)
+    threads = max(1, min(int(threads), -(-batch // ALIGN)))
+    if threads == 1:
+        return [slice(0, batch)]
+    size = -(-batch // threads)
+    size = -(-size // ALIGN) * ALIGN
+    return [slice(lo, min(batch, lo + size)) for lo in range(0, batch, size)]
+
+
+def run_loop(rows: list[slice], weights: recurrent_fast.LoopWeights, act: recurrent_fast.Activation,
+             rec_act: recurrent_fast.Activation, x: np.ndarray, states: list[np.ndarray], mask: np.ndarray | None,
+             backwards: bool, zero_out: bool, keep_sequence: bool,
+             trace: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+    """`recurrent_fast.run_loop` with its arguments and results, the row ranges `rows` each in a thread (the
+    first in this one)."""
+    if len(rows) == 1 or any(np.shape(s)[:1] != x.shape[:1] for s in states) \
+            or (mask is not None and np.shape(mask)[:1] != x.shape[:1]):
+        return recurrent_fast.run_loop(weights, act, rec_act, x, states, mask, backwards, zero_out, keep_sequence,
+                                       trace)
+    batch, steps = x.shape[:2]
+    dtype = np.result_type(x.dtype, weights.kernel.dtype)
+    shape = (steps, batch, weights.units)
+    sequence = np.empty(shape, dtype=dtype) if keep_sequence else None
+    traces = {name: np.empty(shape, dtype=dtype) for name in recurrent_fast.trace_names(weights.family)} \
+        if trace else {}
+
+    def part(r: slice) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        return recurrent_fast.run_loop(
+            weights, act, rec_act, x[r], [s[r] for s in states], None if mask is None else mask[r], backwards,
+            zero_out, keep_sequence, trace, None if sequence is None else sequence[:, r],
+            {name: array[:, r] for name, array in traces.items()})
+
+    results = _in_threads(part, rows)
+    output = np.swapaxes(sequence, 0, 1) if keep_sequence else np.concatenate([r[0] for r in results])
+    final = [np.concatenate([r[1][i] for r in results]) for i in range(len(results[0][1]))]
+    return output, final, {name: np.swapaxes(array, 0, 1) for name, array in traces.items()}
+
+
+def _in_threads(func: Callable[[slice], Any], rows: list[slice]) -> list[Any]:
+    """[func(r) for r in rows], the first in this thread and each other in a thread of its own, in a copy of this
+    thread's context (numpy's error state, np.errstate, is a context variable). A thread the system refuses (a
+    bounded address space) runs its rows here after the first; the first exception is raised once all are done."""
+    results: list[Any] = [None] * len(rows)
+    errors: list[BaseException] = []
+
+    def work(index: int, context: contextvars.Context) -> None:
+        try:
+            results[index] = context.run(func, rows[index])
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            errors.append(exc)
+
+    started, refused = [], []
+    try:
+        for index in range(1, len(rows)):
+            thread = threading.Thread(target=work, args=(index, contextvars.copy_context()), daemon=True,
+                                      name=f"lstm-inspect-rows-{index}")
+            try:
+                thread.start()
+                started.append(thread)
+            except RuntimeError:  # "can't start new thread"
+                refused.append(index)
+        work(0, contextvars.copy_context())
+        for index in refused:
+            work(index, contextvars.copy_context())
+    finally:
+        for thread in started:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return results
