@@ -15,7 +15,8 @@ hits all three alike), `--repeat` rounds, medians reported:
 - ours: `run(model, x, threads=1)` on the open model, in the file's precision (float32), per BLAS thread setting:
   one thread of Python, the batch unsplit;
 - ours, the CLI's default: `run(model, x)` with numpy's BLAS held to one thread and OPENBLAS_NUM_THREADS=1 in the
-  environment (what `lstm-inspect forward` runs): a large batch's rows split over the usable CPUs (`run.row_split`);
+  environment (what `lstm-inspect forward` runs): a large batch's rows split over the usable CPUs (`run.row_split`)
+  unless the machine is busy; "row ranges" says how many each round used (1: not split);
 - the floor: the same matmuls done directly in numpy (each recurrent layer's input projection for the whole
   sequence, then one h · recurrent_kernel per step into a preallocated buffer; each Dense layer's matmul), same
   dtype and thread setting — what the numpy pass would cost with free activations and no Python;
@@ -127,6 +128,18 @@ def as_the_cli(model, x) -> None:
 
 
 CLI_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+PARTS_USED: list[int] = []
+"""How many row ranges each recurrent layer ran in (the automatic choice also looks at the load average)."""
+_parts = row_split.parts
+
+
+def _counted_parts(batch: int, units: int, threads):
+    rows = _parts(batch, units, threads)
+    PARTS_USED.append(len(rows))
+    return rows
+
+
+row_split.parts = _counted_parts
 
 
 def timed(func) -> float:
@@ -171,6 +184,7 @@ def main() -> int:
     cols += ["ours f64"] if args.float64 else []
     cols += ["keras predict"] + [f"ours/keras ({s})" for s in settings] + (["CLI default/keras"] if cli else [])
     cols += [f"ours/floor ({s})" for s in settings] + ([f"CLI default/floor ({settings[0]})"] if cli else [])
+    cols += ["CLI default: row ranges"] if cli else []
     print("| model | batch | " + " | ".join(cols) + " | max abs diff | split = unsplit | load |")
     print("|" + "---|" * (len(cols) + 5))
     for label, path, shape, case_batches in cases:
@@ -193,10 +207,14 @@ def main() -> int:
                 for name, (s, func) in jobs.items():  # warm-up: weights read and laid out, graphs traced
                     with limited(threadpoolctl, s):
                         func()
+                ranges = set()
                 for _ in range(args.repeat):
                     for name, (s, func) in jobs.items():
+                        PARTS_USED.clear()
                         with limited(threadpoolctl, s):
                             times[name].append(timed(func))
+                        if name == "cli":
+                            ranges.add(max(PARTS_USED))
                         if name == "keras":
                             time.sleep(0.05)  # TensorFlow's worker threads spin for a moment after a call
                     loads.append(os.getloadavg()[0])
@@ -213,6 +231,7 @@ def main() -> int:
                 shown += [f"{med['cli'] / med['keras']:.2f}"] if cli else []
                 shown += [f"{med[f'ours {s}'] / med[f'floor {s}']:.2f}" for s in settings]
                 shown += [f"{med['cli'] / med[f'floor {settings[0]}']:.2f}"] if cli else []
+                shown += ["/".join(str(n) for n in sorted(ranges))] if cli else []
                 print(f"| {label} | {batch} | " + " | ".join(shown) + f" | {diff:.1e} | {'yes' if identical else 'NO'} | "
                       f"{statistics.median(loads):.1f} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

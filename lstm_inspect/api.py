@@ -113,7 +113,8 @@ def forward(path: str | os.PathLike[str], inputs: Any, layers: tuple[str, ...] |
     ones in float64); ``np.float64`` asks for a float64 reference run, ``np.float32`` for float32 whatever the file.
     `threads`: how many threads a recurrent layer's batch rows may be split over (the results are bit-identical);
     None (the default) splits a large batch over the usable CPUs when numpy's BLAS runs one thread
-    (``OPENBLAS_NUM_THREADS=1`` set before numpy loads, as the CLI does), 1 never splits (docs/forward.md).
+    (``OPENBLAS_NUM_THREADS=1`` set before numpy loads, as the CLI does) and the machine is not busy, 1 never
+    splits (docs/forward.md).
 
     PyTorch, ONNX and TF1 files have no Keras graph: their recurrent modules run one by one with the source
     framework's semantics (`run.native_forward`; keys in docs/forward.md) on one X (batch, time, features), with

@@ -1,7 +1,7 @@
 """A recurrent layer's batch rows split over threads (`run.row_split`) give exactly the unsplit run's results —
 LSTM / GRU (both reset_after) / SimpleRNN, masked, go_backwards, Bidirectional, initial states, return_state, traces,
 float32 and float64 — and still Keras's; `threads` / `--threads` choose, and the automatic choice splits only a
-large batch with a one-thread BLAS and several usable CPUs."""
+large batch with a one-thread BLAS and several usable CPUs on a machine that is not busy."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,6 +60,7 @@ def saved(request, tmp_path_factory):
 @pytest.mark.parametrize("threads", [2, 3, None])
 def test_split_is_bit_identical_and_matches_keras(saved, threads, monkeypatch):
     monkeypatch.setattr(row_split, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(row_split, "machine_busy", lambda: False)
     monkeypatch.setattr(row_split, "MIN_WORK", 1)  # let the automatic choice split these small layers too
     calls = []
     real = recurrent_fast.run_loop
@@ -95,6 +96,8 @@ def test_automatic_choice(monkeypatch):
     for variable in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(row_split, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(row_split.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert len(row_split.parts(512, 256, None)) == 1  # BLAS left multi-threaded: its threads use the CPUs
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
@@ -107,6 +110,10 @@ def test_automatic_choice(monkeypatch):
     assert len(row_split.parts(512, 256, None)) == 1
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     monkeypatch.delenv("MKL_NUM_THREADS")
+    assert len(row_split.parts(512, 256, None)) == 2
+    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (3.0, 1.0, 1.0))  # 1.5 per CPU: busy
+    assert len(row_split.parts(512, 256, None)) == 1
+    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (2.9, 1.0, 1.0))
     assert len(row_split.parts(512, 256, None)) == 2
     monkeypatch.setattr(row_split, "usable_cpus", lambda: 1)
     assert len(row_split.parts(512, 256, None)) == 1

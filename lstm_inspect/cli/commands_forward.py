@@ -62,7 +62,7 @@ def _whole_number(text: str, option: str) -> int:
               help="PyTorch files: torch.nn.RNN's nonlinearity (not stored in a state dict) [default: tanh].")
 @click.option("--threads", default="auto", show_default=True, metavar="N|auto",
               help="Threads a recurrent layer's batch rows may run on (same results): auto splits a large batch "
-                   "over the usable CPUs; 1 never splits.")
+                   "over the usable CPUs unless the machine is busy; 1 never splits.")
 def forward_command(model: str, input_path: str, output: str, layers: tuple[str, ...], trace: bool,
                     float64: bool, float32: bool, forget_bias: float | None, nonlinearity: str | None,
                     threads: str) -> None:

@@ -422,8 +422,8 @@ def run(model: ModelFile, inputs: Any, layers: Sequence[str] = (), trace: bool =
     With `trace`, also ``<recurrent layer path>/<gate or state>`` arrays of shape (batch, time, units).
     `dtype`: float32 or float64; None (the default) computes in the file's precision (float32 for float32 weights).
     `threads`: how many threads a recurrent layer's batch rows may be split over (`row_split`; the results are
-    the same); None (the default) splits a large batch over the usable CPUs when numpy's BLAS runs one thread, 1
-    never splits.
+    the same); None (the default) splits a large batch over the usable CPUs when numpy's BLAS runs one thread and
+    the machine is not busy, 1 never splits.
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
                                 or threads < 1):

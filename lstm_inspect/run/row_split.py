@@ -4,8 +4,10 @@ per step, writing into their rows of shared outputs. numpy releases the GIL in B
 threads' matmuls and elementwise steps run at once; the Python between them is short.
 
 When it pays (`parts`): the batch is large enough (each part at least `MIN_ROWS` rows and `MIN_WORK` values per
-step), this process may use more than one CPU, and numpy's BLAS runs one thread — the CLI sets that before numpy
-loads; left multi-threaded, BLAS's own threads already use the CPUs and a split only competes with them.
+step), this process may use more than one CPU, numpy's BLAS runs one thread — the CLI sets that before numpy
+loads; left multi-threaded, BLAS's own threads already use the CPUs and a split only competes with them — and the
+machine is not busy (`machine_busy`): with other processes on every CPU the threads wait for each other (a thread
+descheduled while it holds the GIL stops the others at their next numpy call) and the split lost ~10%.
 
 Each row is computed by the same operations whether or not the batch is split, so the results are bit-identical
 (tested) with a BLAS that computes a row of a product the same whatever the other rows, as OpenBLAS (numpy's
@@ -28,6 +30,10 @@ MIN_ROWS = 32
 MIN_WORK = 32 * 256
 """rows × units of a part: a step's elementwise work (an LSTM(256) at 32 rows)."""
 ALIGN = 16
+#: The 1-minute load average per CPU from which the machine counts as busy: above what this process's own threads
+#: add (at most one per CPU), so a long run does not switch itself off. Measured on 2 CPUs (docs/benchmarks.md):
+#: split / unsplit 2.0x idle, 0.8-1.2x at load 5-7.
+BUSY_LOAD_PER_CPU = 1.5
 
 #: The variables each BLAS reads its thread count from, first match wins (OpenBLAS, then MKL's).
 _BLAS_THREAD_VARIABLES = {
@@ -56,6 +62,15 @@ def blas_single_threaded() -> bool:
     return True
 
 
+def machine_busy() -> bool:
+    """Whether the system's 1-minute load average is at least `BUSY_LOAD_PER_CPU` per CPU of the system (the load
+    average counts every CPU's runnable tasks, so it is compared with all of them, not this process's share)."""
+    try:
+        return os.getloadavg()[0] >= BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return False
+
+
 def _blas_name() -> str:
     try:
         return str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]).lower()
@@ -65,9 +80,10 @@ def _blas_name() -> str:
 
 def parts(batch: int, units: int, threads: int | None) -> list[slice]:
     """The row ranges to run apart: one (the whole batch) unless splitting pays. `threads`: None decides (the
-    usable CPUs when BLAS runs one thread, else 1); a number asks for at most that many parts (1: never split)."""
+    usable CPUs when BLAS runs one thread and the machine is not busy, else 1); a number asks for at most that many
+    parts (1: never split)."""
     if threads is None:
-        threads = usable_cpus() if blas_single_threaded() else 1
+        threads = usable_cpus() if blas_single_threaded() and not machine_busy() else 1
         threads = min(threads, batch // MIN_ROWS, batch * units // MIN_WORK)
     threads = max(1, min(int(threads), -(-batch // ALIGN)))
     if threads == 1:
