@@ -10,6 +10,7 @@ import gc
 import os
 import select
 import signal
+import struct
 import threading
 import time
 from typing import Any, Callable
@@ -19,6 +20,11 @@ from typing import Any, Callable
 _FORK_LOCK = threading.Lock()
 #: A child's exit status when writing its answer failed (or `answer` raised past everything it catches).
 FAILED = 70
+#: The answer's length, sent before it: the parent then knows a whole answer from one cut short by a crash.
+_HEADER = struct.Struct("<Q")
+#: Children that sent their whole answer and were still tearing down their address space when it arrived (a few
+#: milliseconds for a process this size): reaped later, without waiting (`_reap_finished`).
+_UNREAPED: set[int] = set()
 
 
 def fork(answer: Callable[[], bytes], *, lock: Any = None, close_other_fds: bool = True) -> tuple[int, int]:
@@ -29,6 +35,7 @@ def fork(answer: Callable[[], bytes], *, lock: Any = None, close_other_fds: bool
     `lock`, when given, is held across the fork so that the child does not inherit it held by another thread
     (h5py's global lock). With `close_other_fds`, the child keeps only stdio and its pipe end: the pipe ends of
     siblings forked by other threads would otherwise stay open in it and delay their end of file."""
+    _reap_finished()
     read_end, write_end = os.pipe()
     # The garbage collector must not run, in the child, the finalizers of objects the parent let go of: a native
     # runtime's object (an onnxruntime session, a TensorFlow graph) waits in its destructor on threads that do not
@@ -60,9 +67,13 @@ def _child(answer: Callable[[], bytes], read_end: int, write_end: int, close_oth
             os.closerange(write_end + 1, _max_fd())
         else:
             os.close(read_end)
-        view = memoryview(answer())
+        data = answer()
+        view = memoryview(_HEADER.pack(len(data)) + data)
         while view:
             view = view[os.write(write_end, view):]
+        # The answer is whole: end of file now, not after the kernel has torn down this address space (which
+        # exit does before it closes descriptors), so the parent goes on while this process ends.
+        os.close(write_end)
         status = 0
     except BaseException:  # noqa: BLE001 — the parent sees the status (and no answer)
         pass
@@ -71,10 +82,11 @@ def _child(answer: Callable[[], bytes], read_end: int, write_end: int, close_oth
 
 
 def collect(read_end: int, pid: int, timeout: float | None, max_bytes: int | None = None) -> tuple[str, bytes, int]:
-    """Wait for the child's answer; closes `read_end`. Returns ("done", the answer, the child's wait status), or
-    ("timeout", b"", 0) / ("too large", b"", 0) after killing and reaping the child. The child is watched with
-    waitpid as well as for end of file: children forked at the same time by other threads briefly hold each
-    other's pipe ends, so end of file can come late."""
+    """Wait for the child's answer; closes `read_end`. Returns ("done", the answer, the child's wait status — 0
+    when the answer is whole and the child is still ending: it is reaped later), or ("timeout", b"", 0) / ("too
+    large", b"", 0) after killing and reaping the child; an answer cut short (the child crashed) comes back empty,
+    with the status that says why. The child is watched with waitpid as well as for end of file: children forked
+    at the same time by other threads briefly hold each other's pipe ends, so end of file can come late."""
     try:
         os.set_blocking(read_end, False)
         chunks: list[bytes] = []
@@ -83,8 +95,14 @@ def collect(read_end: int, pid: int, timeout: float | None, max_bytes: int | Non
         while True:
             ready, _, _ = select.select([read_end], [], [], 0.05)
             if ready and _drain(read_end, chunks, size, max_bytes):
+                answer = _whole(b"".join(chunks))
+                if answer is not None:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if not done:
+                        _UNREAPED.add(pid)
+                    return "done", answer, status if done else 0
                 _, status = os.waitpid(pid, 0)
-                return "done", b"".join(chunks), status
+                return "done", b"", status
             if max_bytes is not None and size[0] > max_bytes:
                 _kill(pid)
                 return "too large", b"", 0
@@ -93,12 +111,30 @@ def collect(read_end: int, pid: int, timeout: float | None, max_bytes: int | Non
                 _drain(read_end, chunks, size, max_bytes)
                 if max_bytes is not None and size[0] > max_bytes:
                     return "too large", b"", 0
-                return "done", b"".join(chunks), status
+                return "done", _whole(b"".join(chunks)) or b"", status
             if deadline is not None and time.monotonic() > deadline:
                 _kill(pid)
                 return "timeout", b"", 0
     finally:
         os.close(read_end)
+
+
+def _whole(data: bytes) -> bytes | None:
+    """The answer in `data` if all of it arrived (see `_HEADER`), else None."""
+    if len(data) < _HEADER.size or _HEADER.unpack_from(data)[0] != len(data) - _HEADER.size:
+        return None
+    return data[_HEADER.size:]
+
+
+def _reap_finished() -> None:
+    """Reap the children that answered and have ended since (`_UNREAPED`); never waits."""
+    for pid in list(_UNREAPED):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by another thread, or not ours (this is a child of the process)
+            done = pid
+        if done:
+            _UNREAPED.discard(pid)
 
 
 def _drain(fd: int, chunks: list[bytes], size: list[int], max_bytes: int | None) -> bool:

@@ -138,6 +138,11 @@ def preload_every_reader() -> None:
     for name in _MANY_FILES:
         importlib.import_module(name)
     _warm_up()
+    _PRELOADED[0] = True
+
+
+#: Set once `preload_every_reader` has run: a child then has nothing to import (and skips even asking).
+_PRELOADED = [False]
 
 
 def _warm_up() -> None:
@@ -162,7 +167,8 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], max_memory: int | No
 
     faulthandler.disable()  # a crash here is reported by the parent, in one line
     limits.mark_child()
-    _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
+    if not _PRELOADED[0]:
+        _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
     if max_memory:
         limits.limit_memory(max_memory)
     try:

@@ -65,6 +65,34 @@ def test_bugs_are_reported_as_internal_errors():
         isolation.run(_bug, label="f.h5")
 
 
+def test_a_whole_answer_does_not_wait_for_the_child_to_end_and_the_child_is_reaped_later():
+    """The child ends its answer before it exits (the kernel tears its address space down before closing its
+    descriptors): the parent takes a whole answer and goes on; the child, if still ending, is reaped at the next
+    fork, so no zombie stays behind."""
+    from lstm_inspect import forking
+
+    pid, read_end = forking.fork(lambda: b"x" * 100_000)
+    outcome, answer, status = forking.collect(read_end, pid, timeout=10)
+    assert (outcome, answer, os.WIFEXITED(status) and os.WEXITSTATUS(status)) == ("done", b"x" * 100_000, 0)
+    time.sleep(0.5)
+    forking._reap_finished()
+    assert pid not in forking._UNREAPED
+    with pytest.raises(ChildProcessError):  # reaped already
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_an_answer_cut_short_by_a_crash_is_no_answer():
+    """A child that dies in the middle of its answer: what arrived is not taken for a whole answer (its length
+    comes first), and the status tells the crash."""
+    from lstm_inspect import forking
+
+    assert forking._whole(forking._HEADER.pack(10) + b"12345") is None
+    assert forking._whole(forking._HEADER.pack(5) + b"12345") == b"12345"
+    pid, read_end = forking.fork(lambda: _segfault() or b"never")
+    outcome, answer, status = forking.collect(read_end, pid, timeout=10)
+    assert (outcome, answer) == ("done", b"") and os.WTERMSIG(status) == signal.SIGSEGV
+
+
 # --- through the CLI: one bad file costs that file only ---------------------------------------------------------
 
 import json  # noqa: E402
