@@ -142,3 +142,36 @@ def test_cli_threads_option(saved, tmp_path):
         assert all(np.array_equal(written[name][k], written["one"][k]) for k in written["one"])
     assert run_cli(["forward", str(path), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "b.npz"),
                     "--threads", "0"]) == 2
+
+
+def test_split_keeps_the_memory_bound(monkeypatch):
+    """The parts share the unsplit run's bound on the input terms' buffers: the split's peak (tracemalloc, which
+    sees numpy's allocations in every thread) stays within the parts' per-step scratch of the unsplit peak."""
+    import tracemalloc
+
+    from lstm_inspect.run.recurrent import RecurrentCell
+
+    rng = np.random.default_rng(2)
+    batch, steps, features, units = 256, 60, 32, 64
+    cell = RecurrentCell("LSTM", units, rng.uniform(-0.5, 0.5, (features, 4 * units)).astype("float32"),
+                         rng.uniform(-0.5, 0.5, (units, 4 * units)).astype("float32"),
+                         rng.uniform(-0.5, 0.5, 4 * units).astype("float32"), None, np.tanh, np.tanh)
+    weights = recurrent_fast.LoopWeights.from_cell(cell, halve=True)
+    x = rng.standard_normal((batch, steps, features)).astype("float32")
+    states = [np.zeros((batch, units), np.float32)] * 2
+    monkeypatch.setattr(recurrent_fast, "INPUT_BLOCK_BYTES", 1 << 20)  # 1 MiB: 4 steps of the whole batch
+
+    def peak(rows):
+        tracemalloc.start()
+        try:
+            out = row_split.run_loop(rows, weights, recurrent_fast._IN_PLACE["tanh"], recurrent_fast.sigmoid_of_halved,
+                                     x, states, None, False, False, True, False)
+            return tracemalloc.get_traced_memory()[1], out[0]
+        finally:
+            tracemalloc.stop()
+
+    whole, expected = peak(row_split.parts(batch, units, 1))
+    split, got = peak(row_split.parts(batch, units, 2))
+    assert np.array_equal(expected, got)
+    scratch = batch * 8 * units * 4  # each part's z, tmp, other and state buffers, about 8·units per row
+    assert split <= whole + scratch, (split, whole)

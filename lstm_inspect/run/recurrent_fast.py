@@ -119,9 +119,11 @@ class LoopWeights:
                    recurrent_bias, bool(cell.reset_after))
 
 
-def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterator[tuple[int, np.ndarray]]:
+def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool,
+                block_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(step in processing order, x_t · kernel + bias (batch, n·u)) for every step of x (batch, time, in): one
-    matmul for a block of steps (the whole sequence unless that passes `INPUT_BLOCK_BYTES`), time-major so each
+    matmul for a block of steps (the whole sequence unless that passes `block_bytes`, by default
+    `INPUT_BLOCK_BYTES`), time-major so each
     step's rows are contiguous; the last step first when `backwards`."""
     batch, steps = x.shape[:2]
     # time-major; a block's rows are copied together only when not already contiguous (they are when x is a
@@ -129,7 +131,8 @@ def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterato
     seq = np.swapaxes(x, 0, 1)
     width = weights.kernel.shape[1]
     dtype = np.result_type(seq.dtype, weights.kernel.dtype)
-    block = max(1, min(steps, INPUT_BLOCK_BYTES // max(1, batch * width * dtype.itemsize)))
+    block_bytes = INPUT_BLOCK_BYTES if block_bytes is None else block_bytes
+    block = max(1, min(steps, block_bytes // max(1, batch * width * dtype.itemsize)))
     buffer = np.empty((block * batch, width), dtype=dtype)
     for start in range(0, steps, block):
         stop = min(steps, start + block)
@@ -145,14 +148,15 @@ def input_terms(weights: LoopWeights, x: np.ndarray, backwards: bool) -> Iterato
 
 def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.ndarray, states: list[np.ndarray],
              mask: np.ndarray | None, backwards: bool, zero_out: bool, keep_sequence: bool,
-             trace: bool, sequence: np.ndarray | None = None,
-             trace_into: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+             trace: bool, sequence: np.ndarray | None = None, trace_into: dict[str, np.ndarray] | None = None,
+             block_bytes: int | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
     """The layer over x (batch, time, in) from `states` (each (batch, units)); steps taken last to first when
     `backwards`, mask (batch, time) in input order. Returns (the outputs (batch, time, units) in processing order
     — a view of time-major storage — or the last output (batch, units); the final states; with `trace` each
     gate's and state's values per step (batch, time, units)). `sequence` and `trace_into`: time-major
     (time, batch, units) arrays to write the outputs and traces into (`row_split` gives each part its rows of
-    shared ones); allocated here when not given."""
+    shared ones); allocated here when not given. `block_bytes`: the bound on the input terms' buffer
+    (`input_terms`)."""
     u, family = weights.units, weights.family
     batch, steps = x.shape[:2]
     width = weights.kernel.shape[1]
@@ -177,7 +181,7 @@ def run_loop(weights: LoopWeights, act: Activation, rec_act: Activation, x: np.n
     prev_out = np.zeros((batch, u), dtype=dtype)
     out = prev_out
     with np.errstate(over="ignore"):  # a plain sigmoid's exp(-x) of a very negative x: inf, and sigmoid 0, rightly
-        for k, p in input_terms(weights, x, backwards):
+        for k, p in input_terms(weights, x, backwards, block_bytes):
             if masks is not None:
                 np.copyto(h_prev, h)
                 if c is not None:

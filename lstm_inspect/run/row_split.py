@@ -98,7 +98,7 @@ def run_loop(rows: list[slice], weights: recurrent_fast.LoopWeights, act: recurr
              backwards: bool, zero_out: bool, keep_sequence: bool,
              trace: bool) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
     """`recurrent_fast.run_loop` with its arguments and results, the row ranges `rows` each in a thread (the
-    first in this one)."""
+    first in this one). The parts share the unsplit run's bound on the input terms' buffers."""
     if len(rows) == 1 or any(np.shape(s)[:1] != x.shape[:1] for s in states) \
             or (mask is not None and np.shape(mask)[:1] != x.shape[:1]):
         return recurrent_fast.run_loop(weights, act, rec_act, x, states, mask, backwards, zero_out, keep_sequence,
@@ -114,7 +114,7 @@ def run_loop(rows: list[slice], weights: recurrent_fast.LoopWeights, act: recurr
         return recurrent_fast.run_loop(
             weights, act, rec_act, x[r], [s[r] for s in states], None if mask is None else mask[r], backwards,
             zero_out, keep_sequence, trace, None if sequence is None else sequence[:, r],
-            {name: array[:, r] for name, array in traces.items()})
+            {name: array[:, r] for name, array in traces.items()}, recurrent_fast.INPUT_BLOCK_BYTES // len(rows))
 
     results = _in_threads(part, rows)
     output = np.swapaxes(sequence, 0, 1) if keep_sequence else np.concatenate([r[0] for r in results])
