@@ -102,7 +102,10 @@ def test_automatic_choice(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
     assert len(row_split.parts(512, 256, None)) == 2
-    assert len(row_split.parts(32, 256, None)) == 1  # too few rows
+    assert len(row_split.parts(32, 256, None)) == 2
+    assert len(row_split.parts(31, 256, None)) == 1  # too few rows
+    assert len(row_split.parts(128, 64, None)) == 2
+    assert len(row_split.parts(127, 64, None)) == 1  # too little work per step
     assert len(row_split.parts(512, 8, None)) == 1  # too little work per step
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     monkeypatch.setenv("MKL_NUM_THREADS", "2")

@@ -24,11 +24,13 @@ import numpy as np
 
 from . import recurrent_fast
 
-#: Measured on the stacked LSTM benchmark (bench/bench_forward.py, docs/benchmarks.md): below these a part's
-#: steps are too short for two threads to beat the Python that drives them.
-MIN_ROWS = 32
-MIN_WORK = 32 * 256
-"""rows × units of a part: a step's elementwise work (an LSTM(256) at 32 rows)."""
+#: Below these a part's steps are too short for two threads to beat the Python that drives them (each step's ~15
+#: numpy calls need the GIL in turn). From the idle 2-CPU measurement of the stacked LSTM(256)x2 (docs/benchmarks.md):
+#: batch 32 split in two ran 1.43x faster, 128 1.2x, 512 2.0x; smaller layers were not measured idle, hence the
+#: bound on the work per step too.
+MIN_ROWS = 16
+MIN_WORK = 16 * 256
+"""rows × units of a part, a step's work (an LSTM(256) at 16 rows, an LSTM(64) at 64, an LSTM(16) at 256)."""
 ALIGN = 16
 #: The 1-minute load average per CPU from which the machine counts as busy: above what this process's own threads
 #: add (at most one per CPU), so a long run does not switch itself off. Measured on 2 CPUs (docs/benchmarks.md):
