@@ -111,27 +111,29 @@ class Tensor:
             return None
         return self._mapped()
 
-    def row_chunks(self, max_bytes: int | None = None, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def row_chunks(self, max_bytes: int | None = None, rows: int | None = None, low: int = 0,
+                   high: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row, rows)``: the array in pieces along its first axis, `rows` rows at a time or at most
         `max_bytes` each (default `CHUNK_BYTES`; at least one row), read from the file into one reused buffer — a
-        piece is valid until the next is made."""
+        piece is valid until the next is made. Rows [low, high) only when given (default: all)."""
         if not self.shape or not self.shape[0]:
             yield 0, self.read()
             return
+        high = self.shape[0] if high is None else min(high, self.shape[0])
         if rows is None:
             rows = max(1, (max_bytes or CHUNK_BYTES) // max(1, self.nbytes // self.shape[0]))
         place = self._place()
         if place is not None:
-            yield from _mapped_rows(place, self.shape, np.dtype(self.dtype), rows)
+            yield from _mapped_rows(place, self.shape, np.dtype(self.dtype), rows, low, high)
             return
-        if self._read_part is None or self._value is not None or rows >= self.shape[0]:
+        if self._read_part is None or self._value is not None or rows >= high - low:
             value = self.read()
-            for start in range(0, self.shape[0], rows):
-                yield start, value[start:start + rows]
+            for start in range(low, high, rows):
+                yield start, value[start:min(high, start + rows)]
             return
         buffer = np.empty((rows, *self.shape[1:]), dtype=self.dtype)
-        for start in range(0, self.shape[0], rows):
-            stop = min(self.shape[0], start + rows)
+        for start in range(low, high, rows):
+            stop = min(high, start + rows)
             yield start, self._read_part((slice(start, stop),), buffer[: stop - start])
 
     def release(self) -> None:

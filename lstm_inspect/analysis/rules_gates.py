@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .. import gates
+from .. import cpus, gates
 from .. import model as model_module
 from . import stats
 from .findings import CheckOptions, Finding
@@ -141,16 +141,14 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
         width = count + SPECTRAL_BLOCK if count > 1 else 1 if _mapped(tensor) else SPECTRAL_BLOCK
         runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed, width, limit, count) for r in regions]
         vectors: list[np.ndarray | None] = [next(run) for run in runs]
+        row_ranges = _row_ranges(tensor)
         while any(v is not None for v in vectors):
-            products = [np.zeros_like(v) if v is not None else None for v in vectors]
-            for start, rows in _cache_sized(tensor.row_chunks()):
-                for i, vector in enumerate(vectors):
-                    part = stats._rows_of(regions[i], start, rows) if vector is not None else None
-                    if part is not None:
-                        part = part.reshape(-1, part.shape[-1]).astype(dtype, copy=False)
-                        products[i] += part.T @ (part @ vector)
-                        del part
-                del rows
+            partial = cpus.in_threads(lambda rows: _products(tensor, regions, vectors, dtype, rows), row_ranges)
+            products = partial[0]
+            for other in partial[1:]:
+                for total, part in zip(products, other):
+                    if total is not None:
+                        total += part
             for i, vector in enumerate(vectors):
                 if vector is None:
                     continue
@@ -160,6 +158,38 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
                     results[id(group[i])] = done.value
                     vectors[i] = None
     return [results[id(b)] for b in blocks]
+
+
+#: A mapped array of at least this many bytes has each pass of products split into row ranges run in threads
+#: (`cpus.auto_threads`): each range's products are summed, so σ may differ from a one-thread run in its last bits.
+THREADED_BYTES = 64 << 20
+
+
+def _row_ranges(tensor: Any) -> list[tuple[int, int]]:
+    """The row ranges one pass of products runs apart, one per thread: the whole array unless it is mapped (read
+    without the file library's lock), large, and threads may be used."""
+    rows = tensor.shape[0] if getattr(tensor, "shape", None) else 0
+    threads = cpus.auto_threads() if _mapped(tensor) and tensor.nbytes >= THREADED_BYTES else 1
+    threads = max(1, min(threads, rows))
+    size = -(-rows // threads) if rows else 0
+    return [(lo, min(rows, lo + size)) for lo in range(0, rows, size)] if threads > 1 else [(0, rows)]
+
+
+def _products(tensor: Any, regions: list[Any], vectors: list[np.ndarray | None], dtype: np.dtype,
+              row_range: tuple[int, int]) -> list[np.ndarray | None]:
+    """Each live vector's AᵀA·v summed over rows [low, high) of `tensor` (its block `regions[i]`), read in row
+    chunks, so memory stays at one chunk whatever the block's size."""
+    products = [np.zeros_like(v) if v is not None else None for v in vectors]
+    low, high = row_range
+    for start, rows in _cache_sized(tensor.row_chunks(low=low, high=high)):
+        for i, vector in enumerate(vectors):
+            part = stats._rows_of(regions[i], start, rows) if vector is not None else None
+            if part is not None:
+                part = part.reshape(-1, part.shape[-1]).astype(dtype, copy=False)
+                products[i] += part.T @ (part @ vector)
+                del part
+        del rows
+    return products
 
 
 #: Bytes of the pieces the products work on: a piece's columns stay in cache between A·v and Aᵀ(A·v).

@@ -215,6 +215,9 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
 
     if jobs <= 1 or len(files) <= 1:
         return [check_one(path) for path in files]
+    from .. import cpus
+
+    cpus.thread_cap = max(1, cpus.usable_cpus() // jobs)  # the jobs' children share the CPUs, one file each
     # Threads only wait on the children; the work happens in the forked processes.
     with ThreadPoolExecutor(max_workers=min(jobs, len(files))) as pool:
         return list(pool.map(check_one, files))
