@@ -1,19 +1,26 @@
-"""Guarded reading of ``.keras`` zip archives, without extracting anything to disk.
+"""Guarded reading of zip archives (``.keras``, ``.npz``, ``torch.save``), never extracting a member by its name.
 
-Members are read into memory with a bound checked while inflating (the header's sizes are not trusted), except
-stored (uncompressed) members, which are read in place through a window on the archive so that a large
-``model.weights.h5`` costs no memory until a tensor is read.
+Stored (uncompressed) members are read in place through a window on the archive, so that a large
+``model.weights.h5`` costs no memory until a tensor is read. Compressed members are inflated with the zip-bomb bound
+checked while inflating (the header's sizes are not trusted): small ones into memory, large ones (past
+`SPILL_BYTES`) once, in bounded chunks, into an anonymous temporary file — created in a private directory and
+unlinked before a byte is written, so it has no name anyone could open and vanishes when the archive is closed or
+the process dies however it dies — then read through a window on that file like a stored member (memory-mapped a
+row chunk at a time). Memory then stays independent of the member's size; the cost is the member's inflated size
+in the temporary directory (``TMPDIR``) while the archive is open.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
 import struct
+import tempfile
 import zipfile
 from typing import BinaryIO
 
-from ..errors import CorruptFile, UnsafeFile
+from ..errors import CorruptFile, InspectError, UnsafeFile
 
 MAX_MEMBERS = 10_000
 #: A member may inflate to at most this many times its compressed size, past the floor below...
@@ -21,7 +28,10 @@ MAX_INFLATE_RATIO = 100
 INFLATE_FLOOR_BYTES = 1 << 20
 #: ...and never past this absolute size.
 MAX_MEMBER_BYTES = 4 << 30
+#: Compressed members declaring more than this are inflated to a temporary file rather than into memory.
+SPILL_BYTES = 1 << 20
 _CHUNK = 1 << 20
+_SPILL_CHUNK = 4 << 20
 
 
 def is_zip(head: bytes) -> bool:
@@ -33,6 +43,7 @@ class Archive:
 
     def __init__(self, path: str, label: str):
         self.label = label
+        self._spilled: dict[str, BinaryIO] = {}
         self._file = open(path, "rb")
         try:
             self._zip = zipfile.ZipFile(self._file)
@@ -67,40 +78,102 @@ class Archive:
     def is_compressed(self, name: str) -> bool:
         return self._infos[name].compress_type != zipfile.ZIP_STORED
 
+    def mappable(self, name: str) -> bool:
+        """True when `open_member` gives a window on a file (`FileWindow.extent`, for a memory map): a stored
+        member, or a compressed one large enough to be inflated to a temporary file."""
+        info = self._infos[name]
+        return info.compress_type == zipfile.ZIP_STORED or info.file_size > SPILL_BYTES
+
     def file_size(self, name: str) -> int:
         """The member's size as its header declares it (reads check it against what is there)."""
         return self._infos[name].file_size
 
     def read_bytes(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
         """A whole member, inflated in chunks and refused as soon as it passes its bound."""
+        out = io.BytesIO()
+        self._inflate(name, out, limit, _CHUNK)
+        return out.getvalue()
+
+    def read_prefix(self, name: str, count: int) -> bytes:
+        """The first `count` bytes of a member (fewer if it is shorter), inflating no more than that."""
+        try:
+            with self._zip.open(self._infos[name]) as member:
+                return member.read(count)
+        except Exception as exc:
+            raise CorruptFile(f"cannot read archive member {name!r}: {exc}", self.label) from exc
+
+    def _inflate(self, name: str, out: BinaryIO, limit: int, chunk_bytes: int) -> int:
+        """Inflate a member into `out` chunk by chunk, refused as soon as it passes its bound; returns its size."""
         info = self._infos[name]
         bound = min(limit, max(INFLATE_FLOOR_BYTES, MAX_INFLATE_RATIO * info.compress_size))
-        out = io.BytesIO()
+        if info.file_size > bound:  # zipfile never inflates past the declared size: refused before inflating
+            raise UnsafeFile(f"archive member {name!r} declares {info.file_size:,} bytes inflated, past its bound "
+                             f"of {bound:,} ({info.compress_size:,} compressed); refusing a zip bomb", self.label)
+        size = 0
         try:
             with self._zip.open(info) as member:
-                while chunk := member.read(_CHUNK):
-                    out.write(chunk)
-                    if out.tell() > bound:
+                while chunk := member.read(chunk_bytes):
+                    size += len(chunk)
+                    if size > bound:
                         raise UnsafeFile(
                             f"archive member {name!r} inflates past {bound:,} bytes "
                             f"({info.compress_size:,} compressed); refusing a zip bomb",
                             self.label,
                         )
-        except UnsafeFile:
+                    out.write(chunk)
+            out.flush()  # a temporary file is then read through its descriptor (preadv, memory maps)
+        except InspectError:
             raise
+        except OSError as exc:
+            if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise InspectError(f"no room to inflate archive member {name!r} ({info.file_size:,} bytes) in the "
+                                   f"temporary directory {tempfile.gettempdir()!r}: {exc.strerror}; set TMPDIR to "
+                                   "a directory with more free space", self.label) from exc
+            raise CorruptFile(f"cannot read archive member {name!r}: {exc}", self.label) from exc
         except Exception as exc:
             raise CorruptFile(f"cannot read archive member {name!r}: {exc}", self.label) from exc
-        return out.getvalue()
+        if size != info.file_size:  # zipfile stops at the declared size; a member shorter than it is damaged
+            raise CorruptFile(f"archive member {name!r} inflates to {size:,} bytes, not the {info.file_size:,} its "
+                              "header declares (truncated?)", self.label)
+        return size
 
     def open_member(self, name: str) -> BinaryIO:
         """A seekable file object on a member: a window on the archive if stored, else its bounded inflated bytes."""
         info = self._infos[name]
         if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise CorruptFile(f"stored archive member {name!r} declares {info.file_size:,} bytes but holds "
+                                  f"{info.compress_size:,}", self.label)
             offset = self._data_offset(info)
             if offset + info.compress_size > self._size():
                 raise CorruptFile(f"archive member {name!r} runs past the end of the file (truncated?)", self.label)
             return FileWindow(self._file, offset, info.file_size)
-        return io.BytesIO(self.read_bytes(name))
+        if info.file_size <= SPILL_BYTES:
+            return io.BytesIO(self.read_bytes(name))
+        if name not in self._spilled:
+            self._spilled[name] = self._spill(name)
+        return FileWindow(self._spilled[name], 0, info.file_size)
+
+    def _spill(self, name: str) -> BinaryIO:
+        """A member inflated, once, into an anonymous temporary file (see the module docstring)."""
+        info = self._infos[name]
+        try:
+            spill = anonymous_temporary_file()
+        except OSError as exc:
+            raise InspectError(f"cannot make a temporary file to inflate archive member {name!r} in "
+                               f"{tempfile.gettempdir()!r}: {exc.strerror or exc}; set TMPDIR to a writable "
+                               "directory", self.label) from exc
+        try:
+            free = _free_bytes(spill)
+            if free is not None and free < info.file_size:
+                raise InspectError(f"archive member {name!r} inflates to {info.file_size:,} bytes, but the temporary "
+                                   f"directory {tempfile.gettempdir()!r} has {free:,} bytes free; set TMPDIR to a "
+                                   "directory with more free space", self.label)
+            self._inflate(name, spill, MAX_MEMBER_BYTES, _SPILL_CHUNK)
+        except BaseException:
+            spill.close()
+            raise
+        return spill
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
         if not 0 <= info.header_offset < self._size():
@@ -121,7 +194,28 @@ class Archive:
             self._zip.close()
         except Exception:
             pass
+        while self._spilled:
+            self._spilled.popitem()[1].close()
         self._file.close()
+
+
+def anonymous_temporary_file() -> BinaryIO:
+    """A read-write file with no name: made in a fresh private directory (mode 0700) under the temporary directory,
+    unlinked at once (or never linked: O_TMPFILE), the directory removed; the space is freed when the file is closed
+    or the process ends, even by a signal."""
+    directory = tempfile.mkdtemp(prefix="lstm-inspect-")
+    try:
+        return tempfile.TemporaryFile(dir=directory)
+    finally:
+        os.rmdir(directory)
+
+
+def _free_bytes(handle: BinaryIO) -> int | None:
+    try:
+        found = os.fstatvfs(handle.fileno())
+        return found.f_bavail * found.f_frsize
+    except (OSError, AttributeError):
+        return None
 
 
 class FileWindow(io.RawIOBase):

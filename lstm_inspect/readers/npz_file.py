@@ -1,14 +1,18 @@
 """``.npz`` files (``np.savez``, ``lstm-inspect export``) read without ``np.load``: each ``<key>.npy`` member's
 header is parsed by numpy's format module, arrays of Python objects (which only unpickling could read) are
-refused, and data is read lazily — through a window on the archive for stored members, inflated under the
-archive's bound for compressed ones. The keys then follow `flat_arrays`' schemes.
+refused, and data is read lazily — through a window on the archive for stored members; a compressed member
+(``np.savez_compressed``) is inflated under the archive's bound when first read, a large one to an anonymous
+temporary file read like a stored member (`archive.Archive.open_member`), so that both are memory-mapped a row chunk
+at a time. Only the header is inflated to list the file. The keys then follow `flat_arrays`' schemes.
 
 A reserved member ``__metadata__.npy`` (a 0-d unicode array holding a JSON object of strings) carries what a
 .safetensors header's ``__metadata__`` carries: the layout and how each exported module is built.
 """
 from __future__ import annotations
 
+import io
 import json
+
 import numpy as np
 
 from ..errors import CorruptFile, InspectError, UnsupportedFile
@@ -21,6 +25,8 @@ METADATA_KEY = "__metadata__"
 NUMERIC_KINDS = "biufc"
 #: numpy's own bound on an .npy header.
 MAX_HEADER_BYTES = 10_000
+#: The bytes read to parse a header: the magic string, the version, the header's length field, the header.
+_HEADER_PREFIX = 6 + 2 + 4 + MAX_HEADER_BYTES
 
 
 def looks_like(names: list[str]) -> bool:
@@ -51,20 +57,19 @@ def read(path: str, label: str) -> ModelFile:
 
 
 def _header(archive: Archive, member: str, label: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """(shape, fortran order, dtype, offset of the data) of one ``.npy`` member, checked against its size."""
-    handle = archive.open_member(member)
+    """(shape, fortran order, dtype, offset of the data) of one ``.npy`` member, checked against its size (the
+    declared size: reading a member checks it holds that many bytes). Only the header's bytes are inflated."""
+    handle = io.BytesIO(archive.read_prefix(member, _HEADER_PREFIX))
+    size = archive.file_size(member)
     try:
         version = np.lib.format.read_magic(handle)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(handle, max_header_size=MAX_HEADER_BYTES)
         offset = handle.tell()
-        size = handle.seek(0, 2)
     except InspectError:
         raise
     except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
         raise CorruptFile(f"array {member!r} is not a readable .npy member: {exc}", label) from exc
-    finally:
-        handle.close()
     if dtype.hasobject:
         raise UnsupportedFile(f"array {member!r} holds Python objects (readable only by unpickling, which "
                               "lstm-inspect never does)", label)
@@ -81,16 +86,17 @@ def _header(archive: Archive, member: str, label: str) -> tuple[tuple[int, ...],
 
 def _read(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int,
           label: str) -> np.ndarray:
+    count = element_count(shape)
+    values = np.empty(count, dtype=dtype)
     handle = archive.open_member(member)
     try:
         handle.seek(offset)
-        data = handle.read()
+        got = handle.readinto(memoryview(values).cast("B")) if count else 0  # no second copy
     finally:
         handle.close()
-    count = element_count(shape)
-    if len(data) != count * dtype.itemsize:
+    if got != count * dtype.itemsize:
         raise CorruptFile(f"array {member!r} is shorter than its header says (truncated?)", label)
-    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
+    return values.reshape(shape, order="F" if fortran else "C")
 
 
 def _loader(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int,
@@ -99,13 +105,14 @@ def _loader(archive: Archive, member: str, shape: tuple[int, ...], fortran: bool
 
 
 def _place(archive: Archive, member: str, fortran: bool, dtype: np.dtype, offset: int):
-    """Where a stored (uncompressed) member's C-order, native-order values lie in the archive, for a memory map
-    (`model.Tensor._mapped`); None for a compressed or Fortran-order member, which is read whole."""
-    if fortran or not dtype.isnative or archive.is_compressed(member):
+    """Where a member's C-order, native-order values lie for a memory map (`model.Tensor._mapped`): in the archive
+    for a stored member, in its inflated temporary copy for a large compressed one (inflated on the first call);
+    None for a Fortran-order or byte-swapped member, or a small compressed one, which is read whole."""
+    if fortran or not dtype.isnative or not archive.mappable(member):
         return None
 
     def place() -> tuple[int, int]:
-        fd, base, _ = archive.open_member(member).extent()  # checked to lie inside the archive
+        fd, base, _ = archive.open_member(member).extent()  # checked to lie inside the archive (or its copy)
         return fd, base + offset
     return place
 

@@ -79,8 +79,8 @@ class _OrderedDict(dict):
 
 
 class _Member(NamedTuple):
-    """A storage's bytes: how to open them, their size, and whether they lie in the file as they are (a stored
-    member or a legacy file's run: memory-mappable) rather than inflated."""
+    """A storage's bytes: how to open them, their size, and whether they lie in a file as they are (a stored
+    member or a legacy file's run, or a large deflated member's inflated temporary copy: memory-mappable)."""
 
     open: Callable[[], BinaryIO]
     size: int
@@ -107,7 +107,7 @@ def _read_zip(archive: Archive, label: str) -> ModelFile:
         name = f"{prefix}data/{storage.key}"
         if "/" in storage.key or not archive.has(name):
             raise CorruptFile(f"storage {storage.key!r} has no member {name!r} in the archive", label)
-        return _Member(lambda: archive.open_member(name), archive.file_size(name), not archive.is_compressed(name))
+        return _Member(lambda: archive.open_member(name), archive.file_size(name), archive.mappable(name))
 
     return _build(obj, member_of, big, label, "torch-zip")
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Full-read commands on a ~1 GB ``np.savez_compressed`` file against ``np.load`` reading every array once.
+
+    python bench/bench_compressed.py --make DIR            # writes DIR/lstm_1gb_compressed.npz and DIR/lstm_1gb.npz
+    python bench/bench_compressed.py DIR/lstm_1gb_compressed.npz [DIR/lstm_1gb.npz] [--commands json,check,export,diff]
+                                     [--repeat 1] [--options '--max-memory 300M']
+
+The file: the state dict of ``torch.nn.LSTM(4096, 4096, num_layers=2)`` (four 256 MiB matrices, 1 GiB), dense
+N(0, 0.05) values (biases around 0.5), written by ``np.savez_compressed`` (deflate, ~1.08:1 on random floats) and, for
+comparison, by ``np.savez`` (stored). The floor is numpy itself: ``np.load`` reading each array once (inflated into
+memory, released after each). Every command is a fresh whole process on a warm page cache; figures are wall time,
+MB/s of the file's size, the ratio to the floor of the same round, the CPU seconds of the process tree and their
+ratio, and the peak RSS of the whole process tree (the command and its forked reading child, summed, from /proc;
+`bench_big.run`). ``diff`` compares the file with itself, against twice the floor. lstm-inspect inflates a large
+compressed member once into an anonymous temporary file (``TMPDIR``) and memory-maps it a row chunk at a time; the
+stored file's rows show what the inflating costs. Run from the checkout you mean to measure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_big import _median, run  # noqa: E402
+
+FLOOR = r"""
+import sys
+import numpy as np
+total = 0
+with np.load(sys.argv[1]) as f:
+    for key in f.files:
+        total += f[key].nbytes   # read once (inflated whole), then released
+print(total, file=sys.stderr)
+"""
+UNITS, LAYERS = 4096, 2
+
+
+def make(out_dir: str) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(14)
+    arrays = {}
+    for layer in range(LAYERS):
+        for kind, shape in (("weight_ih", (4 * UNITS, UNITS)), ("weight_hh", (4 * UNITS, UNITS)),
+                            ("bias_ih", (4 * UNITS,)), ("bias_hh", (4 * UNITS,))):
+            values = rng.standard_normal(shape, dtype=np.float32)
+            values *= 0.05
+            if len(shape) == 1:
+                values += 0.5
+            arrays[f"{kind}_l{layer}"] = values
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez_compressed(os.path.join(out_dir, "lstm_1gb_compressed.npz"), **arrays)
+    np.savez(os.path.join(out_dir, "lstm_1gb.npz"), **arrays)
+    for name in ("lstm_1gb_compressed.npz", "lstm_1gb.npz"):
+        print(f"{name}: {os.path.getsize(os.path.join(out_dir, name)) / 2**30:.2f} GiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*")
+    parser.add_argument("--make", metavar="DIR")
+    parser.add_argument("--commands", default="json,inspect,check,snapshot,export,diff")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--options", default="", help="extra group options, e.g. '--max-memory 300M'")
+    args = parser.parse_args()
+    if args.make:
+        make(args.make)
+    if not args.models:
+        return
+    py = [sys.executable, "-m", "lstm_inspect", *args.options.split()]
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| file | command | seconds | MB/s | × floor | CPU s | CPU × floor | peak MiB (tree) | exit | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="bench_compressed_") as out_dir:
+        for model in args.models:
+            measure(model, args, py, out_dir)
+
+
+def measure(model: str, args: argparse.Namespace, py: list[str], out_dir: str) -> None:
+    size, name = os.path.getsize(model), os.path.basename(model)
+    with open(model, "rb") as handle:  # warm the page cache
+        while handle.read(64 << 20):
+            pass
+    commands = {
+        "inspect": ["inspect", model], "json": ["inspect", "--json", model],
+        "check": ["check", "--format", "json", model],
+        "snapshot": ["snapshot", model, "-o", os.path.join(out_dir, "snap.json")],
+        "export": ["export", model, "-o", os.path.join(out_dir, "gates.npz")], "diff": ["diff", model, model],
+    }
+    rows = [("floor (`np.load`, every array once)", [sys.executable, "-c", FLOOR, model])]
+    rows += [(f"`{key}`", py + commands[key]) for key in args.commands.split(",")]
+    results: dict[str, list[tuple[float, float, int, int, float]]] = {label: [] for label, _ in rows}
+    for _ in range(args.repeat):
+        for label, command in rows:
+            seconds, peak, code = run(command, args.timeout)
+            results[label].append((seconds, run.cpu, peak, code, os.getloadavg()[0]))  # type: ignore[attr-defined]
+            for leftover in os.listdir(out_dir):
+                os.remove(os.path.join(out_dir, leftover))
+    floors = results[rows[0][0]]
+    for label, _ in rows:
+        runs = results[label]
+        factor = 2 if label == "`diff`" else 1
+        wall = _median([r[0] for r in runs])
+        ratio = _median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
+        cpu = _median([r[1] for r in runs])
+        cpu_ratio = _median([r[1] / (factor * f[1]) for r, f in zip(runs, floors)])
+        loads = [r[4] for r in runs]
+        print(f"| {name} | {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | {cpu:.2f} | "
+              f"{cpu_ratio:.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
+              f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
