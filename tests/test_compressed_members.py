@@ -211,7 +211,7 @@ def test_no_room_in_the_temporary_directory_names_tmpdir(tmp_path, private_tmp, 
     from lstm_inspect.errors import InspectError
     from lstm_inspect.readers import archive, open_model
 
-    np.savez_compressed(tmp_path / "a.npz", big=np.ones((600, 1000), np.float32))
+    np.savez_compressed(tmp_path / "a.npz", big=np.random.default_rng(5).standard_normal((600, 1000)))
     monkeypatch.setattr(archive, "_free_bytes", lambda handle: 1000)
     with open_model(tmp_path / "a.npz") as model:
         with pytest.raises(InspectError, match="set TMPDIR to a directory with more free space"):
@@ -290,3 +290,14 @@ def _spill_of(pid: int, directory: Path) -> bool:
         except OSError:
             pass
     return False
+
+
+def test_an_object_array_in_a_deflated_npz_is_still_found_by_the_code_scan(tmp_path):
+    """The scan reads a compressed .npy member as a stream: its header, then the pickle after it."""
+    from lstm_inspect.analysis import code_scan
+
+    path = tmp_path / "object.npz"
+    rezip_deflated(Path(__file__).parent / "fixtures" / "code" / "npz_object_array.npz", path)
+    found = code_scan.scan_file(str(path))
+    assert [f.what.split(" ")[0] for f in found] == ["builtins.exec"]
+    assert found[0].where.startswith("weights.npy (object array pickle at byte 128) @ byte ")

@@ -323,7 +323,8 @@ def _zip(path: str) -> list[CodeFinding]:
                 found += pickle_scan.scan_bytes(archive.read_bytes(name, pickle_scan.MAX_PICKLE_BYTES),
                                                 name).findings
             elif name.endswith(".npy"):
-                found += _npy(archive.open_member(name), name)
+                with archive.open_stream(name) as member:  # inflates only the header (and a pickle)
+                    found += _npy(member, name)
             elif name.endswith(".npz"):  # a .keras archive's model.weights.npz (older Keras loaded it with pickles)
                 found += _nested_npz(archive.read_bytes(name, pickle_scan.MAX_PICKLE_BYTES), name)
         return found

@@ -1,8 +1,8 @@
 """Guarded reading of zip archives (``.keras``, ``.npz``, ``torch.save``), never extracting a member by its name.
 
 Stored (uncompressed) members are read in place through a window on the archive, so that a large
-``model.weights.h5`` costs no memory until a tensor is read. Compressed members are inflated with the zip-bomb bound
-checked while inflating (the header's sizes are not trusted): small ones into memory, large ones (past
+``model.weights.h5`` costs no memory until a tensor is read. Compressed members are inflated under the zip-bomb bound
+(checked on the declared size before inflating and on the bytes while inflating): small ones into memory, large ones (past
 `SPILL_BYTES`) once, in bounded chunks, into an anonymous temporary file — created in a private directory and
 unlinked before a byte is written, so it has no name anyone could open and vanishes when the archive is closed or
 the process dies however it dies — then read through a window on that file like a stored member (memory-mapped a
@@ -96,19 +96,38 @@ class Archive:
 
     def read_prefix(self, name: str, count: int) -> bytes:
         """The first `count` bytes of a member (fewer if it is shorter), inflating no more than that."""
+        stream = self.open_stream(name)
         try:
-            with self._zip.open(self._infos[name]) as member:
-                return member.read(count)
+            return stream.read(count)
         except Exception as exc:
             raise CorruptFile(f"cannot read archive member {name!r}: {exc}", self.label) from exc
+        finally:
+            stream.close()
+
+    def open_stream(self, name: str) -> BinaryIO:
+        """A file object on a member that inflates only what is read, front to back (for a header or a scan; a
+        backward seek inflates again from the start): a window on the archive if the member is stored."""
+        info = self._infos[name]
+        if info.compress_type == zipfile.ZIP_STORED:
+            return self.open_member(name)
+        self._bound(info, MAX_MEMBER_BYTES)  # zipfile stops at the declared size, so the stream stays in bounds
+        try:
+            return self._zip.open(info)
+        except Exception as exc:
+            raise CorruptFile(f"cannot read archive member {name!r}: {exc}", self.label) from exc
+
+    def _bound(self, info: zipfile.ZipInfo, limit: int) -> int:
+        """The most a member may inflate to; one declaring more is refused before anything is inflated."""
+        bound = min(limit, max(INFLATE_FLOOR_BYTES, MAX_INFLATE_RATIO * info.compress_size))
+        if info.file_size > bound:
+            raise UnsafeFile(f"archive member {info.filename!r} declares {info.file_size:,} bytes inflated, past its "
+                             f"bound of {bound:,} ({info.compress_size:,} compressed); refusing a zip bomb", self.label)
+        return bound
 
     def _inflate(self, name: str, out: BinaryIO, limit: int, chunk_bytes: int) -> int:
         """Inflate a member into `out` chunk by chunk, refused as soon as it passes its bound; returns its size."""
         info = self._infos[name]
-        bound = min(limit, max(INFLATE_FLOOR_BYTES, MAX_INFLATE_RATIO * info.compress_size))
-        if info.file_size > bound:  # zipfile never inflates past the declared size: refused before inflating
-            raise UnsafeFile(f"archive member {name!r} declares {info.file_size:,} bytes inflated, past its bound "
-                             f"of {bound:,} ({info.compress_size:,} compressed); refusing a zip bomb", self.label)
+        bound = self._bound(info, limit)
         size = 0
         try:
             with self._zip.open(info) as member:
@@ -157,6 +176,7 @@ class Archive:
     def _spill(self, name: str) -> BinaryIO:
         """A member inflated, once, into an anonymous temporary file (see the module docstring)."""
         info = self._infos[name]
+        self._bound(info, MAX_MEMBER_BYTES)  # a bomb is a bomb before it is a shortage of disk space
         try:
             spill = anonymous_temporary_file()
         except OSError as exc:
