@@ -27,7 +27,10 @@ import pytest
 from conftest import FIXTURES, run_cli
 from lstm_inspect import export_arrays, open_model
 
-KERAS1_NAME = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simplernn", "Dense": "dense", "Embedding": "embedding"}
+KERAS1_NAME = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simplernn", "Dense": "dense", "Embedding": "embedding",
+               "BatchNormalization": "batchnormalization"}
+#: Keras 1.2 ``normalization.py``: gamma, beta, running_mean, running_std (which held the running variance)
+KERAS1_BATCHNORM = ("gamma", "beta", "running_mean", "running_std")
 KERAS2_ORDER = {"LSTM": "ifco", "GRU": "zrh"}
 KERAS1_ORDER = {"LSTM": "icfo", "GRU": "zrh"}
 
@@ -45,7 +48,7 @@ def keras1_arrays(layer, fused: bool) -> list[tuple[str, np.ndarray]]:
             cols = slice(g * units, (g + 1) * units)
             out += [(f"W_{gate}", kernel[:, cols]), (f"U_{gate}", recurrent[:, cols]), (f"b_{gate}", bias[cols])]
         return out
-    return list(zip({"Dense": "Wb", "Embedding": "W"}.get(cls, "WUb"), weights))
+    return list(zip({"Dense": "Wb", "Embedding": "W", "BatchNormalization": KERAS1_BATCHNORM}.get(cls, "WUb"), weights))
 
 
 def write_keras1_weights(model, path: Path, tensorflow: bool, fused: bool = False) -> dict[str, str]:
@@ -92,8 +95,10 @@ def keras_gates(layer) -> dict[str, np.ndarray]:
     """Keras's own arrays of a leaf layer cut gate by gate in Keras 2's fused order (not lstm-inspect's split)."""
     cls = type(layer).__name__
     weights = layer.get_weights()
-    if cls not in KERAS2_ORDER:
-        return dict(zip({"Dense": ("kernel", "bias"), "SimpleRNN": ("W", "U", "b")}[cls], weights))
+    if cls == "SimpleRNN":
+        return dict(zip(("W", "U", "b"), weights))
+    if cls not in KERAS2_ORDER:  # under Keras's own names for them (Dense kernel, BatchNormalization moving_mean ...)
+        return {weight.name.rsplit("/", 1)[-1].split(":", 1)[0]: value for weight, value in zip(layer.weights, weights)}
     kernel, recurrent, bias = weights
     units = recurrent.shape[0]
     cuts = {gate: slice(g * units, (g + 1) * units) for g, gate in enumerate(KERAS2_ORDER[cls])}
@@ -109,6 +114,20 @@ def leaves(model):
             yield from ((f"{layer.name}/{leaf.name}", leaf) for leaf in inner)
         elif layer.get_weights():
             yield layer.name, layer
+
+
+def assert_blocks_are_keras_arrays(model, where, ours, keras2=None) -> None:
+    """Every leaf's arrays in `ours` (lstm-inspect's export of the Keras 1 file; `where` maps Keras 2 layer paths to
+    its Keras 1 ones) equal Keras's own arrays cut gate by gate, and `keras2`'s (the Keras 2 file's export) if given."""
+    for keras_path, leaf in leaves(model):
+        prefix = where[keras_path]
+        mine = {k[len(prefix) + 1:]: v for k, v in ours.items() if k.rsplit("/", 1)[0] == prefix}
+        expected = keras_gates(leaf)
+        assert mine.keys() == expected.keys(), (keras_path, sorted(mine))
+        for key, value in expected.items():
+            np.testing.assert_array_equal(mine[key], value, err_msg=f"{keras_path}/{key}")
+            if keras2 is not None:
+                np.testing.assert_array_equal(mine[key], keras2[f"{keras_path}/{key}"], err_msg=f"{keras_path}/{key}")
 
 
 CASES = [  # fixture, the classes lstm-inspect must infer for its top-level layers
@@ -147,26 +166,30 @@ def test_keras1_weights_split_like_keras(tmp_path, tf_keras, source, classes, te
         assert opened.keras_version is None and not opened.has_config and opened.kind == "keras1-weights-h5"
         assert [layer.class_name for layer in opened.root.children] == classes
         assert all(layer.class_name != "Unknown" for layer in opened.layers)
-    ours = export_arrays(path)
-    keras2 = export_arrays(FIXTURES / f"{source}.h5")
-    for keras_path, leaf in leaves(model):
-        prefix = where[keras_path]
-        mine = {k[len(prefix) + 1:]: v for k, v in ours.items() if k.rsplit("/", 1)[0] == prefix}
-        expected = keras_gates(leaf)
-        assert mine.keys() == expected.keys(), (keras_path, sorted(mine))
-        for key, value in expected.items():
-            np.testing.assert_array_equal(mine[key], value, err_msg=f"{keras_path}/{key}")
-            np.testing.assert_array_equal(mine[key], keras2[f"{keras_path}/{key}"], err_msg=f"{keras_path}/{key}")
+    assert_blocks_are_keras_arrays(model, where, export_arrays(path), export_arrays(FIXTURES / f"{source}.h5"))
 
 
 def test_keras1_weights_show_and_export_gates(tmp_path, tf_keras, capsys):
-    """The CLI on a hand-built Keras 1 weights file: gate blocks shown and exported under their gate keys."""
+    """The CLI on a hand-built Keras 1 weights file: gate blocks shown and exported under their gate keys; the kind
+    line names Keras 1 (was "Keras 2 / tf.keras weights only") in the text, --json, snapshot and HTML outputs."""
+    import json
+
     model = tf_keras.models.load_model(FIXTURES / "k2_gru_nora.h5", compile=False)
     path = tmp_path / "gru_keras1_weights.h5"
     write_keras1_weights(model, path, tensorflow=True)
     assert run_cli(["inspect", str(path), "--json"]) == 0
     report = capsys.readouterr().out
     assert '"GRU"' in report and "Unknown" not in report
+    fields = json.loads(report)
+    assert (fields["kind"], fields["kind_description"]) == ("keras1-weights-h5", "Keras 1 weights only (HDF5)")
+    assert run_cli(["inspect", str(path), "--no-stats"]) == 0
+    text = capsys.readouterr().out
+    assert "Keras 1 weights only (HDF5)" in text and "Keras 2" not in text
+    assert run_cli(["snapshot", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "keras1-weights-h5"
+    html = tmp_path / "report.html"
+    assert run_cli(["report", str(path), "-o", str(html)]) == 0
+    assert "Keras 1 weights only (HDF5)" in html.read_text()
     out = tmp_path / "gates.npz"
     assert run_cli(["export", str(path), "-o", str(out)]) == 0
     with np.load(out) as exported:
@@ -175,28 +198,115 @@ def test_keras1_weights_show_and_export_gates(tmp_path, tf_keras, capsys):
         assert not any("gru_1_" in k for k in exported.files)  # no raw Keras 1 names
 
 
-def test_keras1_weights_file_says_keras1_in_every_output(tmp_path, tf_keras, capsys):
-    """The kind line names Keras 1 (was "Keras 2 / tf.keras weights only") in the text, --json, snapshot and HTML
-    report outputs; the same arrays under Keras 2's scoped names, also without a keras_version, stay Keras 2."""
-    import json
+@pytest.mark.parametrize("tensorflow", [False, True], ids=["theano-names", "tensorflow-names"])
+def test_keras1_batchnormalization_arrays_take_keras2_names(tmp_path, tf_keras, tensorflow):
+    """Keras 1 BatchNormalization arrays (``batchnormalization_1_gamma``, ``_beta``, ``_running_mean``,
+    ``_running_std``) are named gamma, beta, moving_mean, moving_variance: where tf-keras's own Keras 1 converter
+    puts them (the model, all weights zeroed, loads the hand-built file and gives the original output)."""
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((6, 4)), layers.BatchNormalization(),
+                                 layers.LSTM(5, return_sequences=True), layers.BatchNormalization(axis=1),
+                                 layers.Flatten(), layers.Dense(3)])
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in model.get_weights()])  # variances > 0
+    x = rng.standard_normal((3, 6, 4)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    path = tmp_path / "keras1_batchnorm.h5"
+    where = write_keras1_weights(model, path, tensorflow)
+    for weight in model.weights:
+        weight.assign(np.zeros(weight.shape, weight.dtype.as_numpy_dtype))
+    model.load_weights(str(path))
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-6, atol=1e-6)
 
-    model = tf_keras.models.load_model(FIXTURES / "k2_classic.h5", compile=False)
-    path = tmp_path / "keras1_weights.h5"
-    write_keras1_weights(model, path, tensorflow=False)
-    assert run_cli(["inspect", str(path), "--no-stats"]) == 0
-    text = capsys.readouterr().out
-    assert "Keras 1 weights only (HDF5)" in text and "Keras 2" not in text
-    assert run_cli(["inspect", str(path), "--no-stats", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert (report["kind"], report["kind_description"]) == ("keras1-weights-h5", "Keras 1 weights only (HDF5)")
-    assert run_cli(["snapshot", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["kind"] == "keras1-weights-h5"
-    html = tmp_path / "report.html"
-    assert run_cli(["report", str(path), "-o", str(html)]) == 0
-    assert "Keras 1 weights only (HDF5)" in html.read_text()
+    with open_model(path) as opened:
+        assert opened.kind == "keras1-weights-h5"
+        assert [layer.class_name for layer in opened.root.children if layer.weights] == [
+            "BatchNormalization", "LSTM", "BatchNormalization", "Dense"]
+    ours = export_arrays(path)
+    assert_blocks_are_keras_arrays(model, where, ours)
+    assert {"batchnormalization_1/moving_variance", "batchnormalization_2/gamma"} <= ours.keys()
 
-    keras2 = tmp_path / "keras2_no_version.h5"
-    weights_only_copy(FIXTURES / "k2_classic.h5", keras2)  # lstm/lstm_cell/kernel:0 ...: scoped, so Keras 2
+    # with a config (Keras 1 names in a full model) the arrays go to the config's layers under the same names, and
+    # the model runs forward to Keras's output
+    from lstm_inspect import forward
+
+    source, full = tmp_path / "keras2.h5", tmp_path / "keras1_model.h5"
+    model.save(source)
+    write_keras1_model(model, source, full)
+    with open_model(full) as opened:
+        assert opened.kind == "keras1-h5" and not opened.warnings
+        ours_norms = [layer for layer in opened.layers if layer.class_name == "BatchNormalization"]
+        keras_norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+        assert [[t.name for t in layer.weights] for layer in ours_norms] == [list(keras_gates(layer))
+                                                                             for layer in keras_norms]
+    np.testing.assert_allclose(forward(full, x)["__output__"], want, rtol=1e-5, atol=1e-5)
+
+
+def write_keras1_group(path: Path, group: str, arrays: list[tuple[str, np.ndarray]], tensorflow: bool) -> None:
+    """HAND-BUILT: a Keras 1 weights file of one layer group (no keras_version), arrays named ``<group>_<short>``."""
+    suffix = ":0" if tensorflow else ""
+    with h5py.File(path, "w") as f:
+        h5 = f.create_group(group)
+        for short, value in arrays:
+            h5.create_dataset(f"{group}_{short}{suffix}", data=value)
+        h5.attrs["weight_names"] = np.array([f"{group}_{short}{suffix}".encode() for short, _ in arrays])
+        f.attrs["layer_names"] = np.array([group.encode()])
+
+
+CONV_CASES = [("Conv1D", "tf"), ("Conv1D", "th"), ("Conv2D", "tf"), ("Conv2D", "th")]
+
+
+@pytest.mark.parametrize("cls,order", CONV_CASES, ids=[f"hand-built:keras1:{c}-{o}" for c, o in CONV_CASES])
+def test_keras1_convolution_arrays_take_keras2_names_and_layout(tmp_path, tf_keras, cls, order):
+    """Keras 1 ``convolution1d_1_W`` / ``_b`` become ``kernel`` / ``bias`` with the kernel in Keras 2's layout: what
+    tf-keras's own Keras 1 converter loads into the Keras 2 layer. Convolution1D's (k, 1, in, f), or Keras 1.0's
+    (f, in, k, 1) ("th"); Convolution2D's (rows, cols, in, f) under dim_ordering 'tf', (f, in, rows, cols) under
+    'th' (loaded by tf-keras into a channels_first Conv2D)."""
+    layers = tf_keras.layers
+    if cls == "Conv1D":
+        model = tf_keras.Sequential([tf_keras.Input((9, 3)), layers.Conv1D(4, 3)])
+    else:
+        first = order == "th"
+        model = tf_keras.Sequential([tf_keras.Input((3, 7, 6)), layers.Conv2D(
+            4, (2, 3), data_format="channels_first" if first else "channels_last")])
+    rng = np.random.default_rng(11)
+    kernel, bias = (rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights())
+    stored = kernel[:, None] if cls == "Conv1D" else kernel  # Keras 1 ran Convolution1D as a one-column conv 2-D
+    if order == "th":
+        stored = np.transpose(stored, (3, 2, 0, 1))
+    group = f"convolution{cls[4]}d_1"
+    path = tmp_path / "keras1_conv.h5"
+    write_keras1_group(path, group, [("W", stored), ("b", bias)], tensorflow=order == "tf")
+    model.load_weights(str(path))  # tf-keras's Keras 1 converter
+    np.testing.assert_array_equal(model.get_weights()[0], kernel)
+    np.testing.assert_array_equal(model.get_weights()[1], bias)
+
+    with open_model(path) as opened:
+        assert opened.kind == "keras1-weights-h5"
+        assert [(layer.class_name, [t.name for t in layer.weights]) for layer in opened.layers] == [
+            (cls, ["kernel", "bias"])]
+        theano = [w for w in opened.warnings if "Theano" in w]
+        assert len(theano) == (order == "th")  # written with Theano's names (no ":0") here
+    assert run_cli(["check", str(path)]) == 0  # the Theano note is no config mismatch
+    ours = export_arrays(path)
+    np.testing.assert_array_equal(ours[f"{group}/kernel"], kernel)
+    np.testing.assert_array_equal(ours[f"{group}/bias"], bias)
+
+
+@pytest.mark.parametrize("group,shape", [("convolution2d_1", (4, 3, 2, 4)), ("conv_a", (2, 3, 3, 4))],
+                         ids=["layout-open", "not-keras1-name"])
+def test_keras1_convolution_left_raw_when_unsure(tmp_path, group, shape):
+    """f filters at both ends of W (dim ordering open), or a name Keras 1 did not give a convolution (a (k, 1, in, f)
+    kernel could be a Convolution1D's or a one-column Convolution2D's): stored names kept."""
+    path = tmp_path / "conv.h5"
+    write_keras1_group(path, group, [("W", np.ones(shape, np.float32)), ("b", np.ones(4, np.float32))], False)
+    with open_model(path) as opened:
+        assert [t.name for t in opened.layers[0].weights] == [f"{group}_W", f"{group}_b"]
+
+
+def test_keras2_names_without_version_stay_keras2(tmp_path):
+    """Only Keras 1's unscoped names make a file without a keras_version Keras 1: Keras 2's scoped ones do not."""
+    keras2 = weights_only_copy(FIXTURES / "k2_classic.h5", tmp_path / "keras2_no_version.h5")  # lstm/lstm_cell/...
     with open_model(keras2) as opened:
         assert opened.keras_version is None and opened.kind == "keras2-weights-h5"
 

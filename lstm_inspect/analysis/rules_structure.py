@@ -14,7 +14,8 @@ def rule_config_mismatch(view: ModelView, o: CheckOptions) -> Iterable[Finding]:
         for warning in split.warnings:
             yield finding(o, "config-mismatch", split.layer, None, warning.split(": ", 1)[-1])
     for warning in view.model.warnings:
-        if warning.startswith(("weights-only file", "training state listed apart", "dequantized")) \
+        if warning.startswith(("weights-only file", "training state listed apart", "dequantized",
+                               "saved by Keras 1 under Theano")) \
                 or "a recurrent layer lowered to Loop" in warning:
             continue  # a note about the file kind or how it was written, not a disagreement
         yield finding(o, "config-mismatch", "", None, warning)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from .. import schema
 from ..model import Layer, Tensor
 
@@ -125,13 +127,18 @@ def _projections(name: str, owners: dict[tuple[str, ...], list[Tensor]]) -> Laye
 #: Keras 1 named every array ``<layer>_<W|U|b>`` (``dense_1_W``, ``simplernn_1_U``; ``:0`` under TensorFlow) and
 #: stored an LSTM's / GRU's gates apart, ``<layer>_W_i``: LSTM gates i, c, f, o, GRU z, r, h (reset_after=False).
 #: With ``consume_less='gpu'`` its LSTM / GRU were fused as ``<layer>_W``, ``_U``, ``_b`` in Keras 2's gate order.
-KERAS1_SHORT = re.compile(r"[WUb](_[icfozrh])?")
+KERAS1_SHORT = re.compile(r"[WUb](_[icfozrh])?|gamma|beta|running_mean|running_std")
 KERAS1_GATES = {"LSTM": "icfo", "GRU": "zrh"}
 _RECURRENT_ROLES = {"W": "kernel", "U": "recurrent_kernel", "b": "bias"}
+#: Keras 1's BatchNormalization stored ``<layer>_gamma``, ``_beta``, ``_running_mean``, ``_running_std`` in this
+#: order; ``running_std`` held the running variance (Keras 1.2 ``normalization.py`` passes it to
+#: ``K.batch_normalization`` as the variance) and tf-keras's Keras 1 converter loads it into ``moving_variance``.
+_BATCHNORM_ROLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_std": "moving_variance"}
 #: The Keras 2 role of each ungated Keras 1 array, for the classes whose Keras 1 arrays are known (a Keras 1 conv
-#: kernel may be in Theano's ordering, so it is not given a Keras 2 role).
+#: kernel may be in Theano's ordering: only `keras1_conv` names one, where the shapes settle its layout).
 KERAS1_ROLES = {"Dense": {"W": "kernel", "b": "bias"}, "Embedding": {"W": "embeddings"},
-                "SimpleRNN": _RECURRENT_ROLES, "LSTM": _RECURRENT_ROLES, "GRU": _RECURRENT_ROLES}
+                "SimpleRNN": _RECURRENT_ROLES, "LSTM": _RECURRENT_ROLES, "GRU": _RECURRENT_ROLES,
+                "BatchNormalization": _BATCHNORM_ROLES}
 
 
 def keras1_parts(stored_names: list[str], owners: list[str] | None = None) -> list[tuple[str, str]] | None:
@@ -161,6 +168,8 @@ def keras1_roles(class_name: str, shorts: list[str]) -> list[str] | None:
     complete layer of that class (every gate's W, U and b; no array twice)."""
     if len(set(shorts)) != len(shorts) or not shorts:
         return None
+    if class_name == "BatchNormalization":
+        return [_BATCHNORM_ROLES[short] for short in shorts] if shorts == list(_BATCHNORM_ROLES) else None
     if any("_" in short for short in shorts):
         gates = KERAS1_GATES.get(class_name, "")
         return shorts if set(shorts) == {f"{kind}_{gate}" for kind in "WUb" for gate in gates} else None
@@ -173,6 +182,8 @@ def keras1_roles(class_name: str, shorts: list[str]) -> list[str] | None:
 def keras1_class(owner: str, named: list[tuple[str, Tensor]]) -> str | None:
     """The class of one weights-only Keras 1 layer from its short array names and shapes, None when unclear."""
     shorts = {short: tensor for short, tensor in named}
+    if set(shorts) == set(_BATCHNORM_ROLES):
+        return "BatchNormalization"
     gated = {short[2:] for short in shorts if "_" in short}
     if gated:
         return next((cls for cls, gates in KERAS1_GATES.items() if gated == set(gates)), None)
@@ -184,6 +195,41 @@ def keras1_class(owner: str, named: list[tuple[str, Tensor]]) -> str | None:
         multiple = recurrent.shape[1] // units if units and recurrent.shape[1] % units == 0 else 0
         return {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}.get(multiple)
     return "Embedding" if "b" not in shorts and "embed" in owner.lower() else "Dense"
+
+
+#: Keras 1's own names for its convolution layers: only they tell a Convolution1D's (k, 1, in, f) kernel from a
+#: one-column Convolution2D's.
+_KERAS1_CONV = re.compile(r"convolution([12])d_\d+")
+
+
+def keras1_conv(owner: str, owned: list[tuple[str, Tensor]]) -> tuple[str, list[str], list[Tensor]] | None:
+    """A Keras 1 ``convolution1d_<n>`` / ``convolution2d_<n>`` holding ``W`` and ``b``: (Conv1D / Conv2D, [kernel,
+    bias], the arrays) with the kernel in Keras 2's layout, as tf-keras's Keras 1 converter lays it out:
+    Convolution1D (k, 1, in, f) -> ``W[:, 0]``, Keras 1.0's (f, in, k, 1) transposed (2, 3, 1, 0) first;
+    Convolution2D ``dim_ordering='th'`` (f, in, rows, cols) transposed (2, 3, 1, 0), ``'tf'`` (rows, cols, in, f) as
+    stored. None when the shapes leave the layout open (the filter count f, from ``b``, at both ends of ``W``)."""
+    match = _KERAS1_CONV.fullmatch(owner)
+    if match is None or [short for short, _ in owned] != ["W", "b"]:
+        return None
+    (_, kernel), (_, bias) = owned
+    shape, one_d = kernel.shape, match.group(1) == "1"
+    if len(shape) != 4 or len(bias.shape) != 1:
+        return None
+    filters = bias.shape[0]
+    th_order = shape[0] == filters and (not one_d or shape[3] == 1)
+    tf_order = shape[3] == filters and (not one_d or shape[1] == 1)
+    if th_order == tf_order:
+        return None
+    axes = (2, 3, 1, 0) if th_order else (0, 1, 2, 3)
+    laid_out = tuple(shape[axis] for axis in axes)
+
+    def load() -> np.ndarray:
+        value = np.transpose(kernel.read(), axes)
+        return np.ascontiguousarray(value[:, 0] if one_d else value)
+
+    arranged = Tensor(name="kernel", shape=laid_out[:1] + laid_out[2:] if one_d else laid_out, dtype=kernel.dtype,
+                      source=kernel.source, _load=load)
+    return f"Conv{match.group(1)}D", ["kernel", "bias"], [arranged, bias]
 
 
 def keras1_layer(name: str, named: list[tuple[str, Tensor]]) -> Layer | None:
@@ -198,18 +244,20 @@ def keras1_layer(name: str, named: list[tuple[str, Tensor]]) -> Layer | None:
         owners.setdefault(owner, []).append((short, tensor))
     found = {}
     for owner, owned in owners.items():
+        conv = keras1_conv(owner, owned)
+        if conv is not None:
+            found[owner] = conv
+            continue
         cls = keras1_class(owner, owned)
         roles = keras1_roles(cls, [short for short, _ in owned]) if cls else None
         if roles is None:
             return None
-        found[owner] = (cls, roles)
+        found[owner] = (cls, roles, [tensor for _, tensor in owned])
     leaves = []
-    for owner, owned in owners.items():  # every layer is clear: only now rename the arrays
-        cls, roles = found[owner]
-        for role, (_, tensor) in zip(roles, owned):
+    for owner, (cls, roles, tensors) in found.items():  # every layer is clear: only now rename the arrays
+        for role, tensor in zip(roles, tensors):
             tensor.name = role
-        leaves.append(Layer(name=owner, class_name=cls, path=(name, owner), weights=[t for _, t in owned],
-                            inferred=True))
+        leaves.append(Layer(name=owner, class_name=cls, path=(name, owner), weights=tensors, inferred=True))
     if len(leaves) == 1:
         leaf = leaves[0]
         leaf.name, leaf.path = name, (name,)

@@ -48,7 +48,22 @@ def read(f: h5py.File, label: str) -> ModelFile:
         model.root.children = [keras1_layer(name, named) or layers_from_weights(name, named)
                                for name, named in groups.items()]
         model.warnings.append("weights-only file: no model config, so layer classes are inferred from weight names and shapes")
+        if kind == "keras1-weights-h5":
+            model.warnings.extend(_theano_kernels(model))
     return model
+
+
+#: How the note on a Theano-saved Keras 1 kernel starts (`check`'s config-mismatch rule passes over it).
+THEANO_NOTE = "saved by Keras 1 under Theano"
+
+
+def _theano_kernels(model: ModelFile) -> list[str]:
+    """Keras 1's Theano backend convolved (flipping the kernel, where TensorFlow correlates) and named its arrays
+    without ``:0``. Their kernels are kept as stored, as tf-keras's Keras 1 converter loads them."""
+    return [f"{THEANO_NOTE}: {layer.key}: Theano flipped the kernel as it convolved, so Keras 2 computes the same "
+            "only with the kernel flipped along its spatial axes (Keras's convert_kernel); shown as stored"
+            for layer in model.layers if layer.class_name in ("Conv1D", "Conv2D") and layer.inferred
+            and layer.weights and not layer.weights[0].source.endswith(":0")]
 
 
 def _kind(version: str | None, full: bool, groups: dict[str, list[tuple[str, Tensor]]]) -> str:
