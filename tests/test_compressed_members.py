@@ -11,9 +11,11 @@ machine, too slow for a test; bench/bench_compressed.py measures dense ones).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -301,3 +303,26 @@ def test_an_object_array_in_a_deflated_npz_is_still_found_by_the_code_scan(tmp_p
     found = code_scan.scan_file(str(path))
     assert [f.what.split(" ")[0] for f in found] == ["builtins.exec"]
     assert found[0].where.startswith("weights.npy (object array pickle at byte 128) @ byte ")
+
+
+def test_a_deflated_member_shorter_than_it_declares_is_a_corrupt_file(tmp_path):
+    """Hand-built (labelled): an .npy member whose header and central-directory size claim one more row than its
+    deflate stream holds (CRC right for what is there): inflating stops short of the declared size."""
+    from lstm_inspect.errors import CorruptFile
+    from lstm_inspect.readers import open_model
+
+    values = np.random.default_rng(6).standard_normal((600, 1000)).astype(np.float32)
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "<f4", "fortran_order": False, "shape": (601, 1000)})
+    npy.write(values.tobytes())
+    path = tmp_path / "short.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("w.npy", npy.getvalue())
+    data = bytearray(path.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    declared = struct.unpack_from("<I", data, central + 24)[0]
+    struct.pack_into("<I", data, central + 24, declared + 4000)
+    path.write_bytes(bytes(data))
+    with open_model(path) as model:
+        with pytest.raises(CorruptFile, match="not the .* its header declares"):
+            model.layers[0].weights[0].read()
