@@ -5,6 +5,7 @@ The bottom layer: imports nothing from lstm_inspect.
 What the answer means is the caller's business; here only bytes, an exit status and the bounds."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import os
@@ -23,8 +24,11 @@ FAILED = 70
 #: The answer's length, sent before it: the parent then knows a whole answer from one cut short by a crash.
 _HEADER = struct.Struct("<Q")
 #: Children that sent their whole answer and were still tearing down their address space when it arrived (a few
-#: milliseconds for a process this size): reaped later, without waiting (`_reap_finished`).
-_UNREAPED: set[int] = set()
+#: milliseconds for a process this size), with the time by which they must have ended: reaped later, without
+#: waiting (`_reap_finished`). One still running past it, or when this process exits, is killed: a child that
+#: read a hostile file is not trusted to end just because it answered.
+_UNREAPED: dict[int, float] = {}
+_ENDING_SECONDS = 5.0
 
 
 def fork(answer: Callable[[], bytes], *, lock: Any = None, close_other_fds: bool = True) -> tuple[int, int]:
@@ -35,13 +39,13 @@ def fork(answer: Callable[[], bytes], *, lock: Any = None, close_other_fds: bool
     `lock`, when given, is held across the fork so that the child does not inherit it held by another thread
     (h5py's global lock). With `close_other_fds`, the child keeps only stdio and its pipe end: the pipe ends of
     siblings forked by other threads would otherwise stay open in it and delay their end of file."""
-    _reap_finished()
     read_end, write_end = os.pipe()
     # The garbage collector must not run, in the child, the finalizers of objects the parent let go of: a native
     # runtime's object (an onnxruntime session, a TensorFlow graph) waits in its destructor on threads that do not
     # exist after fork, and the child hangs. Frozen, the parent's objects are out of the child's collections; the
     # child then never collects (it is short-lived, and bounded in memory by its caller).
     with lock if lock is not None else contextlib.nullcontext(), _FORK_LOCK:
+        _reap_finished()
         gc.freeze()
         try:
             pid = os.fork()
@@ -99,7 +103,7 @@ def collect(read_end: int, pid: int, timeout: float | None, max_bytes: int | Non
                 if answer is not None:
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if not done:
-                        _UNREAPED.add(pid)
+                        _UNREAPED[pid] = time.monotonic() + _ENDING_SECONDS
                     return "done", answer, status if done else 0
                 _, status = os.waitpid(pid, 0)
                 return "done", b"", status
@@ -126,15 +130,23 @@ def _whole(data: bytes) -> bytes | None:
     return data[_HEADER.size:]
 
 
-def _reap_finished() -> None:
-    """Reap the children that answered and have ended since (`_UNREAPED`); never waits."""
-    for pid in list(_UNREAPED):
+def _reap_finished(at_exit: bool = False) -> None:
+    """Reap the children that answered and have ended since (`_UNREAPED`), without waiting; kill the ones still
+    running past their time (or all of them `at_exit`)."""
+    now = time.monotonic()
+    for pid, deadline in list(_UNREAPED.items()):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # reaped by another thread, or not ours (this is a child of the process)
+            if not done and (at_exit or now > deadline):
+                _kill(pid)
+                done = pid
+        except (ChildProcessError, ProcessLookupError):  # reaped already, or inherited by a child: not its own
             done = pid
         if done:
-            _UNREAPED.discard(pid)
+            _UNREAPED.pop(pid, None)
+
+
+atexit.register(_reap_finished, at_exit=True)
 
 
 def _drain(fd: int, chunks: list[bytes], size: list[int], max_bytes: int | None) -> bool:

@@ -81,6 +81,26 @@ def test_a_whole_answer_does_not_wait_for_the_child_to_end_and_the_child_is_reap
         os.waitpid(pid, os.WNOHANG)
 
 
+def test_a_child_still_running_after_its_answer_is_killed_at_its_time():
+    """A child that read a hostile file is not trusted to end because it answered: past its time (or when this
+    process exits) it is killed and reaped."""
+    from lstm_inspect import forking
+
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    forking._UNREAPED[pid] = time.monotonic() + 60
+    forking._reap_finished()
+    assert pid in forking._UNREAPED  # still within its time
+    forking._UNREAPED[pid] = time.monotonic() - 1
+    start = time.monotonic()
+    forking._reap_finished()
+    assert pid not in forking._UNREAPED and time.monotonic() - start < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_an_answer_cut_short_by_a_crash_is_no_answer():
     """A child that dies in the middle of its answer: what arrived is not taken for a whole answer (its length
     comes first), and the status tells the crash."""
