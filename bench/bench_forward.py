@@ -42,6 +42,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 import lstm_inspect  # noqa: E402
+from lstm_inspect.cpus import usable_cpus  # noqa: E402
 from lstm_inspect.run import row_split  # noqa: E402
 from lstm_inspect.run.forward import OUTPUT_KEY, run  # noqa: E402
 
@@ -178,7 +179,7 @@ def main() -> int:
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}); {os.cpu_count()} CPUs; "
           f"load average at start {os.getloadavg()[0]:.1f}; median of {args.repeat} interleaved rounds\n", flush=True)
     cli = threadpoolctl is not None
-    cpus = row_split.usable_cpus()
+    cpus = usable_cpus()
     cols = [f"ours f32 ({s} thr)" for s in settings] + ([f"ours, CLI default (rows on {cpus} CPUs)"] if cli else [])
     cols += [f"floor ({s} thr)" for s in settings]
     cols += ["ours f64"] if args.float64 else []

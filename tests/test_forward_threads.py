@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+from lstm_inspect import cpus
 from conftest import run_cli
 from lstm_inspect.errors import InspectError
 from lstm_inspect.run import recurrent_fast, row_split
@@ -59,8 +60,8 @@ def saved(request, tmp_path_factory):
 
 @pytest.mark.parametrize("threads", [2, 3, None])
 def test_split_is_bit_identical_and_matches_keras(saved, threads, monkeypatch):
-    monkeypatch.setattr(row_split, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(row_split, "machine_busy", lambda: False)
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(cpus, "machine_busy", lambda: False)
     monkeypatch.setattr(row_split, "MIN_WORK", 1)  # let the automatic choice split these small layers too
     calls = []
     real = recurrent_fast.run_loop
@@ -95,9 +96,9 @@ def test_parts_are_aligned_and_cover_the_batch():
 def test_automatic_choice(monkeypatch):
     for variable in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(row_split, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(row_split.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(cpus.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpus.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert len(row_split.parts(512, 256, None)) == 1  # BLAS left multi-threaded: its threads use the CPUs
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
@@ -114,11 +115,11 @@ def test_automatic_choice(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     monkeypatch.delenv("MKL_NUM_THREADS")
     assert len(row_split.parts(512, 256, None)) == 2
-    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (3.0, 1.0, 1.0))  # 1.5 per CPU: busy
+    monkeypatch.setattr(cpus.os, "getloadavg", lambda: (3.0, 1.0, 1.0))  # 1.5 per CPU: busy
     assert len(row_split.parts(512, 256, None)) == 1
-    monkeypatch.setattr(row_split.os, "getloadavg", lambda: (2.9, 1.0, 1.0))
+    monkeypatch.setattr(cpus.os, "getloadavg", lambda: (2.9, 1.0, 1.0))
     assert len(row_split.parts(512, 256, None)) == 2
-    monkeypatch.setattr(row_split, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1)
     assert len(row_split.parts(512, 256, None)) == 1
     assert len(row_split.parts(512, 256, 2)) == 2  # asked for: split even so
 

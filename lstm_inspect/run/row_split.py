@@ -6,7 +6,7 @@ threads' matmuls and elementwise steps run at once; the Python between them is s
 When it pays (`parts`): the batch is large enough (each part at least `MIN_ROWS` rows and `MIN_WORK` values per
 step), this process may use more than one CPU, numpy's BLAS runs one thread — the CLI sets that before numpy
 loads; left multi-threaded, BLAS's own threads already use the CPUs and a split only competes with them — and the
-machine is not busy (`machine_busy`): with other processes on every CPU the threads wait for each other (a thread
+machine is not busy (`cpus.machine_busy`): with other processes on every CPU the threads wait for each other (a thread
 descheduled while it holds the GIL stops the others at their next numpy call) and the split lost ~10%.
 
 Each row is computed by the same operations whether or not the batch is split, so the results are bit-identical
@@ -15,13 +15,9 @@ wheels) does; the parts are whole multiples of `ALIGN` rows so SIMD and kernel t
 """
 from __future__ import annotations
 
-import contextvars
-import os
-import threading
-from typing import Any, Callable
-
 import numpy as np
 
+from .. import cpus
 from . import recurrent_fast
 
 #: Below these a part's steps are too short for two threads to beat the Python that drives them (each step's ~15
@@ -32,61 +28,14 @@ MIN_ROWS = 16
 MIN_WORK = 16 * 256
 """rows × units of a part, a step's work (an LSTM(256) at 16 rows, an LSTM(64) at 64, an LSTM(16) at 256)."""
 ALIGN = 16
-#: The 1-minute load average per CPU from which the machine counts as busy: above what this process's own threads
-#: add (at most one per CPU), so a long run does not switch itself off. Measured on 2 CPUs (docs/benchmarks.md):
-#: split / unsplit 2.0x idle, 0.8-1.2x at load 5-7.
-BUSY_LOAD_PER_CPU = 1.5
-
-#: The variables each BLAS reads its thread count from, first match wins (OpenBLAS, then MKL's).
-_BLAS_THREAD_VARIABLES = {
-    "openblas": ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
-    "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
-}
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the system tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def blas_single_threaded() -> bool:
-    """Whether the environment holds numpy's BLAS to one thread (read when numpy loaded it: the CLI sets these
-    variables before). Unknown BLAS: only when every variable that any of them reads says 1."""
-    name = _blas_name()
-    lists = [v for key, v in _BLAS_THREAD_VARIABLES.items() if key in name] or list(_BLAS_THREAD_VARIABLES.values())
-    for variables in lists:
-        first = next((os.environ[v].strip() for v in variables if os.environ.get(v, "").strip()), None)
-        if first != "1":
-            return False
-    return True
-
-
-def machine_busy() -> bool:
-    """Whether the system's 1-minute load average is at least `BUSY_LOAD_PER_CPU` per CPU of the system (the load
-    average counts every CPU's runnable tasks, so it is compared with all of them, not this process's share)."""
-    try:
-        return os.getloadavg()[0] >= BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
-    except (AttributeError, OSError):
-        return False
-
-
-def _blas_name() -> str:
-    try:
-        return str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]).lower()
-    except (AttributeError, KeyError, TypeError):
-        return ""
 
 
 def parts(batch: int, units: int, threads: int | None) -> list[slice]:
-    """The row ranges to run apart: one (the whole batch) unless splitting pays. `threads`: None decides (the
-    usable CPUs when BLAS runs one thread and the machine is not busy, else 1); a number asks for at most that many
-    parts (1: never split)."""
+    """The row ranges to run apart: one (the whole batch) unless splitting pays. `threads`: None decides
+    (`cpus.auto_threads`: the usable CPUs when BLAS runs one thread and the machine is not busy, else 1); a number
+    asks for at most that many parts (1: never split)."""
     if threads is None:
-        threads = usable_cpus() if blas_single_threaded() and not machine_busy() else 1
-        threads = min(threads, batch // MIN_ROWS, batch * units // MIN_WORK)
+        threads = min(cpus.auto_threads(), batch // MIN_ROWS, batch * units // MIN_WORK)
     threads = max(1, min(int(threads), -(-batch // ALIGN)))
     if threads == 1:
         return [slice(0, batch)]
@@ -118,41 +67,7 @@ def run_loop(rows: list[slice], weights: recurrent_fast.LoopWeights, act: recurr
             zero_out, keep_sequence, trace, None if sequence is None else sequence[:, r],
             {name: array[:, r] for name, array in traces.items()}, recurrent_fast.INPUT_BLOCK_BYTES // len(rows))
 
-    results = _in_threads(part, rows)
+    results = cpus.in_threads(part, rows)
     output = np.swapaxes(sequence, 0, 1) if keep_sequence else np.concatenate([r[0] for r in results])
     final = [np.concatenate([r[1][i] for r in results]) for i in range(len(results[0][1]))]
     return output, final, {name: np.swapaxes(array, 0, 1) for name, array in traces.items()}
-
-
-def _in_threads(func: Callable[[slice], Any], rows: list[slice]) -> list[Any]:
-    """[func(r) for r in rows], the first in this thread and each other in a thread of its own, in a copy of this
-    thread's context (numpy's error state, np.errstate, is a context variable). A thread the system refuses (a
-    bounded address space) runs its rows here after the first; the first exception is raised once all are done."""
-    results: list[Any] = [None] * len(rows)
-    errors: list[BaseException] = []
-
-    def work(index: int, context: contextvars.Context) -> None:
-        try:
-            results[index] = context.run(func, rows[index])
-        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
-            errors.append(exc)
-
-    started, refused = [], []
-    try:
-        for index in range(1, len(rows)):
-            thread = threading.Thread(target=work, args=(index, contextvars.copy_context()), daemon=True,
-                                      name=f"lstm-inspect-rows-{index}")
-            try:
-                thread.start()
-                started.append(thread)
-            except RuntimeError:  # "can't start new thread"
-                refused.append(index)
-        work(0, contextvars.copy_context())
-        for index in refused:
-            work(index, contextvars.copy_context())
-    finally:
-        for thread in started:
-            thread.join()
-    if errors:
-        raise errors[0]
-    return results
