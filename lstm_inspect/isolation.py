@@ -161,6 +161,16 @@ def _warm_up() -> None:
         pass
 
 
+def _preload_onnx(args: tuple[Any, ...]) -> None:
+    """onnx (and the protobuf library it parses with), when a file to read is an .onnx: like numpy's and h5py's,
+    its libraries (28 MB of address space) are not what --max-memory bounds; the file's reading is."""
+    if any(isinstance(a, (str, os.PathLike)) and os.fspath(a).lower().endswith(".onnx") for a in args):
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            pass  # the reader says onnx is needed
+
+
 def _child(func: Callable[..., Any], args: tuple[Any, ...], max_memory: int | None) -> bytes:
     """In the forked child: read under the memory limit; the answer as JSON bytes (`forking` sends it)."""
     import faulthandler
@@ -169,6 +179,7 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], max_memory: int | No
     limits.mark_child()
     if not _PRELOADED[0]:
         _preload()  # before the memory limit, which bounds the reading, not numpy's and h5py's libraries
+    _preload_onnx(args)
     if max_memory:
         limits.limit_memory(max_memory)
     try:

@@ -5,16 +5,24 @@ Each recurrent node becomes a container layer named by the node (class ``onnx.LS
 (``forward``, ``reverse``) holding that direction's slice of W [D, gates·H, in], R [D, gates·H, H], B [D, 2·gates·H]
 and P [D, 3H]. Other nodes that consume initializers are listed with their raw arrays. Tensors stored outside the
 file (external data) are never followed: every tensor the reader looks at — weights, initial states, Reshape
-shapes, ConstantOfShape fills — goes through `_array`, which refuses external data and checks the declared shape
-against the bytes stored (exact integers) before onnx's numpy_helper sees it.
+shapes, ConstantOfShape fills — goes through `_Store.check`, which refuses external data and checks the declared
+shape against the bytes stored (exact integers) before numpy or onnx's numpy_helper sees it.
+
+The file is not held in memory: onnx parses a skeleton of it (`onnx_wire`: every field but the large tensor
+payloads), and each large tensor is read from the file when asked for — a direction's rows alone, or a row chunk
+at a time through a memory map (`model.Tensor._mapped`) when its values are plain little-endian numbers.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 from typing import Any
 
-from ..errors import CorruptFile, UnsafeFile, UnsupportedFile
+import numpy as np
+
+from ..errors import CorruptFile, InspectError, UnsafeFile, UnsupportedFile
 from ..model import MAX_DIMENSION, Layer, ModelFile, Tensor, element_count
 
 RECURRENT_OPS = {"LSTM": ("OnnxLSTM", 3), "GRU": ("OnnxGRU", 2), "RNN": ("OnnxRNN", 1)}
@@ -34,17 +42,44 @@ DEFAULTS = {"direction": "forward", "linear_before_reset": 0, "input_forget": 0,
 
 
 def read(path: str, label: str) -> ModelFile:
+    """The model in the ONNX file `path`: its skeleton parsed by onnx (`onnx_wire`), its large tensors left in the
+    file and read from it on demand (the file stays open while the model is)."""
     try:
-        import onnx
-        from . import onnx_fold
+        import onnx  # noqa: F401
     except ImportError:
         raise UnsupportedFile("an .onnx file: reading it needs the onnx package (pip install 'lstm-inspect[onnx]')",
                               label) from None
+    fd = os.open(path, os.O_RDONLY)
     try:
-        proto = onnx.load(path, load_external_data=False)
+        model = _read(fd, label)
+    except BaseException:
+        os.close(fd)
+        raise
+    model._closers.append(lambda: os.close(fd))
+    return model
+
+
+def load_skeleton(fd: int, label: str) -> tuple[Any, Any]:
+    """(the ModelProto of the file's skeleton, the `onnx_wire.Skeleton`): everything but the large tensor payloads,
+    parsed by onnx; a one-line `CorruptFile` when either the walk or onnx's parse fails."""
+    import onnx
+    from . import onnx_fold, onnx_wire
+
+    walked = onnx_wire.skeleton(fd, label, onnx_fold.MAX_SUBGRAPH_DEPTH)
+    try:
+        proto = onnx.ModelProto.FromString(walked.data)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise CorruptFile(f"not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           label) from exc
+    return proto, walked
+
+
+def _read(fd: int, label: str) -> ModelFile:
+    import onnx
+    from . import onnx_fold
+
+    proto, walked = load_skeleton(fd, label)
+    store = _Store(fd, walked, label)
     graph = proto.graph
     if not graph.node:
         raise UnsupportedFile("ONNX file holds no graph nodes (not an ONNX model?)", label)
@@ -64,14 +99,14 @@ def read(path: str, label: str) -> ModelFile:
 
     def loader(name: str):
         proto_tensor = sources[name]
-        return lambda: _array(proto_tensor, name, label)
+        return lambda: store.array(proto_tensor, name)
 
     root = Layer(name="model", class_name="Model", path=())
     model = ModelFile(path=label, kind="onnx", root=root, has_config=False, backend="onnx")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     used: set[str] = set()
     producers = {output: node for node in nodes for output in node.output if output}
-    constants = _Constants(sources, producers, label)
+    constants = _Constants(sources, producers, store)
     recurrent: list[tuple[Any, Layer]] = []
     layers: dict[int, Layer] = {}
     shared: dict[tuple[Any, ...], Layer] = {}
@@ -107,13 +142,13 @@ def read(path: str, label: str) -> ModelFile:
         # the doubles older exports cast to int64 for a shape
         if node.op_type == "Cast" and next((a.i for a in node.attribute if a.name == "to"), 0) in _INDEX_TYPES:
             continue
-        weights = [_tensor(i, sources[i], loader(i)) for i in node.input if i in sources and i not in used
+        weights = [_tensor(i, sources[i], loader(i), store) for i in node.input if i in sources and i not in used
                    and sources[i].data_type not in _INDEX_TYPES]
         if weights:
             used.update(t.name for t in weights)
             root.children.append(Layer(name=name, class_name=f"onnx.{node.op_type}", path=(name,), weights=weights))
     _group_torch_exports(root, recurrent, producers, constants)
-    _group_torch_linears(root, nodes, sources, loader, onnx)
+    _group_torch_linears(root, nodes, sources, loader, store, onnx)
     if opset is not None:
         model.keras_version = None
         model.backend = f"onnx (opset {opset})"
@@ -129,9 +164,9 @@ def _dtype_name(proto_tensor: Any) -> str:
         return "unknown"
 
 
-def _tensor(name: str, proto_tensor: Any, load: Any) -> Tensor:
+def _tensor(name: str, proto_tensor: Any, load: Any, store: "_Store") -> Tensor:
     return Tensor(name=name, shape=tuple(int(d) for d in proto_tensor.dims), dtype=_dtype_name(proto_tensor),
-                  source=name, _load=load)
+                  source=name, _load=load, _mapped=store.place(proto_tensor, name))
 
 
 #: Bytes per element of the TensorProto data types read here (float, uint8, int8, uint16, int16, int32, int64,
@@ -152,49 +187,135 @@ def _dims(proto_tensor: Any, name: str, label: str) -> tuple[int, ...]:
     return dims
 
 
-def _array(proto_tensor: Any, name: str, label: str) -> Any:
-    """The value of a TensorProto, or a one-line refusal: external data is never followed (onnx's to_array would
-    open it relative to the current directory), and the declared shape must match the values stored, counted with
-    exact integers, before numpy allocates anything."""
-    from onnx import TensorProto, numpy_helper
+class _Store:
+    """The open file and its skeleton: reads a TensorProto's values — its own, or its payload left in the file —
+    after refusing external data and checking the declared shape against the bytes stored (exact integers), before
+    numpy (or onnx's numpy_helper) allocates anything."""
 
-    if proto_tensor.data_location == TensorProto.EXTERNAL or len(proto_tensor.external_data):
-        raise UnsafeFile(f"tensor {name!r} is stored outside the file (external data); not followed", label)
-    dims = _dims(proto_tensor, name, label)
-    data_type = proto_tensor.data_type
-    if data_type not in _ITEMSIZE:
-        raise UnsupportedFile(f"tensor {name!r} has ONNX data type {data_type}, which lstm-inspect does not read",
-                              label)
-    count = element_count(dims)
-    if count * _ITEMSIZE[data_type] > MAX_TENSOR_BYTES:
-        raise UnsafeFile(f"tensor {name!r} declares {count * _ITEMSIZE[data_type]:,} bytes (dims {list(dims)}), "
-                         f"more than the {MAX_TENSOR_BYTES:,}-byte limit", label)
-    if proto_tensor.HasField("raw_data"):
-        stored = len(proto_tensor.raw_data)
-        needed = count * _ITEMSIZE[data_type]
-    else:
-        stored = len(getattr(proto_tensor, _VALUE_FIELD[data_type]))
-        needed = count  # one value per element, whatever the field's width
-    if stored != needed:
-        raise CorruptFile(f"tensor {name!r} stores {stored:,} {'bytes' if proto_tensor.HasField('raw_data') else 'values'}"
-                          f" but dims {list(dims)} need {needed:,}", label)
-    try:
-        return numpy_helper.to_array(proto_tensor)
-    except Exception as exc:  # onnx's own checks (ValidationError, ValueError...): a damaged tensor
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorruptFile(f"tensor {name!r} cannot be read: {text[:200]}", label) from exc
+    def __init__(self, fd: int, walked: Any, label: str) -> None:
+        self.fd, self.walked, self.label = fd, walked, label
+
+    def payload(self, proto_tensor: Any) -> tuple[int, int, str] | None:
+        """``(offset, length, field)`` of the tensor's values when they were left in the file."""
+        return self.walked.payload(proto_tensor.raw_data) if proto_tensor.HasField("raw_data") else None
+
+    def stored_bytes(self, proto_tensor: Any) -> int:
+        """The tensor's size in the file (the skeleton holds a marker in place of a large payload)."""
+        payload = self.payload(proto_tensor)
+        return proto_tensor.ByteSize() + (payload[1] - len(proto_tensor.raw_data) if payload else 0)
+
+    def check(self, proto_tensor: Any, name: str) -> tuple[tuple[int, ...], int, tuple[int, int, str] | None]:
+        """(dims, element count, payload) of a tensor whose values may be read; a one-line refusal otherwise."""
+        from onnx import TensorProto
+
+        label = self.label
+        if proto_tensor.data_location == TensorProto.EXTERNAL or len(proto_tensor.external_data):
+            raise UnsafeFile(f"tensor {name!r} is stored outside the file (external data); not followed", label)
+        dims = _dims(proto_tensor, name, label)
+        data_type = proto_tensor.data_type
+        if data_type not in _ITEMSIZE:
+            raise UnsupportedFile(f"tensor {name!r} has ONNX data type {data_type}, which lstm-inspect does not read",
+                                  label)
+        count = element_count(dims)
+        if count * _ITEMSIZE[data_type] > MAX_TENSOR_BYTES:
+            raise UnsafeFile(f"tensor {name!r} declares {count * _ITEMSIZE[data_type]:,} bytes (dims {list(dims)}), "
+                             f"more than the {MAX_TENSOR_BYTES:,}-byte limit", label)
+        payload = self.payload(proto_tensor)
+        if payload is not None and payload[2] != "raw_data":  # one packed run of float_data / double_data
+            stored, needed, unit = payload[1] // _ITEMSIZE[data_type], count, "values"
+        elif proto_tensor.HasField("raw_data"):
+            stored = payload[1] if payload else len(proto_tensor.raw_data)
+            needed, unit = count * _ITEMSIZE[data_type], "bytes"
+        else:
+            stored, needed, unit = len(getattr(proto_tensor, _VALUE_FIELD[data_type])), count, "values"
+        if stored != needed:
+            raise CorruptFile(f"tensor {name!r} stores {stored:,} {unit} but dims {list(dims)} need {needed:,}", label)
+        if payload is not None and proto_tensor.HasField("segment"):
+            raise CorruptFile(f"tensor {name!r} cannot be read: Currently not supporting loading segments.", label)
+        return dims, count, payload
+
+    def array(self, proto_tensor: Any, name: str) -> Any:
+        """The tensor's values."""
+        dims, count, payload = self.check(proto_tensor, name)
+        if payload is None:
+            return self._to_array(proto_tensor, name)
+        dtype = _plain_dtype(proto_tensor.data_type)
+        if dtype is None:  # a type onnx decodes itself (bfloat16): a copy of the proto holding the payload
+            whole = type(proto_tensor)()
+            whole.CopyFrom(proto_tensor)
+            whole.raw_data = self._bytes(payload, name)
+            return self._to_array(whole, name)
+        return self.rows(proto_tensor, name, 0, dims[0] if dims else 1).reshape(dims)
+
+    def rows(self, proto_tensor: Any, name: str, first: int, count: int) -> Any:
+        """Rows [first, first + count) along the first axis, read from the file alone when the values were left
+        there and are plain little-endian numbers; else cut from the whole array."""
+        dims, _, payload = self.check(proto_tensor, name)
+        dtype = _plain_dtype(proto_tensor.data_type)
+        if payload is None or dtype is None:
+            return self.array(proto_tensor, name)[first:first + count]
+        row_bytes = element_count(dims[1:]) * dtype.itemsize
+        out = np.empty((count, *dims[1:]) if dims else (), dtype)
+        offset, length, _ = payload
+        self._read_into(memoryview(out).cast("B"), offset + first * row_bytes, name)
+        return out
+
+    def place(self, proto_tensor: Any, name: str, row: int = 0) -> Any:
+        """For `model.Tensor._mapped`: ``() -> (fd, offset)`` of row `row` of a tensor whose checked values lie in
+        the file as plain little-endian numbers; None otherwise."""
+        try:
+            dims, _, payload = self.check(proto_tensor, name)
+        except InspectError:
+            return None  # reading it reports why
+        dtype = _plain_dtype(proto_tensor.data_type)
+        if payload is None or dtype is None:
+            return None
+        offset = payload[0] + row * element_count(dims[1:]) * dtype.itemsize
+        return lambda: (self.fd, offset)
+
+    def _bytes(self, payload: tuple[int, int, str], name: str) -> bytes:
+        data = bytearray(payload[1])
+        self._read_into(memoryview(data), payload[0], name)
+        return bytes(data)
+
+    def _read_into(self, view: memoryview, offset: int, name: str) -> None:
+        done = 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise CorruptFile(f"tensor {name!r} runs past the end of the file (truncated while read?)", self.label)
+            done += got
+
+    def _to_array(self, proto_tensor: Any, name: str) -> Any:
+        from onnx import numpy_helper
+
+        try:
+            return numpy_helper.to_array(proto_tensor)
+        except Exception as exc:  # onnx's own checks (ValidationError, ValueError...): a damaged tensor
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CorruptFile(f"tensor {name!r} cannot be read: {text[:200]}", self.label) from exc
+
+
+def _plain_dtype(data_type: int) -> Any:
+    """The numpy dtype whose little-endian bytes are the ONNX type's raw_data, on a little-endian machine (None for
+    bfloat16, which onnx decodes itself, and on a big-endian machine)."""
+    if sys.byteorder != "little" or data_type == 16 or data_type not in _ITEMSIZE:
+        return None
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
 
 
 class _Constants:
     """Stored tensors (initializers, Constant values) and values folded from them by data movement alone
     (`onnx_fold`): what a recurrent node's W, R, B, P and initial states may be."""
 
-    def __init__(self, sources: dict[str, Any], producers: dict[str, Any], label: str) -> None:
+    def __init__(self, sources: dict[str, Any], producers: dict[str, Any], store: _Store) -> None:
         from . import onnx_fold
 
-        self.sources, self.label = sources, label
+        self.sources, self.store, self.label = sources, store, store.label
         self.scope = onnx_fold.Scope(sources, producers)
-        self.budget = onnx_fold.budget_for(sources)
+        self.budget = onnx_fold.budget_for(sources, store.stored_bytes)
         self.folded_from: set[str] = set()
         """The stored tensors that folded values came from (not listed again as other nodes' weights)."""
         self.identities: dict[str, Any] = {}
@@ -207,7 +328,7 @@ class _Constants:
 
         limit = min(onnx_fold.MAX_NODES, self.nodes_left) if reading else onnx_fold.MAX_NODES
         try:
-            value, used, nodes = onnx_fold.fold(self.scope, name, lambda proto, n: _array(proto, n, self.label),
+            value, used, nodes = onnx_fold.fold(self.scope, name, self.store.array,
                                                 self.label, self.budget, limit)
         except onnx_fold.NotFoldable as exc:
             self.nodes_left -= exc.nodes if reading else 0
@@ -218,14 +339,20 @@ class _Constants:
         return value
 
     def tensor(self, name: str) -> tuple[tuple[int, ...], str, Any]:
-        """(dims, dtype, load) of a stored or folded tensor; `onnx_fold.NotFoldable` when it is neither. A folded
-        value is computed once here for its shape and again by `load` (no array stays in memory)."""
+        """(dims, dtype, rows) of a stored or folded tensor, ``rows(d)`` reading row d (one direction); raises
+        `onnx_fold.NotFoldable` when it is neither. A folded value is computed once here for its shape and again
+        by `rows` (no array stays in memory)."""
         if name in self.sources:
             proto = self.sources[name]
-            return tuple(int(d) for d in proto.dims), _dtype_name(proto), lambda: _array(proto, name, self.label)
+            return tuple(int(d) for d in proto.dims), _dtype_name(proto), \
+                lambda d: self.store.rows(proto, name, d, 1)[0]
         value = self.fold(name)
         self.identities[name] = (value.shape, value.dtype.str, hashlib.sha256(value.tobytes()).hexdigest())
-        return value.shape, value.dtype.name, lambda: self.fold(name, reading=False)
+        return value.shape, value.dtype.name, lambda d: self.fold(name, reading=False)[d]
+
+    def place(self, name: str, row: int) -> Any:
+        """`_Store.place` of row `row` of a stored tensor; None for a folded one."""
+        return self.store.place(self.sources[name], name, row) if name in self.sources else None
 
     def identity(self, name: str) -> Any:
         """What a W / R / B is, for telling one set of weights read twice from two copies: the stored tensor's
@@ -237,7 +364,7 @@ class _Constants:
         from . import onnx_fold
 
         if name in self.sources:
-            return _array(self.sources[name], name, self.label)
+            return self.store.array(self.sources[name], name)
         try:
             return self.fold(name)
         except onnx_fold.NotFoldable:
@@ -274,14 +401,14 @@ def _recurrent(node: Any, name: str, constants: _Constants, warnings: list[str],
     activations = attrs.get("activations")
     for d, direction in enumerate(directions):
         weights = []
-        for role, (dims, dtype, load) in tensors.items():
+        for role, (dims, dtype, rows) in tensors.items():
             if not dims or dims[0] != len(directions):
                 if d == 0:
                     warnings.append(f"{name}: {role} of shape {dims} does not fit direction={attrs['direction']}; "
                                     "skipped")
                 continue
             weights.append(Tensor(name=role, shape=tuple(dims[1:]), dtype=dtype, source=f"{roles[role]}[{d}]",
-                                  _load=_row(load, d)))
+                                  _load=_row(rows, d), _mapped=constants.place(roles[role], d)))
         config = {"units": attrs.get("hidden_size"), "direction": direction, "node": name, "layer": 0,
                   "linear_before_reset": attrs["linear_before_reset"], "input_forget": attrs["input_forget"],
                   "layout": attrs["layout"], "sequence_lens": bool(inputs[4])}
@@ -300,7 +427,8 @@ def _recurrent(node: Any, name: str, constants: _Constants, warnings: list[str],
 _TORCH_LINEAR_NODE = re.compile(r"^/(?P<scope>.+)/(?P<op>MatMul|Gemm)$")
 
 
-def _group_torch_linears(root: Layer, graph_nodes: list[Any], sources: dict[str, Any], loader: Any, onnx: Any) -> None:
+def _group_torch_linears(root: Layer, graph_nodes: list[Any], sources: dict[str, Any], loader: Any, store: _Store,
+                         onnx: Any) -> None:
     """The nodes of an exported nn.Linear become one layer named by the module scope (class ``onnx.Linear``) with
     torch's ``weight`` (out, in) and ``bias``, so that it reads, and diffs against the state dict, as the module."""
     nodes = {node.name: node for node in graph_nodes if node.name}
@@ -338,12 +466,13 @@ def _group_torch_linears(root: Layer, graph_nodes: list[Any], sources: dict[str,
         out_features = w_dims[-1] if transposed else w_dims[0]
         if len(w_dims) != 2 or b_dims != (out_features,):
             continue
-        weight, bias = _tensor(weight_name, sources[weight_name], loader(weight_name)), \
-            _tensor(bias_name, sources[bias_name], loader(bias_name))
+        weight, bias = _tensor(weight_name, sources[weight_name], loader(weight_name), store), \
+            _tensor(bias_name, sources[bias_name], loader(bias_name), store)
         weight.name, bias.name = "weight", "bias"
         if transposed:  # MatMul multiplies by weight.T: stored (in, out)
             weight.shape, weight.source = w_dims[::-1], f"{weight_name}.T"
             weight._load = (lambda load: lambda: load().T)(loader(weight_name))
+            weight._mapped = None  # a transposed view: not one C-order run
         linear = Layer(name=scope, class_name="onnx.Linear", path=(scope,), weights=[weight, bias],
                        config={"in_features": weight.shape[1], "out_features": out_features})
         root.children[root.children.index(parts[0])] = linear
@@ -351,8 +480,8 @@ def _group_torch_linears(root: Layer, graph_nodes: list[Any], sources: dict[str,
             root.children.remove(extra)
 
 
-def _row(load: Any, d: int):
-    return lambda: load()[d]
+def _row(rows: Any, d: int):
+    return lambda: rows(d)
 
 
 #: Ops whose output holds only values of their first input: zeros in, zeros out.
@@ -370,7 +499,7 @@ def _all_zeros(name: str, constants: _Constants, label: str) -> bool:
         node = producers.get(name)
         if node is not None and node.op_type == "ConstantOfShape":
             fill = next((a.t for a in node.attribute if a.name == "value"), None)
-            return fill is None or not bool((_array(fill, f"{node.name or name} fill", label) != 0).any())
+            return fill is None or not bool((constants.store.array(fill, f"{node.name or name} fill") != 0).any())
         if node is not None and node.op_type == "ConstantFill":  # opset 7 / 8 exports (an experimental op)
             return next((a.f for a in node.attribute if a.name == "value"), 0.0) == 0.0
         if node is None or node.op_type not in _VALUE_KEEPING_OPS:

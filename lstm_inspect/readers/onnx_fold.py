@@ -339,10 +339,11 @@ def fold(scope: Scope, name: str, read: Callable[[Any, str], np.ndarray], label:
         raise
 
 
-def budget_for(sources: dict[str, Any]) -> int:
+def budget_for(sources: dict[str, Any], stored_bytes: Callable[[Any], int] = lambda proto: proto.ByteSize()) -> int:
     """Bytes one fold may produce: 64 MiB plus four times what the file stores (a fold only moves stored values,
-    so a small file cannot make the reader allocate far more than its own size)."""
-    return (64 << 20) + 4 * sum(proto.ByteSize() for proto in sources.values())
+    so a small file cannot make the reader allocate far more than its own size). `stored_bytes` tells a tensor's
+    size in the file (the reader's skeleton holds a marker where a large payload was left in the file)."""
+    return (64 << 20) + 4 * sum(stored_bytes(proto) for proto in sources.values())
 
 
 # ---------------------------------------------------------------- subgraphs

@@ -182,11 +182,18 @@ def _onnx_outputs(model: ModelFile, module: Layer, x: np.ndarray) -> dict[str, n
 
 
 def _onnx_node_attributes(path: str) -> dict[str, dict[str, Any]]:
-    """Each recurrent node's attributes, as the .onnx file states them (the reader has accepted the file)."""
-    import onnx
-    from onnx import helper
+    """Each recurrent node's attributes, as the .onnx file states them (the reader has accepted the file); from its
+    skeleton, the tensor payloads left in the file."""
+    import os
 
-    proto = onnx.load(path, load_external_data=False)
+    from onnx import helper
+    from ..readers import onnx_file
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        proto, _ = onnx_file.load_skeleton(fd, path)
+    finally:
+        os.close(fd)
     found = {}
     for index, node in enumerate(proto.graph.node):
         if node.op_type in ("LSTM", "GRU", "RNN"):
