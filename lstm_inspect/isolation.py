@@ -184,11 +184,15 @@ def _child(func: Callable[..., Any], args: tuple[Any, ...], max_memory: int | No
         limits.limit_memory(max_memory)
     try:
         message: dict[str, Any] = {"ok": func(*args)}
-    except InspectError as exc:
-        message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
-    except MemoryError as exc:
-        message = {"error": {"message": memory_message(max_memory, exc), "path": None,
-                             "exit_code": int(ExitCode.BAD_INPUT)}}
+    except (MemoryError, OSError, InspectError) as exc:
+        if limits.out_of_memory(exc):  # also a reader's error raised from it: the limit is what to name
+            detail = exc if isinstance(exc, MemoryError) else None
+            message = {"error": {"message": memory_message(max_memory, detail), "path": None,
+                                 "exit_code": int(ExitCode.BAD_INPUT)}}
+        elif isinstance(exc, InspectError):
+            message = {"error": {"message": exc.message, "path": exc.path, "exit_code": int(exc.exit_code)}}
+        else:
+            message = {"internal": f"{type(exc).__name__}: {exc}"}
     except RecursionError:
         message = {"error": {"message": "structure nested too deeply to read", "path": None,
                              "exit_code": int(ExitCode.BAD_INPUT)}}

@@ -4,6 +4,7 @@ readers), and `run_bounded`, one such read in a forked child. The bottom layer: 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import Any, Callable, Iterator
 
@@ -102,3 +103,16 @@ def run_bounded(func: Callable[[], Any], extra: int, timeout: float, lock: Any =
 
 def can_fork() -> bool:
     return hasattr(os, "fork")
+
+
+def out_of_memory(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or while handling, is running out of memory: a
+    MemoryError, or an OSError with ENOMEM (a memory map or a write refused under the address-space limit) — which
+    a reader may have turned into its own one-line error, and which must name --max-memory instead."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

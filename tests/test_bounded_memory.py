@@ -157,3 +157,24 @@ def test_flat_formats_under_a_small_limit(flat, kind, command, tmp_path):
             assert np.array_equal(exported[key], flat["U_f"])
     if command == "diff":
         assert "identical" in result.stdout.lower()
+
+
+@pytest.mark.parametrize("command", ["json", "check", "snapshot", "export", "diff"])
+def test_a_limit_too_small_names_max_memory(big, command, tmp_path):
+    """Under a limit too small for one row chunk, every full-read command fails in one line that names the limit —
+    also where the memory map or the write is what the limit refuses (an OSError ENOMEM, which readers and writers
+    turn into their own errors): never 'cannot read' / 'cannot write' / an internal error."""
+    path = str(big["keras"])
+    args = {"json": ["inspect", "--json", path], "check": ["check", "--format", "json", path],
+            "snapshot": ["snapshot", path, "-o", str(tmp_path / "s.json")],
+            "export": ["export", path, "-o", str(tmp_path / "e.npz")], "diff": ["diff", path, path]}[command]
+    seen = set()
+    for limit in ("8M", "20M", "40M"):
+        result, _ = run_cli("--max-memory", limit, *args)
+        lines = result.stderr.strip().splitlines()
+        if result.returncode == 0:
+            continue
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert f"--max-memory {int(limit[:-1])} MiB" in lines[0] and "raise --max-memory" in lines[0], lines[0]
+        seen.add(limit)
+    assert "8M" in seen

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from .. import limits
 from ..errors import InspectError
 from ..model import ModelFile
 from .findings import (  # noqa: F401  (re-exported: the records are used as check.RULES, check.CheckOptions...)
@@ -88,10 +89,11 @@ def check_path(path: str, options: CheckOptions | None = None) -> FileResult:
         with open_model(path) as model:
             result.kind = model.kind + (" (found by the walk: checked for code only)" if code_only else "")
             result.findings = check_model(model, options)
-    except InspectError as exc:
-        result.error = exc.message
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # a file the readers did not foresee
-        result.error = f"cannot read: {type(exc).__name__}: {exc}"
+    except (InspectError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        if limits.out_of_memory(exc) and limits.in_child():
+            raise  # not the file's fault: the isolated reader names --max-memory
+        # an InspectError says what is wrong; anything else is a file the readers did not foresee
+        result.error = exc.message if isinstance(exc, InspectError) else f"cannot read: {type(exc).__name__}: {exc}"
     if result.error and options.enabled("unsafe-code"):
         # the readers refuse a pickle that imports code; the verdict is then the code found, not "unreadable"
         code = [Finding("unsafe-code", options.severity_of("unsafe-code"), found.layer, None, str(found))
