@@ -130,8 +130,7 @@ def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
     """Each round runs the floor, then every command, so each ratio compares runs minutes apart at most; a row shows
     the medians over the rounds (wall seconds, its ratio to the same round's floor, CPU seconds of the process tree
     and its ratio to the floor's CPU) and the largest peak RSS."""
-    print("| file | command | seconds | MB/s | × floor | CPU s | CPU × floor | peak MiB (tree) | exit | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(TABLE_HEADER)
     for model in args.models:
         size = os.path.getsize(model)
         name = os.path.basename(model)
@@ -150,25 +149,43 @@ def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
         }
         rows = [("floor (h5py, every dataset once)", [sys.executable, "-c", FLOOR, model])]
         rows += [(f"`{key}`", commands[key]) for key in args.commands.split(",")]
-        results: dict[str, list[tuple[float, float, int, int, float]]] = {label: [] for label, _ in rows}
-        for _ in range(args.repeat):
-            for label, command in rows:
-                seconds, peak, code = run(command, args.timeout)
-                results[label].append((seconds, run.cpu, peak, code, os.getloadavg()[0]))  # type: ignore[attr-defined]
-                for leftover in os.listdir(out_dir):
-                    os.remove(os.path.join(out_dir, leftover))
-        floors = results[rows[0][0]]
-        for label, _ in rows:
-            runs = results[label]
-            factor = 2 if label == "`diff`" else 1  # diff reads the file twice
-            wall = _median([r[0] for r in runs])
-            ratio = _median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
-            cpu = _median([r[1] for r in runs])
-            cpu_ratio = _median([r[1] / (factor * f[1]) for r, f in zip(runs, floors)])
-            loads = [r[4] for r in runs]
-            print(f"| {name} | {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | {cpu:.2f} | "
-                  f"{cpu_ratio:.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
-                  f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
+        measure_rows(name, size, rows, args.repeat, args.timeout, out_dir)
+
+
+TABLE_HEADER = ("| file | command | seconds | MB/s | × floor | CPU s | CPU × floor | peak MiB (tree) | exit | load |\n"
+                "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def measure_rows(name: str, size: int, rows: list[tuple], repeat: int, timeout: float, out_dir: str) -> None:
+    """Run `rows` — (label, command) or (label, command, extra environment), the floor first — interleaved, round
+    after round, and print one `TABLE_HEADER` row per label: medians over the rounds (wall seconds, its ratio to the
+    same round's floor, CPU seconds of the process tree and its ratio to the floor's CPU), the largest peak RSS, the
+    exit codes and the range of the load average. A label starting with `diff` reads the file twice: its ratios are
+    to twice the floor. Files the commands wrote into `out_dir` are removed after each."""
+    results: dict[str, list[tuple[float, float, int, int, float]]] = {row[0]: [] for row in rows}
+    for _ in range(repeat):
+        for label, command, *env in rows:
+            saved = dict(os.environ)
+            os.environ.update(env[0] if env else {})
+            try:
+                seconds, peak, code = run(command, timeout)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            results[label].append((seconds, run.cpu, peak, code, os.getloadavg()[0]))  # type: ignore[attr-defined]
+            for leftover in os.listdir(out_dir):
+                os.remove(os.path.join(out_dir, leftover))
+    floors = results[rows[0][0]]
+    for label, runs in results.items():
+        factor = 2 if label.startswith("`diff`") else 1  # diff reads the file twice
+        wall = _median([r[0] for r in runs])
+        ratio = _median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
+        cpu = _median([r[1] for r in runs])
+        cpu_ratio = _median([r[1] / (factor * f[1]) for r, f in zip(runs, floors)])
+        loads = [r[4] for r in runs]
+        print(f"| {name} | {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | {cpu:.2f} | "
+              f"{cpu_ratio:.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
+              f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
 
 
 def _median(values: list[float]) -> float:

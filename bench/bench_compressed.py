@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_big import _median, run  # noqa: E402
+from bench_big import TABLE_HEADER, measure_rows  # noqa: E402
 
 FLOOR = r"""
 import sys
@@ -113,8 +113,7 @@ def main() -> None:
         return
     py = [sys.executable, "-m", "lstm_inspect", *args.options.split()]
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| file | command | seconds | MB/s | × floor | CPU s | CPU × floor | peak MiB (tree) | exit | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(TABLE_HEADER)
     with tempfile.TemporaryDirectory(prefix="bench_compressed_") as out_dir:
         for model in args.models:
             measure(model, args, py, out_dir)
@@ -137,26 +136,7 @@ def measure(model: str, args: argparse.Namespace, py: list[str], out_dir: str) -
     else:
         rows = [("floor (`np.load`, every array once)", [sys.executable, "-c", FLOOR, model])]
     rows += [(f"`{key}`", py + commands[key]) for key in args.commands.split(",")]
-    results: dict[str, list[tuple[float, float, int, int, float]]] = {label: [] for label, _ in rows}
-    for _ in range(args.repeat):
-        for label, command in rows:
-            seconds, peak, code = run(command, args.timeout)
-            results[label].append((seconds, run.cpu, peak, code, os.getloadavg()[0]))  # type: ignore[attr-defined]
-            for leftover in os.listdir(out_dir):
-                os.remove(os.path.join(out_dir, leftover))
-    floors = results[rows[0][0]]
-    for label, _ in rows:
-        runs = results[label]
-        factor = 2 if label == "`diff`" else 1
-        wall = _median([r[0] for r in runs])
-        ratio = _median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
-        cpu = _median([r[1] for r in runs])
-        cpu_ratio = _median([r[1] / (factor * f[1]) for r, f in zip(runs, floors)])
-        loads = [r[4] for r in runs]
-        print(f"| {name} | {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | {cpu:.2f} | "
-              f"{cpu_ratio:.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
-              f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
-
+    measure_rows(name, size, rows, args.repeat, args.timeout, out_dir)
 
 if __name__ == "__main__":
     main()

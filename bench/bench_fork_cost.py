@@ -41,7 +41,7 @@ def inner(directory: str, records: str) -> None:
 
     from lstm_inspect import isolation
 
-    real_child, real_run, real_fork, real_waitpid = isolation._child, isolation.run, os.fork, os.waitpid
+    real_child, real_fork, real_waitpid = isolation._child, os.fork, os.waitpid
     forks: list[float] = []
     reaped: list[tuple[float, int]] = []
 

@@ -121,31 +121,8 @@ def main() -> None:
         rows += commands(str(HERE.parent))
         if args.also:
             rows += commands(args.also)
-        results: dict[str, list[tuple[float, float, int, int, float]]] = {label: [] for label, _, _ in rows}
-        for _ in range(args.repeat):
-            for label, command, env in rows:
-                saved = dict(os.environ)
-                os.environ.update(env)
-                try:
-                    seconds, peak, code = big.run(command, args.timeout)
-                finally:
-                    os.environ.clear()
-                    os.environ.update(saved)
-                results[label].append((seconds, big.run.cpu, peak, code, os.getloadavg()[0]))
-                for leftover in os.listdir(out):
-                    os.remove(os.path.join(out, leftover))
-    print("| command | seconds | MB/s | × floor | CPU s | peak MiB (tree) | exit | load |")
-    print("|---|---|---|---|---|---|---|---|")
-    floors = results[rows[0][0]]
-    for label, _, _ in rows:
-        runs = results[label]
-        factor = 2 if label.startswith("`diff`") else 1
-        wall = big._median([r[0] for r in runs])
-        ratio = big._median([r[0] / (factor * f[0]) for r, f in zip(runs, floors)])
-        loads = [r[4] for r in runs]
-        print(f"| {label} | {wall:.2f} | {factor * size / 1e6 / wall:.0f} | {ratio:.2f} | "
-              f"{big._median([r[1] for r in runs]):.2f} | {max(r[2] for r in runs) / 2**20:.0f} | "
-              f"{','.join(sorted({str(r[3]) for r in runs}))} | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
+        print(big.TABLE_HEADER)
+        big.measure_rows(model.name, size, rows, args.repeat, args.timeout, out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import os
 import threading
 from typing import Any, Callable, Sequence
 
+from . import limits
+
 #: The 1-minute load average per CPU from which the machine counts as busy: above what this process's own threads
 #: add (at most one per CPU), so a long run does not switch itself off. Measured on 2 CPUs (docs/benchmarks.md):
 #: a forward pass split over two threads ran 2.0x as fast idle, 0.8-1.2x at load 5-7.
@@ -22,6 +24,11 @@ _BLAS_THREAD_VARIABLES = {
     "openblas": ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
     "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
 }
+
+#: Address space a thread beyond the first takes before it computes anything — its stack, the C library's malloc
+#: arena (64 MiB reserved) and OpenBLAS's buffer: 72 MiB measured — with room for its share of the work. Under
+#: --max-memory a thread is used only where this fits (OpenBLAS gives up on a thread whose buffer it cannot map).
+THREAD_ADDRESS_SPACE = 160 << 20
 
 #: At most this many threads per computation (None: no cap). `check --jobs N` sets 1: its N children already use
 #: the CPUs, one file each.
@@ -59,8 +66,11 @@ def machine_busy() -> bool:
 
 def auto_threads() -> int:
     """The threads an automatic choice uses: the usable CPUs when BLAS runs one thread and the machine is not
-    busy, else 1; never more than `thread_cap`."""
+    busy, else 1; never more than `thread_cap`, nor than the address-space limit leaves room for."""
     threads = usable_cpus() if blas_single_threaded() and not machine_busy() else 1
+    room = limits.address_space_room() if threads > 1 else None
+    if room is not None:
+        threads = min(threads, 1 + room // THREAD_ADDRESS_SPACE)
     return max(1, min(threads, thread_cap)) if thread_cap is not None else threads
 
 

@@ -56,6 +56,17 @@ def address_space() -> int:
         return 0
 
 
+def address_space_room() -> int | None:
+    """How many more bytes of address space this process may take under its limit (RLIMIT_AS, which --max-memory
+    sets); None when it has none."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, soft - address_space())
+
+
 def limit_memory(max_memory: int) -> None:
     """Bound the address space to what the process has now plus `max_memory`."""
     import resource

@@ -75,3 +75,16 @@ def input_and_forget_gates_swapped(monkeypatch):
         return found
 
     monkeypatch.setattr(native_forward, "_blocks", swapped)
+
+
+def assert_json_block_stats(stdout: str, key: str, expected) -> None:
+    """`inspect --json`'s statistics of the first recurrent layer's block `key` are those of `expected` (the same
+    values from the framework's own arrays, float64): min and max exact, std to 1e-9."""
+    import numpy as np
+
+    layer = next(entry for entry in json.loads(stdout)["layers"] if entry["recurrent"])
+    stats = next(b for b in layer["recurrent"]["blocks"] if b["key"] == key)["stats"]
+    expected = np.asarray(expected, dtype=np.float64)
+    assert stats["max"] == expected.max() and stats["min"] == expected.min()
+    assert stats["std"] == pytest.approx(expected.std(), rel=1e-9)
+

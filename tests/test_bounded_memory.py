@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_json_block_stats
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -144,11 +145,7 @@ def test_flat_formats_under_a_small_limit(flat, kind, command, tmp_path):
     assert result.returncode == 0, result.stderr
     assert peak < 200 << 20, f"peak RSS {peak / 2**20:.0f} MiB"
     if command == "json":
-        layer = next(entry for entry in json.loads(result.stdout)["layers"] if entry["recurrent"])
-        stats = next(b for b in layer["recurrent"]["blocks"] if b["key"] == "U_f")["stats"]
-        expected = flat["U_f"].astype(np.float64)
-        assert stats["max"] == expected.max() and stats["min"] == expected.min()
-        assert stats["std"] == pytest.approx(expected.std(), rel=1e-9)
+        assert_json_block_stats(result.stdout, "U_f", flat["U_f"])
     if command == "check":
         assert json.loads(result.stdout)["summary"]["passed"] == 1
     if command == "export":

@@ -23,6 +23,7 @@ from hostile import one_line_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 from lstm_inspect.readers import onnx_file, onnx_fold, onnx_wire
+from conftest import assert_json_block_stats
 from test_bounded_memory import run_cli
 
 
@@ -281,20 +282,14 @@ def test_a_large_export_under_a_small_limit(big, kind, command, tmp_path):
     state = load_file(str(big[f"{kind}_state"]))
     hidden = 2048
     if command == "json":  # torch's f gate (rows H..2H of weight_hh for both) against the one-pass statistics
-        layer = next(entry for entry in json.loads(result.stdout)["layers"] if entry["recurrent"])
-        key = "U_f" if kind == "lstm" else "U_z"
-        rows = slice(hidden, 2 * hidden) if kind == "lstm" else slice(hidden, 2 * hidden)
-        expected = state["weight_hh_l0"][rows].astype(np.float64)
-        stats = next(b for b in layer["recurrent"]["blocks"] if b["key"] == key)["stats"]
-        assert stats["max"] == expected.max() and stats["min"] == expected.min()
-        assert stats["std"] == pytest.approx(expected.std(), rel=1e-9)
+        assert_json_block_stats(result.stdout, "U_f" if kind == "lstm" else "U_z",
+                                state["weight_hh_l0"][hidden:2 * hidden])
     if command == "check":
         assert json.loads(result.stdout)["summary"]["passed"] == 1
     if command == "export":
         with np.load(tmp_path / "e.npz") as exported:
             key = next(k for k in exported.files if k.endswith("W_c" if kind == "lstm" else "W_h"))
-            rows = slice(2 * hidden, 3 * hidden) if kind == "lstm" else slice(2 * hidden, 3 * hidden)
-            np.testing.assert_array_equal(exported[key], state["weight_ih_l0"][rows].T)
+            np.testing.assert_array_equal(exported[key], state["weight_ih_l0"][2 * hidden:3 * hidden].T)
     if command == "diff":  # every gate block of the state dict against the file's W, R, B
         report = json.loads(result.stdout)
         assert report["identical"] and report["summary"]["blocks_compared"] == 12  # the GRU: its two biases too

@@ -96,3 +96,20 @@ def test_in_threads_returns_in_order_and_raises_the_first_error():
 
     with pytest.raises(ValueError, match="two"):
         cpus.in_threads(fail_on_two, [1, 2, 3])
+
+
+def test_no_second_thread_where_the_memory_limit_leaves_no_room(monkeypatch):
+    """Each extra thread takes ~72 MiB of address space before it computes (stack, malloc arena, OpenBLAS's
+    buffer, which OpenBLAS gives up on when it cannot map it): under a tight --max-memory one thread is used."""
+    from lstm_inspect import limits
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(cpus, "machine_busy", lambda: False)
+    monkeypatch.setattr(cpus, "thread_cap", None)
+    monkeypatch.setattr(cpus, "blas_single_threaded", lambda: True)
+    monkeypatch.setattr(limits, "address_space_room", lambda: None)
+    assert cpus.auto_threads() == 2
+    monkeypatch.setattr(limits, "address_space_room", lambda: 100 << 20)
+    assert cpus.auto_threads() == 1
+    monkeypatch.setattr(limits, "address_space_room", lambda: 4 << 30)
+    assert cpus.auto_threads() == 2
