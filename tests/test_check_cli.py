@@ -308,9 +308,12 @@ def test_diff_unreadable_is_exit_2(tmp_path):
 # --jobs
 
 def test_jobs_gives_the_same_results_in_the_same_order(mixed):
+    from lstm_inspect import cpus
+
     one = json.loads(run("check", "--format", "json", "--jobs", "1", mixed).stdout)
     two = json.loads(run("check", "--format", "json", "--jobs", "2", mixed).stdout)
     assert one == two
+    assert cpus.thread_cap is None  # the children's cap on threads is not left on the process
 
 
 def test_no_progress_bar_when_not_a_terminal(mixed):

@@ -217,10 +217,13 @@ def run_checks(files: list[str], options: Any, jobs: int, advance: Callable[[str
         return [check_one(path) for path in files]
     from .. import cpus
 
-    cpus.thread_cap = max(1, cpus.usable_cpus() // jobs)  # the jobs' children share the CPUs, one file each
-    # Threads only wait on the children; the work happens in the forked processes.
-    with ThreadPoolExecutor(max_workers=min(jobs, len(files))) as pool:
-        return list(pool.map(check_one, files))
+    cap, cpus.thread_cap = cpus.thread_cap, max(1, cpus.usable_cpus() // jobs)  # the children share the CPUs
+    try:
+        # Threads only wait on the children; the work happens in the forked processes (which inherit the cap).
+        with ThreadPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+            return list(pool.map(check_one, files))
+    finally:
+        cpus.thread_cap = cap
 
 
 def _check_path_data(path: str, options: Any) -> dict[str, Any]:
