@@ -53,13 +53,19 @@ if path.endswith(".keras"):
     source = Window(fd, offset, info.file_size)
 else:
     source = path
+sink = open(sys.argv[2], "wb") if len(sys.argv) > 2 else None  # the write floor: every value written once too
 total = 0
 def visit(name, node):
     global total
     if isinstance(node, h5py.Dataset):
-        total += node[()].nbytes   # read once, then released
+        value = node[()]   # read once, then released
+        total += value.nbytes
+        if sink is not None:
+            sink.write(value.tobytes())
 with h5py.File(source, "r") as f:
     f.visititems(visit)
+if sink is not None:
+    sink.close()
 print(total, file=sys.stderr)
 """
 
@@ -116,7 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--commands", default="inspect,json,check,snapshot,export,diff",
-                        help="any of inspect,json,check,snapshot,export,export-st,diff,report")
+                        help="any of inspect,json,check,snapshot,export,export-st,diff,report, and write-floor (the floor "
+                             "that also writes every value to one file: what export cannot do with less)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds (floor, then every command); medians shown")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--options", default="", help="extra group options, e.g. '--max-memory 8G'")
@@ -146,6 +153,7 @@ def measure_all(args: argparse.Namespace, py: list[str], out_dir: str) -> None:
             "export-st": py + ["export", model, "-o", os.path.join(out_dir, "gates.safetensors")],
             "diff": py + ["diff", model, model],
             "report": py + ["report", model, "-o", os.path.join(out_dir, "report.html")],
+            "write-floor": [sys.executable, "-c", FLOOR, model, os.path.join(out_dir, "floor.bin")],
         }
         rows = [("floor (h5py, every dataset once)", [sys.executable, "-c", FLOOR, model])]
         rows += [(f"`{key}`", commands[key]) for key in args.commands.split(",")]

@@ -34,9 +34,9 @@ def test_threaded_products_give_the_one_thread_values(count, monkeypatch):
     ranges_seen = []
     products = rules_gates._products
 
-    def spy(tensor, regions, vectors, dtype, row_range):
+    def spy(tensor, regions, vectors, dtype, row_range, chunk_bytes=None):
         ranges_seen.append(row_range)
-        return products(tensor, regions, vectors, dtype, row_range)
+        return products(tensor, regions, vectors, dtype, row_range, chunk_bytes)
 
     monkeypatch.setattr(rules_gates, "_products", spy)
     found = {}

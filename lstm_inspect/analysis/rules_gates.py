@@ -143,7 +143,9 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
         vectors: list[np.ndarray | None] = [next(run) for run in runs]
         row_ranges = _row_ranges(tensor)
         while any(v is not None for v in vectors):
-            partial = cpus.in_threads(lambda rows: _products(tensor, regions, vectors, dtype, rows), row_ranges)
+            share = max(1, model_module.CHUNK_BYTES // len(row_ranges))  # the ranges share the chunk budget
+            partial = cpus.in_threads(lambda rows: _products(tensor, regions, vectors, dtype, rows, share),
+                                      row_ranges)
             products = partial[0]
             for other in partial[1:]:
                 for total, part in zip(products, other):
@@ -176,12 +178,12 @@ def _row_ranges(tensor: Any) -> list[tuple[int, int]]:
 
 
 def _products(tensor: Any, regions: list[Any], vectors: list[np.ndarray | None], dtype: np.dtype,
-              row_range: tuple[int, int]) -> list[np.ndarray | None]:
+              row_range: tuple[int, int], chunk_bytes: int | None = None) -> list[np.ndarray | None]:
     """Each live vector's AᵀA·v summed over rows [low, high) of `tensor` (its block `regions[i]`), read in row
     chunks, so memory stays at one chunk whatever the block's size."""
     products = [np.zeros_like(v) if v is not None else None for v in vectors]
     low, high = row_range
-    for start, rows in _cache_sized(tensor.row_chunks(low=low, high=high)):
+    for start, rows in _cache_sized(tensor.row_chunks(chunk_bytes, low=low, high=high)):
         for i, vector in enumerate(vectors):
             part = stats._rows_of(regions[i], start, rows) if vector is not None else None
             if part is not None:
