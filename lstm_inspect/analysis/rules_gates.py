@@ -142,8 +142,8 @@ def spectral_norms(blocks: list[Any], tol: float = SPECTRAL_TOL, max_steps: int 
         runs = [_lanczos(r[-1][1] - r[-1][0], dtype, tol, max_steps, seed, width, limit, count) for r in regions]
         vectors: list[np.ndarray | None] = [next(run) for run in runs]
         row_ranges = _row_ranges(tensor)
+        share = max(1, model_module.CHUNK_BYTES // len(row_ranges))  # the ranges share the chunk budget
         while any(v is not None for v in vectors):
-            share = max(1, model_module.CHUNK_BYTES // len(row_ranges))  # the ranges share the chunk budget
             partial = cpus.in_threads(lambda rows: _products(tensor, regions, vectors, dtype, rows, share),
                                       row_ranges)
             products = partial[0]
